@@ -134,6 +134,7 @@ impl PersonCode {
 
 /// Where a person lives or a site stands: province → district → commune.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Area {
     pub province: AreaCode,
     pub district: AreaCode,
@@ -197,6 +198,7 @@ impl Registration {
 
 /// A place where doses are given.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Site {
     pub site_id: SiteId,
     pub name: String,
@@ -270,6 +272,7 @@ pub fn builtin_products() -> Vec<Product> {
 /// Stock of one manufacturer's lot allocated to one site. The pair (lot number, site) is the
 /// key: the same lot is often split across many sites.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Lot {
     pub lot_number: LotNumber,
     pub site_id: SiteId,
@@ -316,6 +319,7 @@ pub struct Dose {
     pub dose_id: DoseId,
     pub person_code: PersonCode,
     pub product: ProductCode,
+    #[serde(rename = "lot")]
     pub lot_number: LotNumber,
     /// 1-based position in the series.
     pub dose_number: u8,

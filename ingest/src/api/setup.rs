@@ -1,0 +1,68 @@
+//! Admin set-up on a running server: sites and lots. The same operations as `vaxcamp site add`
+//! and `vaxcamp lot add`, which work on a stopped server's data directory.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde_json::json;
+use store::{Lot, Role, Site};
+
+use super::{ApiJson, Shared};
+use crate::auth::Caller;
+use crate::error::{ApiError, json_answer};
+use crate::setup::{self, SetupError};
+
+impl From<SetupError> for ApiError {
+    fn from(e: SetupError) -> Self {
+        match e {
+            SetupError::Invalid { field, message } => ApiError::invalid_field(field, message),
+            SetupError::Store(e) => e.into(),
+            other => ApiError::internal(other),
+        }
+    }
+}
+
+/// `GET /v1/sites`: sites with their lots and stock.
+pub async fn list_sites(State(state): State<Shared>, caller: Caller) -> Result<Response, ApiError> {
+    caller.require(&[Role::Admin, Role::Observer])?;
+    let lots = state.campaign.lots();
+    let sites: Vec<serde_json::Value> = state
+        .campaign
+        .sites()
+        .into_iter()
+        .map(|site| {
+            let site_lots: Vec<serde_json::Value> = lots
+                .iter()
+                .filter(|s| s.lot.site_id == site.site_id)
+                .map(|s| {
+                    json!({
+                        "lot": s.lot.lot_number, "product": s.lot.product, "expires": s.lot.expires,
+                        "quantity": s.lot.quantity, "remaining": s.remaining(),
+                    })
+                })
+                .collect();
+            json!({
+                "site_id": site.site_id, "name": site.name, "area": site.area,
+                "daily_capacity": site.daily_capacity, "lots": site_lots,
+            })
+        })
+        .collect();
+    Ok(json_answer(StatusCode::OK, json!({"sites": sites})))
+}
+
+/// `POST /v1/sites`: adds a site and answers with its token, shown this once.
+pub async fn add_site(State(state): State<Shared>, caller: Caller, ApiJson(site): ApiJson<Site>) -> Result<Response, ApiError> {
+    caller.require(&[Role::Admin])?;
+    let (token, credential) = setup::add_site(state.store.as_ref(), &site).await?;
+    state.credentials.upsert(&credential);
+    state.campaign.upsert_site(site.clone());
+    Ok(json_answer(StatusCode::CREATED, json!({"site": site, "token": token})))
+}
+
+/// `POST /v1/lots`: allocates a lot's doses to a site (or updates the allocation).
+pub async fn add_lot(State(state): State<Shared>, caller: Caller, ApiJson(lot): ApiJson<Lot>) -> Result<Response, ApiError> {
+    caller.require(&[Role::Admin])?;
+    setup::add_lot(state.store.as_ref(), &lot).await?;
+    state.campaign.upsert_lot(lot.clone());
+    Ok(json_answer(StatusCode::CREATED, json!({"lot": lot})))
+}

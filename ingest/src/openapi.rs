@@ -1,0 +1,193 @@
+//! The OpenAPI 3 description of the API, served at `/openapi.json`.
+//!
+//! Written by hand (a derive crate would add a large dependency for a few dozen lines), and
+//! kept true by tests: every documented operation must be routed, and every route documented.
+
+use serde_json::{Value, json};
+
+fn error_responses(codes: &[&str]) -> Value {
+    let mut map = serde_json::Map::new();
+    for code in codes {
+        let description = match *code {
+            "400" => "Malformed JSON or an invalid field (`error`: malformed_json, invalid_body, invalid_field, ...)",
+            "401" => "No or invalid token (`error`: missing_token, invalid_token)",
+            "403" => "The token's role may not do this (`error`: forbidden)",
+            "404" => "Not found (`error`: unknown_person, no_doses, ...)",
+            "409" => "Conflict (`error`: dose_conflict, person_code_taken)",
+            "413" => "Body too large (`error`: body_too_large)",
+            "422" => "A rule refused the request; `rule` names it (too_early, dose_out_of_sequence, lot_expired, lot_exhausted, lot_not_at_site, unknown_lot, unknown_person, product_mismatch, series_complete, dose_already_recorded, administered_in_future, lot_product_mismatch, invalid_pass)",
+            "503" => "Saturated or storage unavailable; retry after `Retry-After` seconds with the same dose id (`error`: overloaded, dose_in_progress)",
+            _ => "Error",
+        };
+        map.insert(
+            (*code).to_owned(),
+            json!({"description": description, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}),
+        );
+    }
+    Value::Object(map)
+}
+
+fn op(summary: &str, roles: &str, body: Option<&str>, ok: (&str, &str), errors: &[&str]) -> Value {
+    let mut responses = error_responses(errors);
+    let ok_content = if ok.1.is_empty() {
+        json!({"description": "OK"})
+    } else {
+        json!({"description": "OK", "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{}", ok.1)}}}})
+    };
+    if let Value::Object(map) = &mut responses {
+        map.insert(ok.0.to_owned(), ok_content);
+    }
+    let mut operation = json!({"summary": summary, "description": format!("Roles: {roles}."), "responses": responses});
+    if roles == "public" {
+        operation["security"] = json!([]);
+    }
+    if let Some(schema) = body {
+        operation["requestBody"] = json!({
+            "required": true,
+            "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}
+        });
+    }
+    operation
+}
+
+fn person_code_param() -> Value {
+    json!([{"name": "person_code", "in": "path", "required": true, "schema": {"type": "string", "maxLength": 32}}])
+}
+
+/// The whole document.
+pub fn document() -> Value {
+    let mut certificate = op("A person's current certificate", "site, registrar, admin", None, ("200", ""), &["400", "401", "403", "404"]);
+    certificate["parameters"] = json!([
+        {"name": "person_code", "in": "path", "required": true, "schema": {"type": "string"}},
+        {"name": "format", "in": "query", "required": false, "schema": {"type": "string", "enum": ["text", "svg", "png", "terminal"], "default": "text"}}
+    ]);
+    certificate["responses"]["200"] = json!({"description": "The certificate as VC1 text, SVG, PNG or terminal blocks; headers X-Certificate-Id and X-Certificate-Status",
+        "content": {"text/plain": {}, "image/svg+xml": {}, "image/png": {}}});
+    let mut show = op("A person with their doses and the next dose due", "site, registrar, admin", None, ("200", "PersonRecord"), &["400", "401", "403", "404"]);
+    show["parameters"] = person_code_param();
+    let mut pass = op("A person's pre-registration QR (RG1)", "site, registrar, admin", None, ("200", "RegistrationAnswer"), &["400", "401", "403", "404"]);
+    pass["parameters"] = person_code_param();
+    let mut people = op("People in person-code order", "admin", None, ("200", "PeoplePage"), &["400", "401", "403"]);
+    people["parameters"] = json!([
+        {"name": "after", "in": "query", "schema": {"type": "string"}},
+        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 10000, "default": 100}}
+    ]);
+    let mut metrics = op("Prometheus metrics", "admin, observer", None, ("200", ""), &["401", "403"]);
+    metrics["responses"]["200"] = json!({"description": "Prometheus text exposition", "content": {"text/plain": {}}});
+
+    json!({
+        "openapi": "3.0.3",
+        "info": {
+            "title": "vaxcamp",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Mass-vaccination campaign API: register, check in, record doses, signed QR certificates. Every error body is {\"error\": code, \"message\": text}."
+        },
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": schemas(),
+        },
+        "security": [{"bearer": []}],
+        "paths": {
+            "/healthz": {"get": op("Liveness", "public", None, ("200", "Health"), &[])},
+            "/metrics": {"get": metrics},
+            "/openapi.json": {"get": op("This document", "any token", None, ("200", ""), &["401"])},
+            "/v1/trust": {"get": op("The issuer's trust list (public keys by kid)", "public", None, ("200", "TrustList"), &[])},
+            "/v1/revocations": {"get": op("Revoked certificate ids", "public", None, ("200", "RevocationList"), &[])},
+            "/v1/verify": {"post": op("Verify a VC1 certificate or RG1 pass", "public", Some("QrText"), ("200", "VerifyAnswer"), &["400", "413"])},
+            "/v1/registrations": {"post": op("Pre-register a citizen; 200 when the same registration exists", "registrar, site, admin", Some("RegistrationRequest"), ("201", "RegistrationAnswer"), &["400", "401", "403", "409", "413"])},
+            "/v1/checkins": {"post": op("Check in a scanned pass (or a typed person code)", "site, admin", Some("CheckInRequest"), ("200", "PersonRecord"), &["400", "401", "403", "404", "422"])},
+            "/v1/people": {"get": people},
+            "/v1/people/{person_code}": {"get": show},
+            "/v1/people/{person_code}/pass": {"get": pass},
+            "/v1/people/{person_code}/certificate": {"get": certificate},
+            "/v1/doses": {"post": op("Record a dose; 201 with its certificate, 200 on an identical retry", "site, admin", Some("DoseRequest"), ("201", "DoseAnswer"), &["400", "401", "403", "409", "413", "422", "503"])},
+            "/v1/doses:batch": {"post": op("Record up to 1000 doses; per-dose results", "site, admin", Some("BatchRequest"), ("200", "BatchAnswer"), &["400", "401", "403", "413"])},
+            "/v1/doses:lookup": {"post": op("Which dose ids are stored, and how many copies", "admin, observer", Some("LookupRequest"), ("200", "LookupAnswer"), &["400", "401", "403"])},
+            "/v1/sites": {
+                "get": op("Sites with lots and stock", "admin, observer", None, ("200", "SiteList"), &["401", "403"]),
+                "post": op("Add a site; answers its token once", "admin", Some("Site"), ("201", "SiteAnswer"), &["400", "401", "403"])
+            },
+            "/v1/lots": {"post": op("Allocate a lot's doses to a site", "admin", Some("Lot"), ("201", ""), &["400", "401", "403"])},
+            "/v1/stats": {"get": op("Live counters for the console", "admin, observer", None, ("200", "Stats"), &["401", "403"])},
+        }
+    })
+}
+
+fn schemas() -> Value {
+    let date = json!({"type": "string", "format": "date"});
+    let datetime = json!({"type": "string", "format": "date-time"});
+    let area = json!({"type": "object", "required": ["province", "district"], "additionalProperties": false, "properties": {
+        "province": {"type": "string"}, "district": {"type": "string"}, "commune": {"type": "string", "nullable": true}}});
+    let dose = json!({"type": "object", "properties": {
+        "dose_id": {"type": "string", "format": "uuid"}, "person_code": {"type": "string"}, "product": {"type": "string"},
+        "lot": {"type": "string"}, "dose_number": {"type": "integer"}, "site_id": {"type": "string"},
+        "vaccinator": {"type": "string"}, "administered_at": datetime, "recorded_at": datetime}});
+    let person = json!({"type": "object", "properties": {
+        "person_code": {"type": "string"}, "name": {"type": "string"}, "birth_date": date, "phone": {"type": "string", "nullable": true},
+        "area": area, "priority_group": {"type": "integer"}, "registered_at": datetime}});
+    json!({
+        "Error": {"type": "object", "required": ["error", "message"], "properties": {
+            "error": {"type": "string", "description": "stable code"}, "message": {"type": "string"},
+            "field": {"type": "string"}, "rule": {"type": "string"}}},
+        "Health": {"type": "object", "properties": {"status": {"type": "string"}, "backend": {"type": "string"}, "uptime_s": {"type": "integer"}}},
+        "Area": area,
+        "Dose": dose,
+        "Person": person,
+        "RegistrationRequest": {"type": "object", "required": ["name", "birth_date", "area"], "additionalProperties": false, "properties": {
+            "person_code": {"type": "string", "maxLength": 32, "description": "national ID; generated when absent"},
+            "name": {"type": "string", "maxLength": 120}, "birth_date": date, "phone": {"type": "string"},
+            "area": {"$ref": "#/components/schemas/Area"}, "priority_group": {"type": "integer", "minimum": 1, "maximum": 10}}},
+        "RegistrationAnswer": {"type": "object", "properties": {
+            "person_code": {"type": "string"}, "registration_qr": {"type": "string", "description": "RG1:..."},
+            "created": {"type": "boolean"}, "person": {"$ref": "#/components/schemas/Person"}}},
+        "CheckInRequest": {"type": "object", "additionalProperties": false, "description": "exactly one of qr or person_code", "properties": {
+            "qr": {"type": "string"}, "person_code": {"type": "string"}}},
+        "PersonRecord": {"type": "object", "properties": {
+            "person": {"$ref": "#/components/schemas/Person"},
+            "doses": {"type": "array", "items": {"$ref": "#/components/schemas/Dose"}},
+            "next_dose": {"type": "object", "properties": {
+                "dose_number": {"type": "integer", "nullable": true}, "product": {"type": "string", "nullable": true},
+                "mixable_with": {"type": "array", "items": {"type": "string"}}, "earliest": {"type": "string", "format": "date", "nullable": true},
+                "eligible_today": {"type": "boolean"}, "reason": {"type": "string", "nullable": true}, "series_complete": {"type": "boolean"}}},
+            "eligible_today": {"type": "boolean"}, "reason": {"type": "string", "nullable": true}}},
+        "PeoplePage": {"type": "object", "properties": {
+            "people": {"type": "array", "items": {"$ref": "#/components/schemas/Person"}}, "next": {"type": "string", "nullable": true}}},
+        "DoseRequest": {"type": "object", "required": ["dose_id", "person_code", "lot", "dose_number", "vaccinator", "administered_at"], "additionalProperties": false, "properties": {
+            "dose_id": {"type": "string", "format": "uuid", "description": "made by the client once; reused on retries"},
+            "person_code": {"type": "string"}, "lot": {"type": "string", "description": "lot number on the vial"},
+            "dose_number": {"type": "integer", "minimum": 1, "maximum": 10}, "vaccinator": {"type": "string", "maxLength": 80},
+            "administered_at": datetime, "product": {"type": "string", "description": "optional cross-check against the lot"},
+            "site_id": {"type": "string", "description": "admin tokens only (ledger imports)"}}},
+        "DoseAnswer": {"type": "object", "properties": {
+            "dose": {"$ref": "#/components/schemas/Dose"}, "certificate": {"type": "string", "description": "VC1:..."},
+            "certificate_id": {"type": "string"}, "series_status": {"type": "string", "enum": ["partial", "complete"]}}},
+        "BatchRequest": {"type": "object", "required": ["doses"], "additionalProperties": false, "properties": {
+            "doses": {"type": "array", "maxItems": 1000, "items": {"$ref": "#/components/schemas/DoseRequest"}}}},
+        "BatchAnswer": {"type": "object", "properties": {
+            "results": {"type": "array", "items": {"type": "object", "properties": {
+                "dose_id": {"type": "string"}, "status": {"type": "integer"}, "error": {"type": "string"}, "message": {"type": "string"}}}},
+            "created": {"type": "integer"}, "duplicates": {"type": "integer"}, "refused": {"type": "integer"}, "failed": {"type": "integer"}}},
+        "LookupRequest": {"type": "object", "required": ["dose_ids"], "additionalProperties": false, "properties": {
+            "dose_ids": {"type": "array", "maxItems": 10000, "items": {"type": "string", "format": "uuid"}}}},
+        "LookupAnswer": {"type": "object", "properties": {
+            "found": {"type": "array", "items": {"type": "object", "properties": {
+                "dose_id": {"type": "string"}, "person_code": {"type": "string"}, "dose_number": {"type": "integer"}, "copies": {"type": "integer"}}}},
+            "missing": {"type": "array", "items": {"type": "string"}}}},
+        "QrText": {"type": "object", "required": ["qr"], "additionalProperties": false, "properties": {"qr": {"type": "string", "maxLength": 4096}}},
+        "VerifyAnswer": {"type": "object", "properties": {
+            "valid": {"type": "boolean"}, "kind": {"type": "string", "enum": ["certificate", "registration"]},
+            "kid": {"type": "string"}, "status": {"type": "string"}, "colour": {"type": "string"},
+            "error": {"type": "string"}, "message": {"type": "string"}, "certificate": {"type": "object"}, "pass": {"type": "object"}}},
+        "TrustList": {"type": "object", "properties": {"issuer": {"type": "string"}, "keys": {"type": "array", "items": {"type": "object", "properties": {
+            "kid": {"type": "string"}, "purpose": {"type": "string"}, "public_key": {"type": "string"},
+            "valid_from": {"type": "integer"}, "valid_until": {"type": "integer", "nullable": true}, "status": {"type": "string"}}}}}},
+        "RevocationList": {"type": "object", "properties": {"certificate_ids": {"type": "array", "items": {"type": "string"}}}},
+        "Site": {"type": "object", "required": ["site_id", "name", "area", "daily_capacity"], "additionalProperties": false, "properties": {
+            "site_id": {"type": "string"}, "name": {"type": "string"}, "area": {"$ref": "#/components/schemas/Area"}, "daily_capacity": {"type": "integer"}}},
+        "SiteAnswer": {"type": "object", "properties": {"site": {"$ref": "#/components/schemas/Site"}, "token": {"type": "string"}}},
+        "SiteList": {"type": "object", "properties": {"sites": {"type": "array", "items": {"type": "object"}}}},
+        "Lot": {"type": "object", "required": ["lot_number", "site_id", "product", "expires", "quantity"], "additionalProperties": false, "properties": {
+            "lot_number": {"type": "string"}, "site_id": {"type": "string"}, "product": {"type": "string"}, "expires": date, "quantity": {"type": "integer"}}},
+        "Stats": {"type": "object"},
+    })
+}

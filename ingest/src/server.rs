@@ -1,0 +1,154 @@
+//! Putting the server together, running it, and stopping it without losing work.
+//!
+//! Shutdown order matters: stop accepting connections and let in-flight requests finish (axum's
+//! graceful shutdown), then close the write path so the shard writers drain their queues and
+//! commit, then flush the store. Every dose that was acknowledged was durable before its answer;
+//! this order also lets the doses already queued be committed rather than dropped.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use certify::{KeyPurpose, RevocationList, Signer};
+use store::Store;
+use tokio::net::TcpListener;
+
+use crate::api::{self, AppState, Shared};
+use crate::auth::Credentials;
+use crate::campaign::Campaign;
+use crate::certificates::{CertificateDesk, IssuerSettings};
+use crate::config::ServerConfig;
+use crate::keystore::{Keystore, KeystoreError};
+use crate::metrics::Metrics;
+use crate::writer::WritePath;
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServeError {
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    #[error(transparent)]
+    Keys(#[from] KeystoreError),
+    #[error("the signing key cannot be used: {0}")]
+    Signer(#[from] certify::SignError),
+    #[error("could not listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Builds the shared state over an open store: catalogue, credentials, keys, write path.
+///
+/// # Errors
+/// Store reads, missing or unusable signing keys, thread spawn failures.
+pub async fn build_state(store: Arc<dyn Store>, data: &Path, config: &ServerConfig) -> Result<Shared, ServeError> {
+    let campaign = Arc::new(Campaign::load(store.as_ref()).await?);
+    let credentials = Credentials::from_records(store.credentials().await?);
+    let keys = Keystore::in_data_dir(data);
+    let trust = keys.trust_list(&campaign.issuer)?;
+    let certificate_key = keys.signing_key(KeyPurpose::Certificate, &campaign.issuer)?;
+    let registration_key = keys.signing_key(KeyPurpose::Registration, &campaign.issuer)?;
+    let certificate_valid_from = certificate_key.valid_from();
+    // `Signer::new` refuses a key that the trust list does not publish as active.
+    let certificate_signer = Signer::new(certificate_key, &trust)?;
+    let registration_signer = Signer::new(registration_key, &trust)?;
+    let metrics = Arc::new(Metrics::new());
+    let write_path = WritePath::start(store.clone(), campaign.clone(), metrics.clone(), &config.writer(), tokio::runtime::Handle::current())?;
+    let certificates = CertificateDesk::new(
+        certificate_signer,
+        certificate_valid_from,
+        IssuerSettings {
+            issuer: campaign.issuer.clone(),
+            country: campaign.country.clone(),
+            validity_days: config.certificate_validity_days,
+        },
+        config.certificate_cache_entries,
+    );
+    tracing::info!(
+        backend = store.backend_name(),
+        shards = store.shard_count(),
+        certificate_kid = %certificates_kid(&trust, KeyPurpose::Certificate),
+        "server state ready"
+    );
+    Ok(Arc::new(AppState {
+        store,
+        campaign,
+        credentials,
+        write_path,
+        certificates,
+        registration_signer,
+        trust: RwLock::new(trust),
+        revocations: RwLock::new(RevocationList::default()),
+        metrics,
+        config: config.api(),
+        started: Instant::now(),
+    }))
+}
+
+fn certificates_kid(trust: &certify::TrustList, purpose: KeyPurpose) -> String {
+    trust.active_key(purpose).map_or_else(|| "none".to_owned(), |k| k.kid.to_string())
+}
+
+/// Serves on `listener` until `shutdown` completes, then drains the write path and flushes
+/// the store.
+///
+/// # Errors
+/// Accept-loop I/O errors and store flush failures.
+pub async fn serve(listener: TcpListener, state: Shared, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
+    let app = api::router(state.clone());
+    let result = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
+    tracing::info!("no longer accepting requests; draining the write path");
+    let draining = state.clone();
+    // Joining writer threads blocks; keep it off the async workers.
+    let _ = tokio::task::spawn_blocking(move || draining.write_path.close()).await;
+    state.store.close().await?;
+    tracing::info!("stopped cleanly");
+    result.map_err(ServeError::Io)
+}
+
+/// Binds `config.listen` and serves the embedded store in `config.data`.
+///
+/// # Errors
+/// See [`build_state`] and [`serve`]; also bind failures.
+pub async fn run(config: ServerConfig, store: Arc<dyn Store>, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
+    let state = build_state(store, &config.data, &config).await?;
+    let listener = TcpListener::bind(config.listen).await.map_err(|source| ServeError::Bind { addr: config.listen, source })?;
+    tracing::info!(addr = %listener.local_addr()?, "listening");
+    serve(listener, state, shutdown).await
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::warn!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutdown requested");
+}

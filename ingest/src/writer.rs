@@ -1,0 +1,399 @@
+//! The sharded write path: one writer thread per shard, fed by a bounded queue, committing doses
+//! in groups and answering each request only once its group is durable.
+//!
+//! ```text
+//! handler ──try_send──> [bounded crossbeam queue, one per shard] ──> shard writer thread
+//!    ▲                         full? → 503 + Retry-After               │ take all waiting jobs (≤ max batch)
+//!    │                                                                  │ check ids, rules, stock
+//!    └──────────── oneshot: outcome per dose ◄── after the commit ◄─────┘ one durable commit
+//! ```
+//!
+//! Because every dose of a person goes to the same shard and each shard has exactly one writer,
+//! the writer sees a person's history without locks and two doses for the same person can never
+//! race. Group commit comes for free: while one commit waits for fsync, new jobs queue up, and
+//! the next loop takes them all in one batch.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use store::{Dose, DoseId, PersonCode, Registration, Store};
+use tokio::runtime::Handle;
+use tokio::sync::oneshot;
+
+use crate::campaign::{Campaign, LotStock};
+use crate::metrics::Metrics;
+use crate::rules::{self, Refusal};
+
+/// Write path settings.
+#[derive(Debug, Clone)]
+pub struct WriterConfig {
+    /// Jobs (single doses or a shard's share of a batch) waiting per shard before the API
+    /// answers 503. Bounds memory and latency under overload.
+    pub queue_capacity: usize,
+    /// Most doses in one group commit.
+    pub max_commit_batch: usize,
+}
+
+impl Default for WriterConfig {
+    fn default() -> Self {
+        Self { queue_capacity: 1024, max_commit_batch: 2000 }
+    }
+}
+
+/// What happened to one submitted dose.
+#[derive(Debug, Clone)]
+pub enum DoseOutcome {
+    /// Recorded now. `series` is the person's whole series, this dose included.
+    Created { dose: Dose, person: Arc<Registration>, series: Arc<Vec<Dose>> },
+    /// The same dose was recorded before (a retry); nothing was written.
+    Duplicate { dose: Dose, person: Arc<Registration>, series: Arc<Vec<Dose>> },
+    /// Another dose was recorded under this id.
+    Conflict { existing: Dose },
+    /// A rule refused the dose.
+    Refused(Refusal),
+    /// A dose with this id is being written by another shard right now; retry shortly.
+    InProgress,
+    /// The write failed; nothing was recorded. Safe to retry with the same id.
+    Failed(String),
+}
+
+/// A unit of work for a shard writer.
+struct Job {
+    doses: Vec<Dose>,
+    reply: oneshot::Sender<Vec<DoseOutcome>>,
+}
+
+/// The queue was full; the caller should answer 503.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueFull;
+
+/// Dose ids being written right now, across shards. A retried dose normally lands in the same
+/// shard as the original (same person), but the same id sent for two different people lands in
+/// two shards; claiming the id here closes the window between "not stored yet" and "committed".
+struct InFlight {
+    stripes: [Mutex<HashSet<DoseId>>; 64],
+}
+
+impl Default for InFlight {
+    fn default() -> Self {
+        Self { stripes: std::array::from_fn(|_| Mutex::new(HashSet::new())) }
+    }
+}
+
+impl InFlight {
+    fn stripe(&self, id: &DoseId) -> &Mutex<HashSet<DoseId>> {
+        let index = (id.0.as_u128() % 64) as usize;
+        &self.stripes[index]
+    }
+
+    fn claim(&self, id: DoseId) -> bool {
+        self.stripe(&id).lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(id)
+    }
+
+    fn release(&self, id: DoseId) {
+        self.stripe(&id).lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&id);
+    }
+}
+
+/// Cumulative counters the stats endpoint reads.
+#[derive(Debug, Default)]
+pub struct WriterCounters {
+    pub commits: AtomicU64,
+    pub doses_committed: AtomicU64,
+}
+
+/// The running write path.
+pub struct WritePath {
+    /// One sender per shard. Emptied by [`WritePath::close`]: the writers then finish what is
+    /// queued and stop.
+    queues: RwLock<Vec<Sender<Job>>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    pub counters: Arc<WriterCounters>,
+    metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for WritePath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WritePath").field("shards", &self.shard_count()).finish_non_exhaustive()
+    }
+}
+
+impl WritePath {
+    /// Starts one writer thread per shard of `store`. `runtime` runs the store's async calls.
+    ///
+    /// # Errors
+    /// When a thread cannot be spawned.
+    pub fn start(
+        store: Arc<dyn Store>,
+        campaign: Arc<Campaign>,
+        metrics: Arc<Metrics>,
+        config: &WriterConfig,
+        runtime: Handle,
+    ) -> std::io::Result<Self> {
+        let in_flight = Arc::new(InFlight::default());
+        let counters = Arc::new(WriterCounters::default());
+        let mut queues = Vec::new();
+        let mut threads = Vec::new();
+        for shard in 0..store.shard_count() {
+            // Filled by handlers (try_send, never blocking), drained by this shard's writer.
+            let (sender, receiver) = crossbeam_channel::bounded(config.queue_capacity.max(1));
+            let writer = ShardWriter {
+                shard,
+                store: store.clone(),
+                campaign: campaign.clone(),
+                metrics: metrics.clone(),
+                counters: counters.clone(),
+                in_flight: in_flight.clone(),
+                max_batch: config.max_commit_batch.max(1),
+                runtime: runtime.clone(),
+            };
+            let thread = std::thread::Builder::new().name(format!("shard-writer-{shard:02}")).spawn(move || writer.run(receiver))?;
+            queues.push(sender);
+            threads.push(thread);
+        }
+        Ok(Self { queues: RwLock::new(queues), threads: Mutex::new(threads), counters, metrics })
+    }
+
+    pub fn shard_count(&self) -> usize {
+        self.queues.read().unwrap_or_else(std::sync::PoisonError::into_inner).len()
+    }
+
+    /// Queues doses that all belong to `shard`. The receiver yields one outcome per dose, in order.
+    ///
+    /// # Errors
+    /// [`QueueFull`] when the shard's queue is full or the write path is closed.
+    pub fn submit(&self, shard: usize, doses: Vec<Dose>) -> Result<oneshot::Receiver<Vec<DoseOutcome>>, QueueFull> {
+        let (reply, receiver) = oneshot::channel();
+        let queues = self.queues.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let queue = queues.get(shard).ok_or(QueueFull)?;
+        match queue.try_send(Job { doses, reply }) {
+            Ok(()) => {
+                self.metrics.shard_queue_depth.get_or_create(&vec![("shard", shard.to_string())]).set(queue.len() as i64);
+                Ok(receiver)
+            }
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => Err(QueueFull),
+        }
+    }
+
+    /// Jobs waiting in each shard's queue.
+    pub fn queue_depths(&self) -> Vec<usize> {
+        self.queues.read().unwrap_or_else(std::sync::PoisonError::into_inner).iter().map(Sender::len).collect()
+    }
+
+    /// Stops accepting work, lets the writers finish everything queued, and waits for them.
+    pub fn close(&self) {
+        self.queues.write().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+        for thread in threads {
+            if thread.join().is_err() {
+                tracing::error!("a shard writer panicked");
+            }
+        }
+    }
+}
+
+struct ShardWriter {
+    shard: usize,
+    store: Arc<dyn Store>,
+    campaign: Arc<Campaign>,
+    metrics: Arc<Metrics>,
+    counters: Arc<WriterCounters>,
+    in_flight: Arc<InFlight>,
+    max_batch: usize,
+    runtime: Handle,
+}
+
+/// Per-person state while a batch is checked.
+struct PersonState {
+    registration: Option<Arc<Registration>>,
+    history: Vec<Dose>,
+}
+
+impl ShardWriter {
+    fn run(self, queue: Receiver<Job>) {
+        // `recv` fails only when every sender is gone and the queue is empty: the drain is done.
+        while let Ok(first) = queue.recv() {
+            let mut jobs = vec![first];
+            let mut doses = jobs[0].doses.len();
+            while doses < self.max_batch {
+                match queue.try_recv() {
+                    Ok(job) => {
+                        doses += job.doses.len();
+                        jobs.push(job);
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.metrics.shard_queue_depth.get_or_create(&vec![("shard", self.shard.to_string())]).set(queue.len() as i64);
+            self.process(jobs);
+        }
+        tracing::debug!(shard = self.shard, "shard writer stopped");
+    }
+
+    fn process(&self, jobs: Vec<Job>) {
+        let doses: Vec<&Dose> = jobs.iter().flat_map(|j| j.doses.iter()).collect();
+        let outcomes = self.decide_and_commit(&doses);
+        let mut outcomes = outcomes.into_iter();
+        for job in jobs {
+            let answer: Vec<DoseOutcome> = outcomes.by_ref().take(job.doses.len()).collect();
+            // The requester may have gone (client disconnected); the dose is recorded either way.
+            let _ = job.reply.send(answer);
+        }
+    }
+
+    fn decide_and_commit(&self, doses: &[&Dose]) -> Vec<DoseOutcome> {
+        let started = Instant::now();
+        // Claim every id not already being written by another shard. An id repeated within this
+        // batch is ours already (a retry that arrived while the original was queued).
+        let mut mine: HashSet<DoseId> = HashSet::with_capacity(doses.len());
+        let claimed: Vec<bool> =
+            doses.iter().map(|d| mine.contains(&d.dose_id) || (self.in_flight.claim(d.dose_id) && mine.insert(d.dose_id))).collect();
+        let result = self.runtime.block_on(self.decide_and_commit_claimed(doses, &claimed));
+        for id in mine {
+            self.in_flight.release(id);
+        }
+        self.metrics.commit_seconds.observe(started.elapsed().as_secs_f64());
+        result
+    }
+
+    async fn decide_and_commit_claimed(&self, doses: &[&Dose], claimed: &[bool]) -> Vec<DoseOutcome> {
+        let mut outcomes: Vec<Option<DoseOutcome>> = vec![None; doses.len()];
+        for (i, claimed) in claimed.iter().enumerate() {
+            if !claimed {
+                outcomes[i] = Some(DoseOutcome::InProgress);
+            }
+        }
+
+        // What is stored already, under these ids (any shard) and for these people.
+        let ids: Vec<DoseId> = doses.iter().map(|d| d.dose_id).collect();
+        let stored: HashMap<DoseId, Dose> = match self.store.find_doses(&ids).await {
+            Ok(found) => found.into_iter().map(|d| (d.dose_id, d)).collect(),
+            Err(e) => return fail_all(doses.len(), &e),
+        };
+        let mut people: HashMap<PersonCode, PersonState> = HashMap::new();
+        for dose in doses {
+            if people.contains_key(&dose.person_code) {
+                continue;
+            }
+            let registration = match self.store.person(&dose.person_code).await {
+                Ok(r) => r.map(Arc::new),
+                Err(e) => return fail_all(doses.len(), &e),
+            };
+            let history = match registration {
+                Some(_) => match self.store.doses_of(&dose.person_code).await {
+                    Ok(h) => h,
+                    Err(e) => return fail_all(doses.len(), &e),
+                },
+                None => Vec::new(),
+            };
+            people.insert(dose.person_code.clone(), PersonState { registration, history });
+        }
+
+        // Decide each dose in arrival order; accepted doses join the history of the doses after them.
+        let products = self.campaign.products();
+        let now = time::OffsetDateTime::now_utc();
+        let recorded_at = now.replace_nanosecond(0).unwrap_or(now);
+        let mut accepted: Vec<Dose> = Vec::new();
+        let mut accepted_index: HashMap<DoseId, usize> = HashMap::new();
+        let mut reservations: Vec<Arc<LotStock>> = Vec::new();
+        let mut retries_in_batch: Vec<usize> = Vec::new();
+        for (i, dose) in doses.iter().enumerate() {
+            if outcomes[i].is_some() {
+                continue;
+            }
+            if let Some(existing) = stored.get(&dose.dose_id) {
+                outcomes[i] = Some(if existing.same_event_as(dose) {
+                    match people.get(&dose.person_code).and_then(|p| p.registration.clone()) {
+                        Some(person) => {
+                            let series = Arc::new(people[&dose.person_code].history.clone());
+                            DoseOutcome::Duplicate { dose: existing.clone(), person, series }
+                        }
+                        None => DoseOutcome::Conflict { existing: existing.clone() },
+                    }
+                } else {
+                    DoseOutcome::Conflict { existing: existing.clone() }
+                });
+                continue;
+            }
+            if let Some(&j) = accepted_index.get(&dose.dose_id) {
+                if accepted[j].same_event_as(dose) {
+                    retries_in_batch.push(i);
+                } else {
+                    outcomes[i] = Some(DoseOutcome::Conflict { existing: accepted[j].clone() });
+                }
+                continue;
+            }
+            let Some(state) = people.get_mut(&dose.person_code) else { continue };
+            if state.registration.is_none() {
+                outcomes[i] = Some(DoseOutcome::Refused(Refusal::UnknownPerson(dose.person_code.to_string())));
+                continue;
+            }
+            if let Err(refusal) = rules::check_sequence(dose, &state.history, &products, now) {
+                outcomes[i] = Some(DoseOutcome::Refused(refusal));
+                continue;
+            }
+            let Some(stock) = self.campaign.stock(&dose.lot_key()) else {
+                outcomes[i] = Some(DoseOutcome::Refused(Refusal::UnknownLot { lot: dose.lot_number.to_string() }));
+                continue;
+            };
+            if !stock.reserve() {
+                outcomes[i] = Some(DoseOutcome::Refused(Refusal::LotExhausted { lot: dose.lot_number.to_string() }));
+                continue;
+            }
+            reservations.push(stock);
+            let mut record = (*dose).clone();
+            record.recorded_at = recorded_at;
+            state.history.push(record.clone());
+            accepted_index.insert(record.dose_id, accepted.len());
+            accepted.push(record);
+        }
+
+        if !accepted.is_empty() {
+            if let Err(e) = self.store.commit_doses(self.shard, &accepted).await {
+                for stock in &reservations {
+                    stock.release();
+                }
+                tracing::error!(shard = self.shard, doses = accepted.len(), error = %e, "group commit failed; nothing from it was acknowledged");
+                let failed = DoseOutcome::Failed(e.to_string());
+                for (i, dose) in doses.iter().enumerate() {
+                    if accepted_index.contains_key(&dose.dose_id) && !matches!(outcomes[i], Some(DoseOutcome::Conflict { .. })) {
+                        outcomes[i] = Some(failed.clone());
+                    }
+                }
+                return outcomes.into_iter().map(|o| o.unwrap_or_else(|| failed.clone())).collect();
+            }
+            self.counters.commits.fetch_add(1, Ordering::Relaxed);
+            self.counters.doses_committed.fetch_add(accepted.len() as u64, Ordering::Relaxed);
+            self.metrics.doses_committed.inc_by(accepted.len() as u64);
+            self.metrics.commit_batch_doses.observe(accepted.len() as f64);
+        }
+
+        // Answer the accepted doses (and in-batch retries of them) with the final series.
+        let mut series_of: HashMap<&PersonCode, Arc<Vec<Dose>>> = HashMap::new();
+        for (i, dose) in doses.iter().enumerate() {
+            let Some(&j) = accepted_index.get(&dose.dose_id) else { continue };
+            if outcomes[i].is_some() {
+                continue;
+            }
+            let Some(state) = people.get(&dose.person_code) else { continue };
+            let Some(person) = state.registration.clone() else { continue };
+            let series = series_of.entry(&dose.person_code).or_insert_with(|| Arc::new(state.history.clone())).clone();
+            let record = accepted[j].clone();
+            outcomes[i] = Some(if retries_in_batch.contains(&i) {
+                DoseOutcome::Duplicate { dose: record, person, series }
+            } else {
+                DoseOutcome::Created { dose: record, person, series }
+            });
+        }
+        outcomes.into_iter().map(|o| o.unwrap_or_else(|| DoseOutcome::Failed("no decision was made for this dose".into()))).collect()
+    }
+}
+
+fn fail_all(n: usize, error: &store::StoreError) -> Vec<DoseOutcome> {
+    tracing::error!(error = %error, "reading before a commit failed; the batch was not written");
+    vec![DoseOutcome::Failed(error.to_string()); n]
+}
