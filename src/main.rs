@@ -1,1 +1,195 @@
-fn main() {}
+//! `vaxcamp`: the one command. It parses arguments and calls the crates; the logic lives there.
+
+mod admin;
+mod demo;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use ingest::ServerConfig;
+use store::{EmbeddedOptions, EmbeddedStore, Store};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "vaxcamp",
+    version,
+    about = "Mass-vaccination campaigns: register, check in, record doses, signed QR certificates."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a whole campaign on this machine: sites, lots, a million registrations, generated
+    /// site traffic, live progress, a summary and sample certificates.
+    Demo(demo::DemoArgs),
+    /// Create a campaign in a data directory: store, signing keys, built-in products, admin token.
+    Init(admin::InitArgs),
+    /// Serve the HTTP API.
+    Serve(ServeArgs),
+    /// Vaccination sites.
+    #[command(subcommand)]
+    Site(admin::SiteCommand),
+    /// Vaccine lots allocated to sites.
+    #[command(subcommand)]
+    Lot(admin::LotCommand),
+    /// The product catalogue.
+    #[command(subcommand)]
+    Product(admin::ProductCommand),
+    /// Bearer tokens for registrars, observers and admins.
+    #[command(subcommand)]
+    Token(admin::TokenCommand),
+    /// Bulk imports.
+    #[command(subcommand)]
+    Import(admin::ImportCommand),
+    /// Signing keys and the trust list.
+    #[command(subcommand)]
+    Keys(admin::KeysCommand),
+    /// Verify a certificate or pass offline, from its text or a QR image.
+    Verify(admin::VerifyArgs),
+    /// Drive a server with a campaign workload and report latency truthfully.
+    Loadtest(LoadtestCommand),
+}
+
+#[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct LoadtestCommand {
+    #[command(subcommand)]
+    sub: Option<LoadtestSub>,
+    #[command(flatten)]
+    run: loadtest::LoadtestArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum LoadtestSub {
+    /// Check that every dose id in a ledger is stored exactly once.
+    CheckLedger(loadtest::CheckLedgerArgs),
+}
+
+/// `vaxcamp serve`. Each flag also reads an environment variable; a flag or variable overrides
+/// the configuration file, which overrides the defaults.
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// A TOML configuration file (see `ingest::config` for every key).
+    #[arg(long, env = "VAXCAMP_CONFIG")]
+    config: Option<PathBuf>,
+    /// Data directory, made by `vaxcamp init`. Default: ./data
+    #[arg(long, env = "VAXCAMP_DATA")]
+    data: Option<PathBuf>,
+    /// Address to listen on. Default: 127.0.0.1:8080
+    #[arg(long, env = "VAXCAMP_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Write jobs waiting per shard before the API answers 503.
+    #[arg(long, env = "VAXCAMP_QUEUE_CAPACITY")]
+    queue_capacity: Option<usize>,
+    /// Most doses per group commit.
+    #[arg(long, env = "VAXCAMP_MAX_COMMIT_BATCH")]
+    max_commit_batch: Option<usize>,
+}
+
+impl ServeArgs {
+    fn config(&self) -> anyhow::Result<ServerConfig> {
+        let mut config = match &self.config {
+            Some(path) => ServerConfig::from_file(path)?,
+            None => ServerConfig::default(),
+        };
+        if let Some(data) = &self.data {
+            config.data.clone_from(data);
+        }
+        if let Some(listen) = self.listen {
+            config.listen = listen;
+        }
+        if let Some(n) = self.queue_capacity {
+            config.queue_capacity = n;
+        }
+        if let Some(n) = self.max_commit_batch {
+            config.max_commit_batch = n;
+        }
+        config.validate().map_err(anyhow::Error::msg)?;
+        Ok(config)
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("VAXCAMP_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::env::var_os("NO_COLOR").is_none())
+        .init();
+}
+
+/// Opens the embedded store of a data directory made by `vaxcamp init`.
+pub(crate) fn open_store(data: &std::path::Path) -> anyhow::Result<Arc<dyn Store>> {
+    let store = EmbeddedStore::open(data, &EmbeddedOptions::default())
+        .with_context(|| format!("opening the campaign in {}", data.display()))?;
+    Ok(Arc::new(store))
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config = args.config()?;
+    let store = open_store(&config.data)?;
+    ingest::run(config, store, ingest::shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Demo(args) => demo::run(args).await,
+        Command::Init(args) => admin::init(args).await,
+        Command::Serve(args) => serve(args).await,
+        Command::Site(command) => admin::site(command).await,
+        Command::Lot(command) => admin::lot(command).await,
+        Command::Product(command) => admin::product(command).await,
+        Command::Token(command) => admin::token(command).await,
+        Command::Import(command) => admin::import(command).await,
+        Command::Keys(command) => admin::keys(command),
+        Command::Verify(args) => admin::verify(args).await,
+        Command::Loadtest(LoadtestCommand {
+            sub: Some(LoadtestSub::CheckLedger(args)),
+            ..
+        }) => {
+            let check = loadtest::check_ledger(&args).await?;
+            println!("{check}");
+            anyhow::ensure!(check.is_ok(), "the ledger check failed");
+            Ok(())
+        }
+        Command::Loadtest(LoadtestCommand { sub: None, run }) => {
+            let report = loadtest::run(&run, async {
+                let _ = tokio::signal::ctrl_c().await;
+            })
+            .await?;
+            println!("{report}");
+            Ok(())
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -57,13 +57,20 @@ impl Credentials {
 
     /// Adds or replaces a credential; a revoked one stops working at once.
     pub fn upsert(&self, record: &Credential) {
-        let mut map = self.by_hash.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut map = self
+            .by_hash
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if record.revoked {
             map.remove(&record.token_sha256);
         } else {
             map.insert(
                 record.token_sha256,
-                Arc::new(Principal { role: record.role, site_id: record.site_id.clone(), label: record.label.clone() }),
+                Arc::new(Principal {
+                    role: record.role,
+                    site_id: record.site_id.clone(),
+                    label: record.label.clone(),
+                }),
             );
         }
     }
@@ -74,17 +81,31 @@ impl Credentials {
     /// 401 `missing_token` or `invalid_token`.
     pub fn authenticate(&self, header: Option<&str>) -> Result<Arc<Principal>, ApiError> {
         let header = header.ok_or_else(|| {
-            ApiError::unauthorized("missing_token", "send `Authorization: Bearer <token>`; ask the campaign operator for a token")
+            ApiError::unauthorized(
+                "missing_token",
+                "send `Authorization: Bearer <token>`; ask the campaign operator for a token",
+            )
         })?;
         let token = header
             .strip_prefix("Bearer ")
             .map(str::trim)
             .filter(|t| !t.is_empty())
-            .ok_or_else(|| ApiError::unauthorized("invalid_token", "the Authorization header must be `Bearer <token>`"))?;
-        let map = self.by_hash.read().unwrap_or_else(std::sync::PoisonError::into_inner);
-        map.get(&hash_token(token))
-            .cloned()
-            .ok_or_else(|| ApiError::unauthorized("invalid_token", "the token is not valid (unknown or revoked)"))
+            .ok_or_else(|| {
+                ApiError::unauthorized(
+                    "invalid_token",
+                    "the Authorization header must be `Bearer <token>`",
+                )
+            })?;
+        let map = self
+            .by_hash
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.get(&hash_token(token)).cloned().ok_or_else(|| {
+            ApiError::unauthorized(
+                "invalid_token",
+                "the token is not valid (unknown or revoked)",
+            )
+        })
     }
 }
 
@@ -121,7 +142,10 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let header = parts.headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok());
+        let header = parts
+            .headers
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
         state.credentials().authenticate(header).map(Caller)
     }
 }
@@ -147,11 +171,28 @@ mod tests {
         let token = new_token(Role::Site).expect("randomness");
         assert!(token.starts_with("vxc_site_") && token.len() == 9 + 64);
         let credentials = Credentials::from_records([record(&token, false)]);
-        let principal = credentials.authenticate(Some(&format!("Bearer {token}"))).expect("valid");
+        let principal = credentials
+            .authenticate(Some(&format!("Bearer {token}")))
+            .expect("valid");
         assert_eq!(principal.role, Role::Site);
-        assert_eq!(credentials.authenticate(None).expect_err("missing").code, "missing_token");
-        assert_eq!(credentials.authenticate(Some("Bearer nope")).expect_err("unknown").code, "invalid_token");
-        assert_eq!(credentials.authenticate(Some(&token)).expect_err("no scheme").code, "invalid_token");
+        assert_eq!(
+            credentials.authenticate(None).expect_err("missing").code,
+            "missing_token"
+        );
+        assert_eq!(
+            credentials
+                .authenticate(Some("Bearer nope"))
+                .expect_err("unknown")
+                .code,
+            "invalid_token"
+        );
+        assert_eq!(
+            credentials
+                .authenticate(Some(&token))
+                .expect_err("no scheme")
+                .code,
+            "invalid_token"
+        );
     }
 
     #[test]

@@ -19,18 +19,29 @@ pub struct LotStock {
 
 impl LotStock {
     fn new(lot: Lot, used: u64) -> Self {
-        Self { lot, used: AtomicU64::new(used) }
+        Self {
+            lot,
+            used: AtomicU64::new(used),
+        }
     }
 
     /// Takes one dose from the lot. False when none is left.
     pub fn reserve(&self) -> bool {
-        self.used.fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| (used < self.lot.quantity).then_some(used + 1)).is_ok()
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                (used < self.lot.quantity).then_some(used + 1)
+            })
+            .is_ok()
     }
 
     /// Gives back a dose reserved for a write that did not happen.
     pub fn release(&self) {
         // Saturating: a release never follows anything but a reserve, but stay total anyway.
-        let _ = self.used.fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| Some(used.saturating_sub(1)));
+        let _ = self
+            .used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                Some(used.saturating_sub(1))
+            });
     }
 
     pub fn used(&self) -> u64 {
@@ -60,7 +71,9 @@ pub struct Campaign {
 
 impl std::fmt::Debug for Campaign {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Campaign").field("issuer", &self.issuer).finish_non_exhaustive()
+        f.debug_struct("Campaign")
+            .field("issuer", &self.issuer)
+            .finish_non_exhaustive()
     }
 }
 
@@ -79,29 +92,57 @@ impl Campaign {
     /// # Errors
     /// Store read failures.
     pub async fn load(store: &dyn Store) -> store::Result<Self> {
-        let issuer = store.setting("issuer").await?.unwrap_or_else(|| "VN-MOH".to_owned());
-        let country = store.setting("country").await?.unwrap_or_else(|| "VN".to_owned());
+        let issuer = store
+            .setting("issuer")
+            .await?
+            .unwrap_or_else(|| "VN-MOH".to_owned());
+        let country = store
+            .setting("country")
+            .await?
+            .unwrap_or_else(|| "VN".to_owned());
         let usage = store.totals().await?.lot_usage;
         let mut catalogue = Catalogue {
-            sites: store.sites().await?.into_iter().map(|s| (s.site_id.clone(), s)).collect(),
-            products: Arc::new(store.products().await?.into_iter().map(|p| (p.code.clone(), p)).collect()),
+            sites: store
+                .sites()
+                .await?
+                .into_iter()
+                .map(|s| (s.site_id.clone(), s))
+                .collect(),
+            products: Arc::new(
+                store
+                    .products()
+                    .await?
+                    .into_iter()
+                    .map(|p| (p.code.clone(), p))
+                    .collect(),
+            ),
             ..Catalogue::default()
         };
         for lot in store.lots().await? {
             let used = usage.get(&lot.key()).copied().unwrap_or(0);
             catalogue.lot_numbers.insert(lot.lot_number.clone());
-            catalogue.lots.insert(lot.key(), Arc::new(LotStock::new(lot, used)));
+            catalogue
+                .lots
+                .insert(lot.key(), Arc::new(LotStock::new(lot, used)));
         }
-        Ok(Self { catalogue: RwLock::new(catalogue), issuer, country })
+        Ok(Self {
+            catalogue: RwLock::new(catalogue),
+            issuer,
+            country,
+        })
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Catalogue> {
         // Writers replace whole entries; a panic mid-update cannot leave a torn entry.
-        self.catalogue.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.catalogue
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, Catalogue> {
-        self.catalogue.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.catalogue
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     pub fn site(&self, id: &SiteId) -> Option<Site> {
@@ -121,7 +162,10 @@ impl Campaign {
 
     pub fn lot(&self, lot_number: &LotNumber, site: &SiteId) -> LotLookup {
         let catalogue = self.read();
-        let key = LotKey { lot_number: lot_number.clone(), site_id: site.clone() };
+        let key = LotKey {
+            lot_number: lot_number.clone(),
+            site_id: site.clone(),
+        };
         match catalogue.lots.get(&key) {
             Some(stock) => LotLookup::Found(stock.clone()),
             None if catalogue.lot_numbers.contains(lot_number) => LotLookup::ElsewhereOnly,
@@ -137,7 +181,7 @@ impl Campaign {
     /// Every lot with its stock, ordered by site then lot number.
     pub fn lots(&self) -> Vec<Arc<LotStock>> {
         let mut lots: Vec<Arc<LotStock>> = self.read().lots.values().cloned().collect();
-        lots.sort_by(|a, b| a.lot.key().cmp(&b.lot.key()));
+        lots.sort_by_key(|s| s.lot.key());
         lots
     }
 
@@ -157,7 +201,9 @@ impl Campaign {
         let mut catalogue = self.write();
         let used = catalogue.lots.get(&lot.key()).map_or(0, |s| s.used());
         catalogue.lot_numbers.insert(lot.lot_number.clone());
-        catalogue.lots.insert(lot.key(), Arc::new(LotStock::new(lot, used)));
+        catalogue
+            .lots
+            .insert(lot.key(), Arc::new(LotStock::new(lot, used)));
     }
 }
 
@@ -196,8 +242,26 @@ mod tests {
     fn lots_resolve_by_site() {
         let campaign = Campaign::default();
         campaign.upsert_lot(lot(5));
-        assert!(matches!(campaign.lot(&LotNumber::new("FK1").expect("valid"), &SiteId::new("s1").expect("valid")), LotLookup::Found(_)));
-        assert!(matches!(campaign.lot(&LotNumber::new("FK1").expect("valid"), &SiteId::new("s2").expect("valid")), LotLookup::ElsewhereOnly));
-        assert!(matches!(campaign.lot(&LotNumber::new("XX").expect("valid"), &SiteId::new("s1").expect("valid")), LotLookup::Unknown));
+        assert!(matches!(
+            campaign.lot(
+                &LotNumber::new("FK1").expect("valid"),
+                &SiteId::new("s1").expect("valid")
+            ),
+            LotLookup::Found(_)
+        ));
+        assert!(matches!(
+            campaign.lot(
+                &LotNumber::new("FK1").expect("valid"),
+                &SiteId::new("s2").expect("valid")
+            ),
+            LotLookup::ElsewhereOnly
+        ));
+        assert!(matches!(
+            campaign.lot(
+                &LotNumber::new("XX").expect("valid"),
+                &SiteId::new("s1").expect("valid")
+            ),
+            LotLookup::Unknown
+        ));
     }
 }

@@ -59,9 +59,16 @@ pub fn certificate_for(
         })
         .collect();
     let status = SeriesStatus::for_doses(&certified);
-    let latest = doses.iter().map(|d| d.recorded_at.unix_timestamp()).max().unwrap_or(0);
+    let latest = doses
+        .iter()
+        .map(|d| d.recorded_at.unix_timestamp())
+        .max()
+        .unwrap_or(0);
     let issued_at = latest.max(key_valid_from);
-    let holder = Holder { name: person.name.clone(), birth_date: person.birth_date.to_string() };
+    let holder = Holder {
+        name: person.name.clone(),
+        birth_date: person.birth_date.to_string(),
+    };
     let certificate_id = certificate_id(&settings.country, &holder, &certified);
     VaccinationCertificate {
         certificate_id,
@@ -83,7 +90,12 @@ fn certificate_id(country: &str, holder: &Holder, doses: &[CertifiedDose]) -> St
         hasher.update([0]);
     }
     for d in doses {
-        for part in [d.product.as_str(), d.lot.as_str(), d.date.as_str(), d.site.as_str()] {
+        for part in [
+            d.product.as_str(),
+            d.lot.as_str(),
+            d.date.as_str(),
+            d.site.as_str(),
+        ] {
             hasher.update(part.as_bytes());
             hasher.update([0]);
         }
@@ -116,18 +128,35 @@ pub struct CertificateDesk {
 
 impl std::fmt::Debug for CertificateDesk {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CertificateDesk").field("kid", &self.signer.kid()).finish_non_exhaustive()
+        f.debug_struct("CertificateDesk")
+            .field("kid", &self.signer.kid())
+            .finish_non_exhaustive()
     }
 }
 
 impl CertificateDesk {
     /// `cache_entries` bounds the rendered-image cache.
-    pub fn new(signer: Signer, key_valid_from: i64, settings: IssuerSettings, cache_entries: usize) -> Self {
-        Self { signer, key_valid_from, settings, rendered: quick_cache::sync::Cache::new(cache_entries.max(16)) }
+    pub fn new(
+        signer: Signer,
+        key_valid_from: i64,
+        settings: IssuerSettings,
+        cache_entries: usize,
+    ) -> Self {
+        Self {
+            signer,
+            key_valid_from,
+            settings,
+            rendered: quick_cache::sync::Cache::new(cache_entries.max(16)),
+        }
     }
 
     /// The certificate for a person's series (which must not be empty).
-    pub fn content(&self, person: &Registration, doses: &[Dose], products: &HashMap<ProductCode, Product>) -> VaccinationCertificate {
+    pub fn content(
+        &self,
+        person: &Registration,
+        doses: &[Dose],
+        products: &HashMap<ProductCode, Product>,
+    ) -> VaccinationCertificate {
         certificate_for(person, doses, products, &self.settings, self.key_valid_from)
     }
 
@@ -136,14 +165,20 @@ impl CertificateDesk {
     /// # Errors
     /// A 500 when signing fails (the content is ours, so this is a bug or a key problem).
     pub fn sign(&self, certificate: &VaccinationCertificate) -> Result<String, ApiError> {
-        self.signer.sign_certificate(certificate).map_err(ApiError::internal)
+        self.signer
+            .sign_certificate(certificate)
+            .map_err(ApiError::internal)
     }
 
     /// The certificate rendered as `format`, from the cache when it was rendered before.
     ///
     /// # Errors
     /// A 500 when rendering fails.
-    pub fn render(&self, certificate: &VaccinationCertificate, format: Format) -> Result<Arc<Vec<u8>>, ApiError> {
+    pub fn render(
+        &self,
+        certificate: &VaccinationCertificate,
+        format: Format,
+    ) -> Result<Arc<Vec<u8>>, ApiError> {
         let key = (certificate.certificate_id.clone(), format);
         if let Some(hit) = self.rendered.get(&key) {
             return Ok(hit);
@@ -151,9 +186,13 @@ impl CertificateDesk {
         let text = self.sign(certificate)?;
         let bytes = match format {
             Format::Text => text.into_bytes(),
-            Format::Svg => certify::qr::to_svg(&text).map_err(ApiError::internal)?.into_bytes(),
+            Format::Svg => certify::qr::to_svg(&text)
+                .map_err(ApiError::internal)?
+                .into_bytes(),
             Format::Png => certify::qr::to_png(&text, 6).map_err(ApiError::internal)?,
-            Format::Terminal => certify::qr::to_terminal(&text).map_err(ApiError::internal)?.into_bytes(),
+            Format::Terminal => certify::qr::to_terminal(&text)
+                .map_err(ApiError::internal)?
+                .into_bytes(),
         };
         let bytes = Arc::new(bytes);
         self.rendered.insert(key, bytes.clone());
@@ -164,16 +203,23 @@ impl CertificateDesk {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use store::conformance::{sample_dose, sample_registration};
     use store::builtin_products;
+    use store::conformance::{sample_dose, sample_registration};
 
     fn settings() -> IssuerSettings {
-        IssuerSettings { issuer: "VN-MOH".into(), country: "VN".into(), validity_days: 365 }
+        IssuerSettings {
+            issuer: "VN-MOH".into(),
+            country: "VN".into(),
+            validity_days: 365,
+        }
     }
 
     #[test]
     fn content_is_deterministic_and_tracks_the_series() {
-        let products: HashMap<_, _> = builtin_products().into_iter().map(|p| (p.code.clone(), p)).collect();
+        let products: HashMap<_, _> = builtin_products()
+            .into_iter()
+            .map(|p| (p.code.clone(), p))
+            .collect();
         let person = sample_registration(1);
         let one = vec![sample_dose(&person.person_code, 1)];
         let a = certificate_for(&person, &one, &products, &settings(), 0);
@@ -181,7 +227,9 @@ mod tests {
         assert_eq!(a, b);
         assert_eq!(a.status, SeriesStatus::Partial);
         assert_eq!(a.doses[0].total_doses, 2);
-        assert!(a.certificate_id.starts_with("URN:UVCI:01:VN:") && a.certificate_id.len() == 15 + 26);
+        assert!(
+            a.certificate_id.starts_with("URN:UVCI:01:VN:") && a.certificate_id.len() == 15 + 26
+        );
         assert_eq!(a.issued_at, one[0].recorded_at.unix_timestamp());
 
         let mut two = one.clone();
@@ -193,6 +241,10 @@ mod tests {
         assert_ne!(c.certificate_id, a.certificate_id, "new content, new id");
 
         let later_key = certificate_for(&person, &one, &products, &settings(), i64::MAX / 4);
-        assert_eq!(later_key.issued_at, i64::MAX / 4, "never issued before the signing key's start");
+        assert_eq!(
+            later_key.issued_at,
+            i64::MAX / 4,
+            "never issued before the signing key's start"
+        );
     }
 }

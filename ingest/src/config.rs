@@ -71,9 +71,18 @@ impl ServerConfig {
     /// # Errors
     /// When the file cannot be read or parsed, or has unknown keys.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError { path: path.to_owned(), reason: e.to_string() })?;
-        let config: Self = toml::from_str(&text).map_err(|e| ConfigError { path: path.to_owned(), reason: e.to_string() })?;
-        config.validate().map_err(|reason| ConfigError { path: path.to_owned(), reason })?;
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?;
+        let config: Self = toml::from_str(&text).map_err(|e| ConfigError {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?;
+        config.validate().map_err(|reason| ConfigError {
+            path: path.to_owned(),
+            reason,
+        })?;
         Ok(config)
     }
 
@@ -93,7 +102,10 @@ impl ServerConfig {
     }
 
     pub fn writer(&self) -> WriterConfig {
-        WriterConfig { queue_capacity: self.queue_capacity, max_commit_batch: self.max_commit_batch }
+        WriterConfig {
+            queue_capacity: self.queue_capacity,
+            max_commit_batch: self.max_commit_batch,
+        }
     }
 
     pub fn api(&self) -> ApiConfig {
@@ -118,7 +130,10 @@ mod tests {
         let config = ServerConfig::from_file(&path).expect("parse");
         assert_eq!(config.listen.port(), 9000);
         assert_eq!(config.queue_capacity, 8);
-        assert_eq!(config.max_commit_batch, ServerConfig::default().max_commit_batch);
+        assert_eq!(
+            config.max_commit_batch,
+            ServerConfig::default().max_commit_batch
+        );
 
         std::fs::write(&path, "queue_capacty = 8\n").expect("write");
         let err = ServerConfig::from_file(&path).expect_err("typo refused");

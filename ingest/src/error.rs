@@ -26,7 +26,13 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into(), details: Map::new(), retry_after: None }
+        Self {
+            status,
+            code,
+            message: message.into(),
+            details: Map::new(),
+            retry_after: None,
+        }
     }
 
     pub fn with(mut self, key: &str, value: impl Into<Value>) -> Self {
@@ -69,7 +75,11 @@ impl ApiError {
     /// A failure on our side. The cause is logged; the client gets a generic message.
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         tracing::error!(error = %cause, "internal error");
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; it has been logged")
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error; it has been logged",
+        )
     }
 
     /// The JSON body, as sent.
@@ -86,7 +96,11 @@ impl ApiError {
 
 impl From<Refusal> for ApiError {
     fn from(refusal: Refusal) -> Self {
-        let mut e = ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, refusal.code(), refusal.to_string());
+        let mut e = ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            refusal.code(),
+            refusal.to_string(),
+        );
         e.details.insert("rule".into(), Value::from(refusal.code()));
         e
     }
@@ -95,7 +109,9 @@ impl From<Refusal> for ApiError {
 impl From<store::StoreError> for ApiError {
     fn from(e: store::StoreError) -> Self {
         match e {
-            store::StoreError::Unavailable(reason) => ApiError::busy(format!("the store is unavailable: {reason}"), 1),
+            store::StoreError::Unavailable(reason) => {
+                ApiError::busy(format!("the store is unavailable: {reason}"), 1)
+            }
             other => ApiError::internal(other),
         }
     }
@@ -109,17 +125,24 @@ impl From<JsonRejection> for ApiError {
                 "unsupported_media_type",
                 "send the body as JSON with `Content-Type: application/json`",
             ),
-            JsonRejection::JsonSyntaxError(e) => {
-                ApiError::bad_request("malformed_json", format!("the body is not valid JSON: {}", e.body_text()))
-            }
-            JsonRejection::JsonDataError(e) => {
-                ApiError::bad_request("invalid_body", format!("the body does not match the expected shape: {}", e.body_text()))
-            }
-            JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body_too_large",
-                "the body is larger than the server accepts; split it (batches take at most 1000 doses)",
+            JsonRejection::JsonSyntaxError(e) => ApiError::bad_request(
+                "malformed_json",
+                format!("the body is not valid JSON: {}", e.body_text()),
             ),
+            JsonRejection::JsonDataError(e) => ApiError::bad_request(
+                "invalid_body",
+                format!(
+                    "the body does not match the expected shape: {}",
+                    e.body_text()
+                ),
+            ),
+            JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "body_too_large",
+                    "the body is larger than the server accepts; split it (batches take at most 1000 doses)",
+                )
+            }
             other => ApiError::bad_request("unreadable_body", other.body_text()),
         }
     }
@@ -141,7 +164,9 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = (self.status, Json(self.body())).into_response();
         if let Some(seconds) = self.retry_after {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
     }
@@ -154,12 +179,19 @@ pub fn json_answer(status: StatusCode, body: Value) -> Response {
 
 /// The fallback for unknown paths, in the common shape.
 pub async fn not_found() -> ApiError {
-    ApiError::not_found("no_such_route", "no such endpoint; see /openapi.json for the API")
+    ApiError::not_found(
+        "no_such_route",
+        "no such endpoint; see /openapi.json for the API",
+    )
 }
 
 /// The fallback for a known path with the wrong method.
 pub async fn method_not_allowed() -> ApiError {
-    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this endpoint does not take that method; see /openapi.json")
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this endpoint does not take that method; see /openapi.json",
+    )
 }
 
 #[cfg(test)]
@@ -177,6 +209,9 @@ mod tests {
     #[test]
     fn details_join_the_body() {
         let body = ApiError::invalid_field("lot", "must not be empty").body();
-        assert_eq!(body, json!({"error": "invalid_field", "message": "lot: must not be empty", "field": "lot"}));
+        assert_eq!(
+            body,
+            json!({"error": "invalid_field", "message": "lot: must not be empty", "field": "lot"})
+        );
     }
 }

@@ -51,19 +51,33 @@ pub struct ImportReport {
     pub error_count: u64,
 }
 
-fn parse_row(row: Row, registered_at: time::OffsetDateTime, today: Date) -> Result<Registration, String> {
+fn parse_row(
+    row: Row,
+    registered_at: time::OffsetDateTime,
+    today: Date,
+) -> Result<Registration, String> {
     let date_format = time::macros::format_description!("[year]-[month]-[day]");
-    let birth_date = Date::parse(row.birth_date.trim(), &date_format).map_err(|_| "birth_date: use YYYY-MM-DD".to_owned())?;
+    let birth_date = Date::parse(row.birth_date.trim(), &date_format)
+        .map_err(|_| "birth_date: use YYYY-MM-DD".to_owned())?;
     let field = |e: store::InvalidField| e.to_string();
     let registration = Registration {
         person_code: PersonCode::new(row.person_code.trim()).map_err(field)?,
         name: row.name.trim().to_owned(),
         birth_date,
-        phone: row.phone.map(|p| p.trim().to_owned()).filter(|p| !p.is_empty()),
+        phone: row
+            .phone
+            .map(|p| p.trim().to_owned())
+            .filter(|p| !p.is_empty()),
         area: Area {
             province: AreaCode::new(row.province.trim()).map_err(field)?,
             district: AreaCode::new(row.district.trim()).map_err(field)?,
-            commune: row.commune.map(|c| c.trim().to_owned()).filter(|c| !c.is_empty()).map(AreaCode::new).transpose().map_err(field)?,
+            commune: row
+                .commune
+                .map(|c| c.trim().to_owned())
+                .filter(|c| !c.is_empty())
+                .map(AreaCode::new)
+                .transpose()
+                .map_err(field)?,
         },
         priority_group: row.priority_group.unwrap_or(10),
         registered_at,
@@ -85,14 +99,19 @@ pub async fn import_registrations(
 ) -> Result<ImportReport, store::StoreError> {
     let registered_at = store::embedded::now_seconds();
     let today = registered_at.date();
-    let mut reader = csv::ReaderBuilder::new().trim(csv::Trim::Headers).from_reader(csv);
+    let mut reader = csv::ReaderBuilder::new()
+        .trim(csv::Trim::Headers)
+        .from_reader(csv);
     let mut report = ImportReport::default();
     let mut chunk = Vec::with_capacity(CHUNK);
     for (index, row) in reader.deserialize::<Row>().enumerate() {
         report.rows += 1;
         // Line 1 is the header.
         let line = index as u64 + 2;
-        match row.map_err(|e| e.to_string()).and_then(|row| parse_row(row, registered_at, today)) {
+        match row
+            .map_err(|e| e.to_string())
+            .and_then(|row| parse_row(row, registered_at, today))
+        {
             Ok(registration) => chunk.push(registration),
             Err(message) => {
                 report.error_count += 1;
@@ -127,7 +146,16 @@ mod tests {
     #[tokio::test]
     async fn good_rows_are_imported_and_bad_rows_reported() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store: Arc<dyn Store> = Arc::new(EmbeddedStore::create(dir.path(), &EmbeddedOptions { shards: 2, ..Default::default() }).expect("store"));
+        let store: Arc<dyn Store> = Arc::new(
+            EmbeddedStore::create(
+                dir.path(),
+                &EmbeddedOptions {
+                    shards: 2,
+                    ..Default::default()
+                },
+            )
+            .expect("store"),
+        );
         let csv = "person_code,name,birth_date,phone,province,district,commune,priority_group\n\
                    P1,Nguyễn Văn An,1980-05-01,0901234567,01,001,00001,5\n\
                    P2,Trần Thị Bình,1990-13-01,,01,001,,\n\
@@ -135,13 +163,31 @@ mod tests {
                    P4,Phạm Thị Dung,1975-07-15,,79,760,,2\n\
                    P1,Nguyễn Văn An,1980-05-01,0901234567,01,001,00001,5\n";
         let mut calls = 0;
-        let report = import_registrations(store.as_ref(), csv.as_bytes(), |_| calls += 1).await.expect("import");
-        assert_eq!((report.rows, report.created, report.already_present, report.error_count), (5, 2, 1, 2));
+        let report = import_registrations(store.as_ref(), csv.as_bytes(), |_| calls += 1)
+            .await
+            .expect("import");
+        assert_eq!(
+            (
+                report.rows,
+                report.created,
+                report.already_present,
+                report.error_count
+            ),
+            (5, 2, 1, 2)
+        );
         assert_eq!(report.errors[0].line, 3);
-        assert!(report.errors[0].message.contains("birth_date"), "{:?}", report.errors);
+        assert!(
+            report.errors[0].message.contains("birth_date"),
+            "{:?}",
+            report.errors
+        );
         assert_eq!(report.errors[1].line, 4);
         assert!(calls >= 1);
-        let p4 = store.person(&PersonCode::new("P4").expect("valid")).await.expect("read").expect("present");
+        let p4 = store
+            .person(&PersonCode::new("P4").expect("valid"))
+            .await
+            .expect("read")
+            .expect("present");
         assert_eq!((p4.priority_group, p4.area.commune), (2, None));
     }
 }

@@ -28,12 +28,17 @@ pub enum KeystoreError {
     },
     #[error("{path}: {reason}")]
     Invalid { path: PathBuf, reason: String },
-    #[error("no active {purpose} key with a private key in {dir}; run `vaxcamp keys generate --data <DIR>`")]
+    #[error(
+        "no active {purpose} key with a private key in {dir}; run `vaxcamp keys generate --data <DIR>`"
+    )]
     NoSigningKey { purpose: &'static str, dir: PathBuf },
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> KeystoreError + '_ {
-    move |source| KeystoreError::Io { path: path.to_owned(), source }
+    move |source| KeystoreError::Io {
+        path: path.to_owned(),
+        source,
+    }
 }
 
 /// The key directory of a campaign.
@@ -71,7 +76,10 @@ impl Keystore {
     pub fn trust_list(&self, issuer: &str) -> Result<TrustList, KeystoreError> {
         let path = self.trust_path();
         match fs::read_to_string(&path) {
-            Ok(text) => TrustList::from_json(&text).map_err(|e| KeystoreError::Invalid { path, reason: e.to_string() }),
+            Ok(text) => TrustList::from_json(&text).map_err(|e| KeystoreError::Invalid {
+                path,
+                reason: e.to_string(),
+            }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(TrustList::new(issuer)),
             Err(e) => Err(KeystoreError::Io { path, source: e }),
         }
@@ -104,7 +112,12 @@ impl Keystore {
 
     fn add_key(&self, trust: &mut TrustList, key: &IssuerKey) -> Result<(), KeystoreError> {
         let path = self.secret_path(key.kid());
-        trust.add(key.trusted_key()).map_err(|e| KeystoreError::Invalid { path: self.trust_path(), reason: e.to_string() })?;
+        trust
+            .add(key.trusted_key())
+            .map_err(|e| KeystoreError::Invalid {
+                path: self.trust_path(),
+                reason: e.to_string(),
+            })?;
         // The secret first: a trust list naming a key whose secret is missing cannot sign, but a
         // secret whose key is not published would be refused by `Signer` anyway.
         self.write_file(&path, &key.to_secret_text(), 0o600)?;
@@ -115,7 +128,11 @@ impl Keystore {
     ///
     /// # Errors
     /// I/O errors and randomness failures.
-    pub fn generate(&self, issuer: &str, now: i64) -> Result<Vec<(KeyPurpose, Kid)>, KeystoreError> {
+    pub fn generate(
+        &self,
+        issuer: &str,
+        now: i64,
+    ) -> Result<Vec<(KeyPurpose, Kid)>, KeystoreError> {
         self.ensure_dir()?;
         let mut trust = self.trust_list(issuer)?;
         let mut made = Vec::new();
@@ -123,7 +140,10 @@ impl Keystore {
             if self.signing_key(purpose, issuer).is_ok() {
                 continue;
             }
-            let key = IssuerKey::generate(purpose, now).map_err(|e| KeystoreError::Invalid { path: self.dir.clone(), reason: e.to_string() })?;
+            let key = IssuerKey::generate(purpose, now).map_err(|e| KeystoreError::Invalid {
+                path: self.dir.clone(),
+                reason: e.to_string(),
+            })?;
             self.add_key(&mut trust, &key)?;
             made.push((purpose, key.kid()));
         }
@@ -135,7 +155,12 @@ impl Keystore {
     ///
     /// # Errors
     /// I/O errors and randomness failures.
-    pub fn rotate(&self, purpose: KeyPurpose, issuer: &str, now: i64) -> Result<(Kid, Vec<Kid>), KeystoreError> {
+    pub fn rotate(
+        &self,
+        purpose: KeyPurpose,
+        issuer: &str,
+        now: i64,
+    ) -> Result<(Kid, Vec<Kid>), KeystoreError> {
         self.ensure_dir()?;
         let mut trust = self.trust_list(issuer)?;
         let retiring: Vec<Kid> = trust
@@ -144,10 +169,18 @@ impl Keystore {
             .filter(|k| k.purpose == purpose && k.status == KeyStatus::Active)
             .map(|k| k.kid)
             .collect();
-        let key = IssuerKey::generate(purpose, now).map_err(|e| KeystoreError::Invalid { path: self.dir.clone(), reason: e.to_string() })?;
+        let key = IssuerKey::generate(purpose, now).map_err(|e| KeystoreError::Invalid {
+            path: self.dir.clone(),
+            reason: e.to_string(),
+        })?;
         self.add_key(&mut trust, &key)?;
         for kid in &retiring {
-            trust.retire(*kid, now).map_err(|e| KeystoreError::Invalid { path: self.trust_path(), reason: e.to_string() })?;
+            trust
+                .retire(*kid, now)
+                .map_err(|e| KeystoreError::Invalid {
+                    path: self.trust_path(),
+                    reason: e.to_string(),
+                })?;
         }
         self.save_trust_list(&trust)?;
         for kid in &retiring {
@@ -165,24 +198,38 @@ impl Keystore {
     ///
     /// # Errors
     /// [`KeystoreError::NoSigningKey`] when there is none; I/O and parse errors.
-    pub fn signing_key(&self, purpose: KeyPurpose, issuer: &str) -> Result<IssuerKey, KeystoreError> {
+    pub fn signing_key(
+        &self,
+        purpose: KeyPurpose,
+        issuer: &str,
+    ) -> Result<IssuerKey, KeystoreError> {
         let trust = self.trust_list(issuer)?;
-        let mut candidates: Vec<_> =
-            trust.keys.iter().filter(|k| k.purpose == purpose && k.status == KeyStatus::Active).collect();
+        let mut candidates: Vec<_> = trust
+            .keys
+            .iter()
+            .filter(|k| k.purpose == purpose && k.status == KeyStatus::Active)
+            .collect();
         candidates.sort_by_key(|k| std::cmp::Reverse(k.valid_from));
         for candidate in candidates {
             let path = self.secret_path(candidate.kid);
             match fs::read_to_string(&path) {
                 Ok(text) => {
                     check_private_mode(&path)?;
-                    return IssuerKey::from_secret_text(&text)
-                        .map_err(|e| KeystoreError::Invalid { path, reason: e.to_string() });
+                    return IssuerKey::from_secret_text(&text).map_err(|e| {
+                        KeystoreError::Invalid {
+                            path,
+                            reason: e.to_string(),
+                        }
+                    });
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(KeystoreError::Io { path, source: e }),
             }
         }
-        Err(KeystoreError::NoSigningKey { purpose: purpose.as_str(), dir: self.dir.clone() })
+        Err(KeystoreError::NoSigningKey {
+            purpose: purpose.as_str(),
+            dir: self.dir.clone(),
+        })
     }
 }
 
@@ -206,7 +253,10 @@ fn check_private_mode(path: &Path) -> Result<(), KeystoreError> {
         if mode & 0o077 != 0 {
             return Err(KeystoreError::Invalid {
                 path: path.to_owned(),
-                reason: format!("private key has mode {:o}; it must be readable by its owner only (chmod 600)", mode & 0o777),
+                reason: format!(
+                    "private key has mode {:o}; it must be readable by its owner only (chmod 600)",
+                    mode & 0o777
+                ),
             });
         }
     }
@@ -225,20 +275,48 @@ mod tests {
         let keys = Keystore::new(dir.path().join("keys"));
         let made = keys.generate("VN-MOH", 1_000).expect("generate");
         assert_eq!(made.len(), 2);
-        assert!(keys.generate("VN-MOH", 1_001).expect("again").is_empty(), "generate is idempotent");
+        assert!(
+            keys.generate("VN-MOH", 1_001).expect("again").is_empty(),
+            "generate is idempotent"
+        );
 
-        let first = keys.signing_key(KeyPurpose::Certificate, "VN-MOH").expect("signing key");
-        let secret = dir.path().join("keys").join(format!("{}.secret", first.kid()));
-        assert_eq!(fs::metadata(&secret).expect("secret").permissions().mode() & 0o777, 0o600);
-        assert_eq!(fs::metadata(dir.path().join("keys")).expect("dir").permissions().mode() & 0o777, 0o700);
+        let first = keys
+            .signing_key(KeyPurpose::Certificate, "VN-MOH")
+            .expect("signing key");
+        let secret = dir
+            .path()
+            .join("keys")
+            .join(format!("{}.secret", first.kid()));
+        assert_eq!(
+            fs::metadata(&secret).expect("secret").permissions().mode() & 0o777,
+            0o600
+        );
+        assert_eq!(
+            fs::metadata(dir.path().join("keys"))
+                .expect("dir")
+                .permissions()
+                .mode()
+                & 0o777,
+            0o700
+        );
 
-        let (new_kid, retired) = keys.rotate(KeyPurpose::Certificate, "VN-MOH", 2_000).expect("rotate");
+        let (new_kid, retired) = keys
+            .rotate(KeyPurpose::Certificate, "VN-MOH", 2_000)
+            .expect("rotate");
         assert_eq!(retired, vec![first.kid()]);
         assert!(!secret.exists(), "a retired key's private part is deleted");
         let trust = keys.trust_list("VN-MOH").expect("trust");
         let old = trust.get(first.kid()).expect("old key still published");
-        assert_eq!((old.status, old.valid_until), (KeyStatus::Retired, Some(2_000)));
-        assert_eq!(keys.signing_key(KeyPurpose::Certificate, "VN-MOH").expect("new").kid(), new_kid);
+        assert_eq!(
+            (old.status, old.valid_until),
+            (KeyStatus::Retired, Some(2_000))
+        );
+        assert_eq!(
+            keys.signing_key(KeyPurpose::Certificate, "VN-MOH")
+                .expect("new")
+                .kid(),
+            new_kid
+        );
     }
 
     #[test]
@@ -246,10 +324,15 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let keys = Keystore::new(dir.path().join("keys"));
         keys.generate("VN-MOH", 1_000).expect("generate");
-        let kid = keys.signing_key(KeyPurpose::Registration, "VN-MOH").expect("key").kid();
+        let kid = keys
+            .signing_key(KeyPurpose::Registration, "VN-MOH")
+            .expect("key")
+            .kid();
         let path = dir.path().join("keys").join(format!("{kid}.secret"));
         fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).expect("chmod");
-        let err = keys.signing_key(KeyPurpose::Registration, "VN-MOH").expect_err("refused");
+        let err = keys
+            .signing_key(KeyPurpose::Registration, "VN-MOH")
+            .expect_err("refused");
         assert!(err.to_string().contains("chmod 600"), "{err}");
     }
 }

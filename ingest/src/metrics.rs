@@ -58,30 +58,67 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("vaxcamp");
         let http_requests = Family::<Labels, Counter>::default();
-        registry.register("http_requests", "HTTP requests by route and status", http_requests.clone());
-        let http_request_seconds =
-            Family::<Labels, Histogram>::new_with_constructor(|| Histogram::new(exponential_buckets(0.0001, 2.0, 18)));
-        registry.register("http_request_seconds", "HTTP request duration by route", http_request_seconds.clone());
+        registry.register(
+            "http_requests",
+            "HTTP requests by route and status",
+            http_requests.clone(),
+        );
+        let http_request_seconds = Family::<Labels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.0001, 2.0, 18))
+        });
+        registry.register(
+            "http_request_seconds",
+            "HTTP request duration by route",
+            http_request_seconds.clone(),
+        );
         let dose_outcomes = Family::<Labels, Counter>::default();
-        registry.register("dose_outcomes", "Doses by outcome (and refusal rule)", dose_outcomes.clone());
+        registry.register(
+            "dose_outcomes",
+            "Doses by outcome (and refusal rule)",
+            dose_outcomes.clone(),
+        );
         let doses_committed = Counter::default();
-        registry.register("doses_committed", "Doses written durably", doses_committed.clone());
+        registry.register(
+            "doses_committed",
+            "Doses written durably",
+            doses_committed.clone(),
+        );
         let commit_batch_doses = Histogram::new(exponential_buckets(1.0, 2.0, 12));
-        registry.register("commit_batch_doses", "Doses per group commit", commit_batch_doses.clone());
+        registry.register(
+            "commit_batch_doses",
+            "Doses per group commit",
+            commit_batch_doses.clone(),
+        );
         let commit_seconds = Histogram::new(exponential_buckets(0.0001, 2.0, 16));
-        registry.register("commit_seconds", "Duration of a durable group commit", commit_seconds.clone());
+        registry.register(
+            "commit_seconds",
+            "Duration of a durable group commit",
+            commit_seconds.clone(),
+        );
         let shard_queue_depth = Family::<Labels, Gauge>::default();
-        registry.register("shard_queue_depth", "Write jobs waiting per shard", shard_queue_depth.clone());
+        registry.register(
+            "shard_queue_depth",
+            "Write jobs waiting per shard",
+            shard_queue_depth.clone(),
+        );
         let registrations = Counter::default();
-        registry.register("registrations", "Registrations created", registrations.clone());
+        registry.register(
+            "registrations",
+            "Registrations created",
+            registrations.clone(),
+        );
         let checkins = Counter::default();
         registry.register("checkins", "Successful check-ins", checkins.clone());
         let certificates_signed = Counter::default();
-        registry.register("certificates_signed", "Certificates signed", certificates_signed.clone());
+        registry.register(
+            "certificates_signed",
+            "Certificates signed",
+            certificates_signed.clone(),
+        );
         // Fixed, valid bounds (1 µs to 60 s, 3 significant figures): construction cannot fail.
         #[allow(clippy::expect_used)]
-        let dose_latency_us =
-            hdrhistogram::Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds");
+        let dose_latency_us = hdrhistogram::Histogram::new_with_bounds(1, 60_000_000, 3)
+            .expect("valid histogram bounds");
         Self {
             registry,
             http_requests,
@@ -115,14 +152,22 @@ impl Metrics {
     }
 
     pub fn record_dose_latency(&self, elapsed: Duration) {
-        let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX).clamp(1, 60_000_000);
-        let mut histogram = self.dose_latency_us.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let micros = u64::try_from(elapsed.as_micros())
+            .unwrap_or(u64::MAX)
+            .clamp(1, 60_000_000);
+        let mut histogram = self
+            .dose_latency_us
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         // Clamped into the histogram's range above, so this cannot fail.
         let _ = histogram.record(micros);
     }
 
     pub fn dose_latency(&self) -> LatencySummary {
-        let histogram = self.dose_latency_us.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let histogram = self
+            .dose_latency_us
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let ms = |us: u64| us as f64 / 1000.0;
         LatencySummary {
             count: histogram.len(),
@@ -146,7 +191,10 @@ mod tests {
         metrics.dose_outcome("refused", Some("too_early"));
         let text = metrics.render();
         assert!(text.contains("vaxcamp_doses_committed_total 1"), "{text}");
-        assert!(text.contains("vaxcamp_dose_outcomes_total{outcome=\"refused\",rule=\"too_early\"} 1"), "{text}");
+        assert!(
+            text.contains("vaxcamp_dose_outcomes_total{outcome=\"refused\",rule=\"too_early\"} 1"),
+            "{text}"
+        );
     }
 
     #[test]

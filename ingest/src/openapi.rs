@@ -9,14 +9,20 @@ fn error_responses(codes: &[&str]) -> Value {
     let mut map = serde_json::Map::new();
     for code in codes {
         let description = match *code {
-            "400" => "Malformed JSON or an invalid field (`error`: malformed_json, invalid_body, invalid_field, ...)",
+            "400" => {
+                "Malformed JSON or an invalid field (`error`: malformed_json, invalid_body, invalid_field, ...)"
+            }
             "401" => "No or invalid token (`error`: missing_token, invalid_token)",
             "403" => "The token's role may not do this (`error`: forbidden)",
             "404" => "Not found (`error`: unknown_person, no_doses, ...)",
             "409" => "Conflict (`error`: dose_conflict, person_code_taken)",
             "413" => "Body too large (`error`: body_too_large)",
-            "422" => "A rule refused the request; `rule` names it (too_early, dose_out_of_sequence, lot_expired, lot_exhausted, lot_not_at_site, unknown_lot, unknown_person, product_mismatch, series_complete, dose_already_recorded, administered_in_future, lot_product_mismatch, invalid_pass)",
-            "503" => "Saturated or storage unavailable; retry after `Retry-After` seconds with the same dose id (`error`: overloaded, dose_in_progress)",
+            "422" => {
+                "A rule refused the request; `rule` names it (too_early, dose_out_of_sequence, lot_expired, lot_exhausted, lot_not_at_site, unknown_lot, unknown_person, product_mismatch, series_complete, dose_already_recorded, administered_in_future, lot_product_mismatch, invalid_pass)"
+            }
+            "503" => {
+                "Saturated or storage unavailable; retry after `Retry-After` seconds with the same dose id (`error`: overloaded, dose_in_progress)"
+            }
             _ => "Error",
         };
         map.insert(
@@ -56,24 +62,79 @@ fn person_code_param() -> Value {
 
 /// The whole document.
 pub fn document() -> Value {
-    let mut certificate = op("A person's current certificate", "site, registrar, admin", None, ("200", ""), &["400", "401", "403", "404"]);
+    let mut certificate = op(
+        "A person's current certificate",
+        "site, registrar, admin",
+        None,
+        ("200", ""),
+        &["400", "401", "403", "404"],
+    );
     certificate["parameters"] = json!([
         {"name": "person_code", "in": "path", "required": true, "schema": {"type": "string"}},
         {"name": "format", "in": "query", "required": false, "schema": {"type": "string", "enum": ["text", "svg", "png", "terminal"], "default": "text"}}
     ]);
     certificate["responses"]["200"] = json!({"description": "The certificate as VC1 text, SVG, PNG or terminal blocks; headers X-Certificate-Id and X-Certificate-Status",
         "content": {"text/plain": {}, "image/svg+xml": {}, "image/png": {}}});
-    let mut show = op("A person with their doses and the next dose due", "site, registrar, admin", None, ("200", "PersonRecord"), &["400", "401", "403", "404"]);
+    let mut show = op(
+        "A person with their doses and the next dose due",
+        "site, registrar, admin",
+        None,
+        ("200", "PersonRecord"),
+        &["400", "401", "403", "404"],
+    );
     show["parameters"] = person_code_param();
-    let mut pass = op("A person's pre-registration QR (RG1)", "site, registrar, admin", None, ("200", "RegistrationAnswer"), &["400", "401", "403", "404"]);
+    let mut pass = op(
+        "A person's pre-registration QR (RG1)",
+        "site, registrar, admin",
+        None,
+        ("200", "RegistrationAnswer"),
+        &["400", "401", "403", "404"],
+    );
     pass["parameters"] = person_code_param();
-    let mut people = op("People in person-code order", "admin", None, ("200", "PeoplePage"), &["400", "401", "403"]);
+    let mut people = op(
+        "People in person-code order",
+        "admin",
+        None,
+        ("200", "PeoplePage"),
+        &["400", "401", "403"],
+    );
     people["parameters"] = json!([
         {"name": "after", "in": "query", "schema": {"type": "string"}},
         {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 10000, "default": 100}}
     ]);
-    let mut metrics = op("Prometheus metrics", "admin, observer", None, ("200", ""), &["401", "403"]);
-    metrics["responses"]["200"] = json!({"description": "Prometheus text exposition", "content": {"text/plain": {}}});
+    let mut correct_person = op(
+        "Correct a person's details: revokes every certificate issued with the old ones, issues the corrected one, audits",
+        "admin",
+        Some("PersonCorrection"),
+        ("200", "CorrectionAnswer"),
+        &["400", "401", "403", "404", "503"],
+    );
+    correct_person["parameters"] = person_code_param();
+    let mut correct_dose = op(
+        "Correct a wrongly recorded dose (lot, time, vaccinator): revokes affected certificates, issues the corrected one, audits",
+        "admin",
+        Some("DoseCorrection"),
+        ("200", "CorrectionAnswer"),
+        &["400", "401", "403", "404", "422", "503"],
+    );
+    correct_dose["parameters"] = json!([{"name": "dose_id", "in": "path", "required": true, "schema": {"type": "string", "format": "uuid"}}]);
+    let mut audit = op(
+        "The newest audit records",
+        "admin",
+        None,
+        ("200", ""),
+        &["400", "401", "403"],
+    );
+    audit["parameters"] = json!([{"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 10000, "default": 100}}]);
+    let mut metrics = op(
+        "Prometheus metrics",
+        "admin, observer",
+        None,
+        ("200", ""),
+        &["401", "403"],
+    );
+    metrics["responses"]["200"] =
+        json!({"description": "Prometheus text exposition", "content": {"text/plain": {}}});
 
     json!({
         "openapi": "3.0.3",
@@ -92,7 +153,13 @@ pub fn document() -> Value {
             "/metrics": {"get": metrics},
             "/openapi.json": {"get": op("This document", "any token", None, ("200", ""), &["401"])},
             "/v1/trust": {"get": op("The issuer's trust list (public keys by kid)", "public", None, ("200", "TrustList"), &[])},
-            "/v1/revocations": {"get": op("Revoked certificate ids", "public", None, ("200", "RevocationList"), &[])},
+            "/v1/revocations": {
+                "get": op("Revoked certificate ids", "public", None, ("200", "RevocationList"), &[]),
+                "post": op("Revoke one certificate, with a reason (audited)", "admin", Some("RevokeRequest"), ("201", ""), &["400", "401", "403"])
+            },
+            "/v1/audit": {"get": audit},
+            "/v1/people/{person_code}/corrections": {"post": correct_person},
+            "/v1/doses/{dose_id}/corrections": {"post": correct_dose},
             "/v1/verify": {"post": op("Verify a VC1 certificate or RG1 pass", "public", Some("QrText"), ("200", "VerifyAnswer"), &["400", "413"])},
             "/v1/registrations": {"post": op("Pre-register a citizen; 200 when the same registration exists", "registrar, site, admin", Some("RegistrationRequest"), ("201", "RegistrationAnswer"), &["400", "401", "403", "409", "413"])},
             "/v1/checkins": {"post": op("Check in a scanned pass (or a typed person code)", "site, admin", Some("CheckInRequest"), ("200", "PersonRecord"), &["400", "401", "403", "404", "422"])},
@@ -189,5 +256,16 @@ fn schemas() -> Value {
         "Lot": {"type": "object", "required": ["lot_number", "site_id", "product", "expires", "quantity"], "additionalProperties": false, "properties": {
             "lot_number": {"type": "string"}, "site_id": {"type": "string"}, "product": {"type": "string"}, "expires": date, "quantity": {"type": "integer"}}},
         "Stats": {"type": "object"},
+        "RevokeRequest": {"type": "object", "required": ["certificate_id", "reason"], "additionalProperties": false, "properties": {
+            "certificate_id": {"type": "string"}, "reason": {"type": "string"}}},
+        "PersonCorrection": {"type": "object", "required": ["reason"], "additionalProperties": false, "properties": {
+            "reason": {"type": "string"}, "name": {"type": "string"}, "birth_date": date, "phone": {"type": "string"},
+            "area": {"$ref": "#/components/schemas/Area"}, "priority_group": {"type": "integer"}}},
+        "DoseCorrection": {"type": "object", "required": ["reason"], "additionalProperties": false, "properties": {
+            "reason": {"type": "string"}, "lot": {"type": "string"}, "administered_at": datetime, "vaccinator": {"type": "string"}}},
+        "CorrectionAnswer": {"type": "object", "properties": {
+            "person": {"$ref": "#/components/schemas/Person"}, "doses": {"type": "array", "items": {"$ref": "#/components/schemas/Dose"}},
+            "certificate": {"type": "string", "nullable": true}, "certificate_id": {"type": "string", "nullable": true},
+            "revoked_certificates": {"type": "array", "items": {"type": "string"}}}},
     })
 }

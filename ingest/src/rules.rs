@@ -22,7 +22,9 @@ pub enum Refusal {
     LotNotAtSite { lot: String, site: String },
     #[error("lot {lot} expired on {expires}; do not use it")]
     LotExpired { lot: String, expires: Date },
-    #[error("lot {lot} has no doses left at this site; record the dose against the lot actually used")]
+    #[error(
+        "lot {lot} has no doses left at this site; record the dose against the lot actually used"
+    )]
     LotExhausted { lot: String },
     #[error("the product {0} is not in the catalogue")]
     UnknownProduct(String),
@@ -67,7 +69,10 @@ impl Refusal {
 /// [`Refusal::LotExpired`] when the dose is given after the lot's expiry date.
 pub fn check_lot(lot: &Lot, day: Date) -> Result<(), Refusal> {
     if day > lot.expires {
-        return Err(Refusal::LotExpired { lot: lot.lot_number.to_string(), expires: lot.expires });
+        return Err(Refusal::LotExpired {
+            lot: lot.lot_number.to_string(),
+            expires: lot.expires,
+        });
     }
     Ok(())
 }
@@ -86,15 +91,22 @@ pub fn check_sequence(
     if dose.administered_at > now + CLOCK_SKEW {
         return Err(Refusal::AdministeredInFuture);
     }
-    let product = products.get(&dose.product).ok_or_else(|| Refusal::UnknownProduct(dose.product.to_string()))?;
+    let product = products
+        .get(&dose.product)
+        .ok_or_else(|| Refusal::UnknownProduct(dose.product.to_string()))?;
     let given = history.len() as u8;
     let Some(first) = history.first() else {
         return match dose.dose_number {
             1 => Ok(()),
-            n => Err(Refusal::OutOfSequence { expected: 1, got: n }),
+            n => Err(Refusal::OutOfSequence {
+                expected: 1,
+                got: n,
+            }),
         };
     };
-    let series = products.get(&first.product).ok_or_else(|| Refusal::UnknownProduct(first.product.to_string()))?;
+    let series = products
+        .get(&first.product)
+        .ok_or_else(|| Refusal::UnknownProduct(first.product.to_string()))?;
     if given >= series.doses_in_series {
         return Err(Refusal::SeriesComplete(series.doses_in_series));
     }
@@ -103,17 +115,28 @@ pub fn check_sequence(
         return Err(Refusal::AlreadyRecorded(dose.dose_number));
     }
     if dose.dose_number > expected {
-        return Err(Refusal::OutOfSequence { expected, got: dose.dose_number });
+        return Err(Refusal::OutOfSequence {
+            expected,
+            got: dose.dose_number,
+        });
     }
     if product.code != series.code && !(product.allows_mixing && series.allows_mixing) {
-        return Err(Refusal::ProductMismatch { series: series.code.to_string(), got: product.code.to_string() });
+        return Err(Refusal::ProductMismatch {
+            series: series.code.to_string(),
+            got: product.code.to_string(),
+        });
     }
     // `history` is not empty here, so `last` exists; the interval is the earlier product's.
     if let Some(previous) = history.last() {
-        let interval = products.get(&previous.product).map_or(0, |p| p.min_interval_days);
+        let interval = products
+            .get(&previous.product)
+            .map_or(0, |p| p.min_interval_days);
         let earliest = previous.administered_at.date() + Duration::days(i64::from(interval));
         if dose.administered_at.date() < earliest {
-            return Err(Refusal::TooEarly { dose_number: expected, earliest });
+            return Err(Refusal::TooEarly {
+                dose_number: expected,
+                earliest,
+            });
         }
     }
     Ok(())
@@ -137,7 +160,11 @@ pub struct NextDose {
 }
 
 /// Works out the next dose from the history (ordered by dose number).
-pub fn next_dose(history: &[Dose], products: &HashMap<ProductCode, Product>, today: Date) -> NextDose {
+pub fn next_dose(
+    history: &[Dose],
+    products: &HashMap<ProductCode, Product>,
+    today: Date,
+) -> NextDose {
     let Some(first) = history.first() else {
         return NextDose {
             dose_number: Some(1),
@@ -156,7 +183,10 @@ pub fn next_dose(history: &[Dose], products: &HashMap<ProductCode, Product>, tod
             mixable_with: Vec::new(),
             earliest: None,
             eligible_today: false,
-            reason: Some(format!("the series product {} is not in the catalogue", first.product)),
+            reason: Some(format!(
+                "the series product {} is not in the catalogue",
+                first.product
+            )),
             series_complete: false,
         };
     };
@@ -168,18 +198,27 @@ pub fn next_dose(history: &[Dose], products: &HashMap<ProductCode, Product>, tod
             mixable_with: Vec::new(),
             earliest: None,
             eligible_today: false,
-            reason: Some(format!("series complete: {given} of {} doses given", series.doses_in_series)),
+            reason: Some(format!(
+                "series complete: {given} of {} doses given",
+                series.doses_in_series
+            )),
             series_complete: true,
         };
     }
     let mut mixable_with: Vec<ProductCode> = if series.allows_mixing {
-        products.values().filter(|p| p.allows_mixing && p.code != series.code).map(|p| p.code.clone()).collect()
+        products
+            .values()
+            .filter(|p| p.allows_mixing && p.code != series.code)
+            .map(|p| p.code.clone())
+            .collect()
     } else {
         Vec::new()
     };
     mixable_with.sort();
     let earliest = history.last().map_or(today, |previous| {
-        let interval = products.get(&previous.product).map_or(0, |p| p.min_interval_days);
+        let interval = products
+            .get(&previous.product)
+            .map_or(0, |p| p.min_interval_days);
         previous.administered_at.date() + Duration::days(i64::from(interval))
     });
     let eligible_today = today >= earliest;
@@ -189,7 +228,8 @@ pub fn next_dose(history: &[Dose], products: &HashMap<ProductCode, Product>, tod
         mixable_with,
         earliest: Some(earliest),
         eligible_today,
-        reason: (!eligible_today).then(|| format!("too early: dose {} is due from {earliest}", given + 1)),
+        reason: (!eligible_today)
+            .then(|| format!("too early: dose {} is due from {earliest}", given + 1)),
         series_complete: false,
     }
 }
@@ -202,7 +242,10 @@ mod tests {
     use time::macros::{date, datetime};
 
     fn catalogue() -> HashMap<ProductCode, Product> {
-        builtin_products().into_iter().map(|p| (p.code.clone(), p)).collect()
+        builtin_products()
+            .into_iter()
+            .map(|p| (p.code.clone(), p))
+            .collect()
     }
 
     fn person() -> PersonCode {
@@ -221,10 +264,16 @@ mod tests {
     #[test]
     fn first_dose_must_be_dose_one() {
         let p = catalogue();
-        assert_eq!(check_sequence(&dose(1, "COMIRNATY", NOW), &[], &p, NOW), Ok(()));
+        assert_eq!(
+            check_sequence(&dose(1, "COMIRNATY", NOW), &[], &p, NOW),
+            Ok(())
+        );
         assert_eq!(
             check_sequence(&dose(2, "COMIRNATY", NOW), &[], &p, NOW),
-            Err(Refusal::OutOfSequence { expected: 1, got: 2 })
+            Err(Refusal::OutOfSequence {
+                expected: 1,
+                got: 2
+            })
         );
     }
 
@@ -235,10 +284,16 @@ mod tests {
         // Comirnaty: 21 days, so from 2026-11-22.
         assert_eq!(
             check_sequence(&dose(2, "COMIRNATY", NOW), &history, &p, NOW),
-            Err(Refusal::TooEarly { dose_number: 2, earliest: date!(2026 - 11 - 22) })
+            Err(Refusal::TooEarly {
+                dose_number: 2,
+                earliest: date!(2026 - 11 - 22)
+            })
         );
         let later = datetime!(2026-11-22 08:00 UTC);
-        assert_eq!(check_sequence(&dose(2, "COMIRNATY", later), &history, &p, later), Ok(()));
+        assert_eq!(
+            check_sequence(&dose(2, "COMIRNATY", later), &history, &p, later),
+            Ok(())
+        );
     }
 
     #[test]
@@ -246,11 +301,17 @@ mod tests {
         let p = catalogue();
         let at = datetime!(2026-12-30 08:00 UTC);
         let az = [dose(1, "VAXZEVRIA", datetime!(2026-11-01 09:00 UTC))];
-        assert_eq!(check_sequence(&dose(2, "COMIRNATY", at), &az, &p, at), Ok(()));
+        assert_eq!(
+            check_sequence(&dose(2, "COMIRNATY", at), &az, &p, at),
+            Ok(())
+        );
         let sinopharm = [dose(1, "BBIBP-CORV", datetime!(2026-11-01 09:00 UTC))];
         assert_eq!(
             check_sequence(&dose(2, "COMIRNATY", at), &sinopharm, &p, at),
-            Err(Refusal::ProductMismatch { series: "BBIBP-CORV".into(), got: "COMIRNATY".into() })
+            Err(Refusal::ProductMismatch {
+                series: "BBIBP-CORV".into(),
+                got: "COMIRNATY".into()
+            })
         );
     }
 
@@ -259,18 +320,30 @@ mod tests {
         let p = catalogue();
         let at = datetime!(2027-01-30 08:00 UTC);
         let one = [dose(1, "COMIRNATY", datetime!(2026-11-01 09:00 UTC))];
-        assert_eq!(check_sequence(&dose(1, "COMIRNATY", at), &one, &p, at), Err(Refusal::AlreadyRecorded(1)));
+        assert_eq!(
+            check_sequence(&dose(1, "COMIRNATY", at), &one, &p, at),
+            Err(Refusal::AlreadyRecorded(1))
+        );
         let jcovden = [dose(1, "JCOVDEN", datetime!(2026-11-01 09:00 UTC))];
-        assert_eq!(check_sequence(&dose(2, "JCOVDEN", at), &jcovden, &p, at), Err(Refusal::SeriesComplete(1)));
+        assert_eq!(
+            check_sequence(&dose(2, "JCOVDEN", at), &jcovden, &p, at),
+            Err(Refusal::SeriesComplete(1))
+        );
     }
 
     #[test]
     fn future_doses_are_refused_beyond_clock_skew() {
         let p = catalogue();
         let soon = NOW + Duration::minutes(4);
-        assert_eq!(check_sequence(&dose(1, "COMIRNATY", soon), &[], &p, NOW), Ok(()));
+        assert_eq!(
+            check_sequence(&dose(1, "COMIRNATY", soon), &[], &p, NOW),
+            Ok(())
+        );
         let later = NOW + Duration::minutes(6);
-        assert_eq!(check_sequence(&dose(1, "COMIRNATY", later), &[], &p, NOW), Err(Refusal::AdministeredInFuture));
+        assert_eq!(
+            check_sequence(&dose(1, "COMIRNATY", later), &[], &p, NOW),
+            Err(Refusal::AdministeredInFuture)
+        );
     }
 
     #[test]
@@ -283,7 +356,10 @@ mod tests {
             quantity: 10,
         };
         assert_eq!(check_lot(&lot, date!(2026 - 11 - 20)), Ok(()));
-        assert!(matches!(check_lot(&lot, date!(2026 - 11 - 21)), Err(Refusal::LotExpired { .. })));
+        assert!(matches!(
+            check_lot(&lot, date!(2026 - 11 - 21)),
+            Err(Refusal::LotExpired { .. })
+        ));
     }
 
     #[test]
@@ -298,10 +374,19 @@ mod tests {
         assert_eq!(due.dose_number, Some(2));
         assert_eq!(due.earliest, Some(date!(2026 - 12 - 01)));
         assert!(!due.eligible_today);
-        assert_eq!(due.reason.as_deref(), Some("too early: dose 2 is due from 2026-12-01"));
-        assert!(due.mixable_with.contains(&ProductCode::new("SPIKEVAX").expect("valid")));
+        assert_eq!(
+            due.reason.as_deref(),
+            Some("too early: dose 2 is due from 2026-12-01")
+        );
+        assert!(
+            due.mixable_with
+                .contains(&ProductCode::new("SPIKEVAX").expect("valid"))
+        );
 
-        let done = [history[0].clone(), dose(2, "COMIRNATY", datetime!(2026-12-01 09:00 UTC))];
+        let done = [
+            history[0].clone(),
+            dose(2, "COMIRNATY", datetime!(2026-12-01 09:00 UTC)),
+        ];
         let complete = next_dose(&done, &p, today);
         assert!(complete.series_complete && !complete.eligible_today);
     }

@@ -48,7 +48,11 @@ pub enum ServeError {
 ///
 /// # Errors
 /// Store reads, missing or unusable signing keys, thread spawn failures.
-pub async fn build_state(store: Arc<dyn Store>, data: &Path, config: &ServerConfig) -> Result<Shared, ServeError> {
+pub async fn build_state(
+    store: Arc<dyn Store>,
+    data: &Path,
+    config: &ServerConfig,
+) -> Result<Shared, ServeError> {
     let campaign = Arc::new(Campaign::load(store.as_ref()).await?);
     let credentials = Credentials::from_records(store.credentials().await?);
     let keys = Keystore::in_data_dir(data);
@@ -59,8 +63,18 @@ pub async fn build_state(store: Arc<dyn Store>, data: &Path, config: &ServerConf
     // `Signer::new` refuses a key that the trust list does not publish as active.
     let certificate_signer = Signer::new(certificate_key, &trust)?;
     let registration_signer = Signer::new(registration_key, &trust)?;
+    let mut revocations = RevocationList::default();
+    for revoked in store.revocations().await? {
+        revocations.insert(revoked.certificate_id);
+    }
     let metrics = Arc::new(Metrics::new());
-    let write_path = WritePath::start(store.clone(), campaign.clone(), metrics.clone(), &config.writer(), tokio::runtime::Handle::current())?;
+    let write_path = WritePath::start(
+        store.clone(),
+        campaign.clone(),
+        metrics.clone(),
+        &config.writer(),
+        tokio::runtime::Handle::current(),
+    )?;
     let certificates = CertificateDesk::new(
         certificate_signer,
         certificate_valid_from,
@@ -85,7 +99,7 @@ pub async fn build_state(store: Arc<dyn Store>, data: &Path, config: &ServerConf
         certificates,
         registration_signer,
         trust: RwLock::new(trust),
-        revocations: RwLock::new(RevocationList::default()),
+        revocations: RwLock::new(revocations),
         metrics,
         config: config.api(),
         started: Instant::now(),
@@ -93,7 +107,9 @@ pub async fn build_state(store: Arc<dyn Store>, data: &Path, config: &ServerConf
 }
 
 fn certificates_kid(trust: &certify::TrustList, purpose: KeyPurpose) -> String {
-    trust.active_key(purpose).map_or_else(|| "none".to_owned(), |k| k.kid.to_string())
+    trust
+        .active_key(purpose)
+        .map_or_else(|| "none".to_owned(), |k| k.kid.to_string())
 }
 
 /// Serves on `listener` until `shutdown` completes, then drains the write path and flushes
@@ -101,9 +117,15 @@ fn certificates_kid(trust: &certify::TrustList, purpose: KeyPurpose) -> String {
 ///
 /// # Errors
 /// Accept-loop I/O errors and store flush failures.
-pub async fn serve(listener: TcpListener, state: Shared, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
+pub async fn serve(
+    listener: TcpListener,
+    state: Shared,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
     let app = api::router(state.clone());
-    let result = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
+    let result = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await;
     tracing::info!("no longer accepting requests; draining the write path");
     let draining = state.clone();
     // Joining writer threads blocks; keep it off the async workers.
@@ -117,9 +139,18 @@ pub async fn serve(listener: TcpListener, state: Shared, shutdown: impl Future<O
 ///
 /// # Errors
 /// See [`build_state`] and [`serve`]; also bind failures.
-pub async fn run(config: ServerConfig, store: Arc<dyn Store>, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
+pub async fn run(
+    config: ServerConfig,
+    store: Arc<dyn Store>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
     let state = build_state(store, &config.data, &config).await?;
-    let listener = TcpListener::bind(config.listen).await.map_err(|source| ServeError::Bind { addr: config.listen, source })?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: config.listen,
+            source,
+        })?;
     tracing::info!(addr = %listener.local_addr()?, "listening");
     serve(listener, state, shutdown).await
 }

@@ -17,14 +17,20 @@ pub enum SetupError {
     #[error(transparent)]
     Keys(#[from] KeystoreError),
     #[error("{field}: {message}")]
-    Invalid { field: &'static str, message: String },
+    Invalid {
+        field: &'static str,
+        message: String,
+    },
     #[error("no randomness from the operating system: {0}")]
     Random(String),
 }
 
 impl From<store::InvalidField> for SetupError {
     fn from(e: store::InvalidField) -> Self {
-        SetupError::Invalid { field: e.field, message: e.message }
+        SetupError::Invalid {
+            field: e.field,
+            message: e.message,
+        }
     }
 }
 
@@ -40,13 +46,26 @@ pub struct Initialized {
 ///
 /// # Errors
 /// Store and key errors.
-pub async fn init_campaign(store: &dyn Store, data: &Path, issuer: &str, country: &str) -> Result<Initialized, SetupError> {
+pub async fn init_campaign(
+    store: &dyn Store,
+    data: &Path,
+    issuer: &str,
+    country: &str,
+) -> Result<Initialized, SetupError> {
     if store.setting("issuer").await?.is_none() {
         store.put_setting("issuer", issuer).await?;
         store.put_setting("country", country).await?;
     }
-    let issuer = store.setting("issuer").await?.unwrap_or_else(|| issuer.to_owned());
-    let known: Vec<_> = store.products().await?.into_iter().map(|p| p.code).collect();
+    let issuer = store
+        .setting("issuer")
+        .await?
+        .unwrap_or_else(|| issuer.to_owned());
+    let known: Vec<_> = store
+        .products()
+        .await?
+        .into_iter()
+        .map(|p| p.code)
+        .collect();
     for product in builtin_products() {
         if !known.contains(&product.code) {
             store.put_product(&product).await?;
@@ -54,18 +73,37 @@ pub async fn init_campaign(store: &dyn Store, data: &Path, issuer: &str, country
     }
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let keys_made = Keystore::in_data_dir(data).generate(&issuer, now)?.len();
-    let has_admin = store.credentials().await?.iter().any(|c| c.role == Role::Admin && !c.revoked);
-    let admin_token = if has_admin { None } else { Some(add_token(store, Role::Admin, None, "admin (created by init)").await?) };
-    Ok(Initialized { admin_token, keys_made })
+    let has_admin = store
+        .credentials()
+        .await?
+        .iter()
+        .any(|c| c.role == Role::Admin && !c.revoked);
+    let admin_token = if has_admin {
+        None
+    } else {
+        Some(add_token(store, Role::Admin, None, "admin (created by init)").await?)
+    };
+    Ok(Initialized {
+        admin_token,
+        keys_made,
+    })
 }
 
 /// Issues a new token and stores its hash. Returns the token: show it once.
 ///
 /// # Errors
 /// Store errors, a site token without a site, and randomness failures.
-pub async fn add_token(store: &dyn Store, role: Role, site_id: Option<SiteId>, label: &str) -> Result<String, SetupError> {
+pub async fn add_token(
+    store: &dyn Store,
+    role: Role,
+    site_id: Option<SiteId>,
+    label: &str,
+) -> Result<String, SetupError> {
     if (role == Role::Site) != site_id.is_some() {
-        return Err(SetupError::Invalid { field: "site_id", message: "a site token needs a site, and only a site token has one".into() });
+        return Err(SetupError::Invalid {
+            field: "site_id",
+            message: "a site token needs a site, and only a site token has one".into(),
+        });
     }
     let token = new_token(role).map_err(|e| SetupError::Random(e.to_string()))?;
     let credential = Credential {
@@ -94,7 +132,10 @@ pub async fn add_site(store: &dyn Store, site: &Site) -> Result<(String, Credent
         .await?
         .into_iter()
         .find(|c| c.token_sha256 == hash_token(&token))
-        .ok_or_else(|| SetupError::Invalid { field: "site_id", message: "the new token was not stored".into() })?;
+        .ok_or_else(|| SetupError::Invalid {
+            field: "site_id",
+            message: "the new token was not stored".into(),
+        })?;
     Ok((token, credential))
 }
 
@@ -103,14 +144,33 @@ pub async fn add_site(store: &dyn Store, site: &Site) -> Result<(String, Credent
 /// # Errors
 /// An unknown site or product, and store errors.
 pub async fn add_lot(store: &dyn Store, lot: &Lot) -> Result<(), SetupError> {
-    if !store.sites().await?.iter().any(|s| s.site_id == lot.site_id) {
-        return Err(SetupError::Invalid { field: "site_id", message: format!("no site {}; add it first", lot.site_id) });
+    if !store
+        .sites()
+        .await?
+        .iter()
+        .any(|s| s.site_id == lot.site_id)
+    {
+        return Err(SetupError::Invalid {
+            field: "site_id",
+            message: format!("no site {}; add it first", lot.site_id),
+        });
     }
-    if !store.products().await?.iter().any(|p| p.code == lot.product) {
-        return Err(SetupError::Invalid { field: "product", message: format!("no product {} in the catalogue", lot.product) });
+    if !store
+        .products()
+        .await?
+        .iter()
+        .any(|p| p.code == lot.product)
+    {
+        return Err(SetupError::Invalid {
+            field: "product",
+            message: format!("no product {} in the catalogue", lot.product),
+        });
     }
     if lot.quantity == 0 {
-        return Err(SetupError::Invalid { field: "quantity", message: "must be at least 1 dose".into() });
+        return Err(SetupError::Invalid {
+            field: "quantity",
+            message: "must be at least 1 dose".into(),
+        });
     }
     store.put_lot(lot).await?;
     Ok(())

@@ -40,7 +40,10 @@ pub struct WriterConfig {
 
 impl Default for WriterConfig {
     fn default() -> Self {
-        Self { queue_capacity: 1024, max_commit_batch: 2000 }
+        Self {
+            queue_capacity: 1024,
+            max_commit_batch: 2000,
+        }
     }
 }
 
@@ -48,9 +51,17 @@ impl Default for WriterConfig {
 #[derive(Debug, Clone)]
 pub enum DoseOutcome {
     /// Recorded now. `series` is the person's whole series, this dose included.
-    Created { dose: Dose, person: Arc<Registration>, series: Arc<Vec<Dose>> },
+    Created {
+        dose: Dose,
+        person: Arc<Registration>,
+        series: Arc<Vec<Dose>>,
+    },
     /// The same dose was recorded before (a retry); nothing was written.
-    Duplicate { dose: Dose, person: Arc<Registration>, series: Arc<Vec<Dose>> },
+    Duplicate {
+        dose: Dose,
+        person: Arc<Registration>,
+        series: Arc<Vec<Dose>>,
+    },
     /// Another dose was recorded under this id.
     Conflict { existing: Dose },
     /// A rule refused the dose.
@@ -61,10 +72,53 @@ pub enum DoseOutcome {
     Failed(String),
 }
 
+/// What happened to a correction.
+#[derive(Debug, Clone)]
+pub enum CorrectionOutcome {
+    /// Stored. `before` and `after` are the person's series before and after the change.
+    Corrected {
+        person_before: Arc<Registration>,
+        person_after: Arc<Registration>,
+        before: Vec<Dose>,
+        after: Vec<Dose>,
+    },
+    /// The corrected series breaks a rule (e.g. a new date too close to the next dose).
+    Refused(Refusal),
+    /// No such person or dose.
+    NotFound,
+    /// Nothing was changed; safe to retry.
+    Failed(String),
+}
+
+/// A change to a person's record, made by their shard's writer so it cannot interleave with
+/// doses being recorded for them.
+#[derive(Debug, Clone)]
+pub enum Correction {
+    /// Replace the registration (same person code).
+    Person(Registration),
+    /// Replace a dose (same id and person): lot, time or vaccinator.
+    Dose(Dose),
+}
+
 /// A unit of work for a shard writer.
-struct Job {
-    doses: Vec<Dose>,
-    reply: oneshot::Sender<Vec<DoseOutcome>>,
+enum Job {
+    Doses {
+        doses: Vec<Dose>,
+        reply: oneshot::Sender<Vec<DoseOutcome>>,
+    },
+    Correct {
+        correction: Correction,
+        reply: oneshot::Sender<CorrectionOutcome>,
+    },
+}
+
+impl Job {
+    fn dose_count(&self) -> usize {
+        match self {
+            Job::Doses { doses, .. } => doses.len(),
+            Job::Correct { .. } => 1,
+        }
+    }
 }
 
 /// The queue was full; the caller should answer 503.
@@ -80,7 +134,9 @@ struct InFlight {
 
 impl Default for InFlight {
     fn default() -> Self {
-        Self { stripes: std::array::from_fn(|_| Mutex::new(HashSet::new())) }
+        Self {
+            stripes: std::array::from_fn(|_| Mutex::new(HashSet::new())),
+        }
     }
 }
 
@@ -91,11 +147,17 @@ impl InFlight {
     }
 
     fn claim(&self, id: DoseId) -> bool {
-        self.stripe(&id).lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(id)
+        self.stripe(&id)
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(id)
     }
 
     fn release(&self, id: DoseId) {
-        self.stripe(&id).lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&id);
+        self.stripe(&id)
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&id);
     }
 }
 
@@ -118,7 +180,9 @@ pub struct WritePath {
 
 impl std::fmt::Debug for WritePath {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WritePath").field("shards", &self.shard_count()).finish_non_exhaustive()
+        f.debug_struct("WritePath")
+            .field("shards", &self.shard_count())
+            .finish_non_exhaustive()
     }
 }
 
@@ -151,29 +215,68 @@ impl WritePath {
                 max_batch: config.max_commit_batch.max(1),
                 runtime: runtime.clone(),
             };
-            let thread = std::thread::Builder::new().name(format!("shard-writer-{shard:02}")).spawn(move || writer.run(receiver))?;
+            let thread = std::thread::Builder::new()
+                .name(format!("shard-writer-{shard:02}"))
+                .spawn(move || writer.run(receiver))?;
             queues.push(sender);
             threads.push(thread);
         }
-        Ok(Self { queues: RwLock::new(queues), threads: Mutex::new(threads), counters, metrics })
+        Ok(Self {
+            queues: RwLock::new(queues),
+            threads: Mutex::new(threads),
+            counters,
+            metrics,
+        })
     }
 
     pub fn shard_count(&self) -> usize {
-        self.queues.read().unwrap_or_else(std::sync::PoisonError::into_inner).len()
+        self.queues
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len()
     }
 
     /// Queues doses that all belong to `shard`. The receiver yields one outcome per dose, in order.
     ///
     /// # Errors
     /// [`QueueFull`] when the shard's queue is full or the write path is closed.
-    pub fn submit(&self, shard: usize, doses: Vec<Dose>) -> Result<oneshot::Receiver<Vec<DoseOutcome>>, QueueFull> {
+    pub fn submit(
+        &self,
+        shard: usize,
+        doses: Vec<Dose>,
+    ) -> Result<oneshot::Receiver<Vec<DoseOutcome>>, QueueFull> {
         let (reply, receiver) = oneshot::channel();
-        let queues = self.queues.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.enqueue(shard, Job::Doses { doses, reply })?;
+        Ok(receiver)
+    }
+
+    /// Queues a correction on the shard of the person it concerns.
+    ///
+    /// # Errors
+    /// [`QueueFull`] when the shard's queue is full or the write path is closed.
+    pub fn correct(
+        &self,
+        shard: usize,
+        correction: Correction,
+    ) -> Result<oneshot::Receiver<CorrectionOutcome>, QueueFull> {
+        let (reply, receiver) = oneshot::channel();
+        self.enqueue(shard, Job::Correct { correction, reply })?;
+        Ok(receiver)
+    }
+
+    fn enqueue(&self, shard: usize, job: Job) -> Result<(), QueueFull> {
+        let queues = self
+            .queues
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let queue = queues.get(shard).ok_or(QueueFull)?;
-        match queue.try_send(Job { doses, reply }) {
+        match queue.try_send(job) {
             Ok(()) => {
-                self.metrics.shard_queue_depth.get_or_create(&vec![("shard", shard.to_string())]).set(queue.len() as i64);
-                Ok(receiver)
+                self.metrics
+                    .shard_queue_depth
+                    .get_or_create(&vec![("shard", shard.to_string())])
+                    .set(queue.len() as i64);
+                Ok(())
             }
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => Err(QueueFull),
         }
@@ -181,13 +284,26 @@ impl WritePath {
 
     /// Jobs waiting in each shard's queue.
     pub fn queue_depths(&self) -> Vec<usize> {
-        self.queues.read().unwrap_or_else(std::sync::PoisonError::into_inner).iter().map(Sender::len).collect()
+        self.queues
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .map(Sender::len)
+            .collect()
     }
 
     /// Stops accepting work, lets the writers finish everything queued, and waits for them.
     pub fn close(&self) {
-        self.queues.write().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
-        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+        self.queues
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clear();
+        let threads = std::mem::take(
+            &mut *self
+                .threads
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
         for thread in threads {
             if thread.join().is_err() {
                 tracing::error!("a shard writer panicked");
@@ -218,30 +334,146 @@ impl ShardWriter {
         // `recv` fails only when every sender is gone and the queue is empty: the drain is done.
         while let Ok(first) = queue.recv() {
             let mut jobs = vec![first];
-            let mut doses = jobs[0].doses.len();
+            let mut doses = jobs[0].dose_count();
             while doses < self.max_batch {
                 match queue.try_recv() {
                     Ok(job) => {
-                        doses += job.doses.len();
+                        doses += job.dose_count();
                         jobs.push(job);
                     }
                     Err(_) => break,
                 }
             }
-            self.metrics.shard_queue_depth.get_or_create(&vec![("shard", self.shard.to_string())]).set(queue.len() as i64);
+            self.metrics
+                .shard_queue_depth
+                .get_or_create(&vec![("shard", self.shard.to_string())])
+                .set(queue.len() as i64);
             self.process(jobs);
         }
         tracing::debug!(shard = self.shard, "shard writer stopped");
     }
 
+    /// Runs jobs in arrival order: consecutive dose jobs as one group commit, a correction alone.
     fn process(&self, jobs: Vec<Job>) {
-        let doses: Vec<&Dose> = jobs.iter().flat_map(|j| j.doses.iter()).collect();
+        let mut group: Vec<(Vec<Dose>, oneshot::Sender<Vec<DoseOutcome>>)> = Vec::new();
+        for job in jobs {
+            match job {
+                Job::Doses { doses, reply } => group.push((doses, reply)),
+                Job::Correct { correction, reply } => {
+                    self.commit_group(std::mem::take(&mut group));
+                    let outcome = self.runtime.block_on(self.correct(correction));
+                    let _ = reply.send(outcome);
+                }
+            }
+        }
+        self.commit_group(group);
+    }
+
+    fn commit_group(&self, group: Vec<(Vec<Dose>, oneshot::Sender<Vec<DoseOutcome>>)>) {
+        if group.is_empty() {
+            return;
+        }
+        let doses: Vec<&Dose> = group.iter().flat_map(|(doses, _)| doses.iter()).collect();
         let outcomes = self.decide_and_commit(&doses);
         let mut outcomes = outcomes.into_iter();
-        for job in jobs {
-            let answer: Vec<DoseOutcome> = outcomes.by_ref().take(job.doses.len()).collect();
+        for (doses, reply) in group {
+            let answer: Vec<DoseOutcome> = outcomes.by_ref().take(doses.len()).collect();
             // The requester may have gone (client disconnected); the dose is recorded either way.
-            let _ = job.reply.send(answer);
+            let _ = reply.send(answer);
+        }
+    }
+
+    async fn correct(&self, correction: Correction) -> CorrectionOutcome {
+        let person_code = match &correction {
+            Correction::Person(r) => r.person_code.clone(),
+            Correction::Dose(d) => d.person_code.clone(),
+        };
+        let before_person = match self.store.person(&person_code).await {
+            Ok(Some(p)) => Arc::new(p),
+            Ok(None) => return CorrectionOutcome::NotFound,
+            Err(e) => return CorrectionOutcome::Failed(e.to_string()),
+        };
+        let before = match self.store.doses_of(&person_code).await {
+            Ok(h) => h,
+            Err(e) => return CorrectionOutcome::Failed(e.to_string()),
+        };
+        match correction {
+            Correction::Person(registration) => {
+                if let Err(e) = self.store.correct_registration(&registration).await {
+                    return CorrectionOutcome::Failed(e.to_string());
+                }
+                CorrectionOutcome::Corrected {
+                    person_before: before_person,
+                    person_after: Arc::new(registration),
+                    after: before.clone(),
+                    before,
+                }
+            }
+            Correction::Dose(corrected) => {
+                let Some(old) = before
+                    .iter()
+                    .find(|d| d.dose_id == corrected.dose_id)
+                    .cloned()
+                else {
+                    return CorrectionOutcome::NotFound;
+                };
+                let mut after: Vec<Dose> = before
+                    .iter()
+                    .map(|d| {
+                        if d.dose_id == corrected.dose_id {
+                            corrected.clone()
+                        } else {
+                            d.clone()
+                        }
+                    })
+                    .collect();
+                after.sort_by_key(|d| d.dose_number);
+                // The whole corrected series must still follow the rules.
+                let products = self.campaign.products();
+                let now = time::OffsetDateTime::now_utc();
+                for k in 0..after.len() {
+                    if let Err(refusal) =
+                        rules::check_sequence(&after[k], &after[..k], &products, now)
+                    {
+                        return CorrectionOutcome::Refused(refusal);
+                    }
+                }
+                let moved = old.lot_key() != corrected.lot_key();
+                let (new_stock, old_stock) = (
+                    self.campaign.stock(&corrected.lot_key()),
+                    self.campaign.stock(&old.lot_key()),
+                );
+                if moved {
+                    match &new_stock {
+                        Some(stock) if stock.reserve() => {}
+                        Some(_) => {
+                            return CorrectionOutcome::Refused(Refusal::LotExhausted {
+                                lot: corrected.lot_number.to_string(),
+                            });
+                        }
+                        None => {
+                            return CorrectionOutcome::Refused(Refusal::UnknownLot {
+                                lot: corrected.lot_number.to_string(),
+                            });
+                        }
+                    }
+                }
+                if let Err(e) = self.store.correct_dose(self.shard, &corrected).await {
+                    if let (true, Some(stock)) = (moved, &new_stock) {
+                        stock.release();
+                    }
+                    return CorrectionOutcome::Failed(e.to_string());
+                }
+                if let (true, Some(stock)) = (moved, &old_stock) {
+                    stock.release();
+                }
+                CorrectionOutcome::Corrected {
+                    person_after: before_person.clone(),
+                    person_before: before_person,
+                    before,
+                    after,
+                }
+            }
         }
     }
 
@@ -250,17 +482,30 @@ impl ShardWriter {
         // Claim every id not already being written by another shard. An id repeated within this
         // batch is ours already (a retry that arrived while the original was queued).
         let mut mine: HashSet<DoseId> = HashSet::with_capacity(doses.len());
-        let claimed: Vec<bool> =
-            doses.iter().map(|d| mine.contains(&d.dose_id) || (self.in_flight.claim(d.dose_id) && mine.insert(d.dose_id))).collect();
-        let result = self.runtime.block_on(self.decide_and_commit_claimed(doses, &claimed));
+        let claimed: Vec<bool> = doses
+            .iter()
+            .map(|d| {
+                mine.contains(&d.dose_id)
+                    || (self.in_flight.claim(d.dose_id) && mine.insert(d.dose_id))
+            })
+            .collect();
+        let result = self
+            .runtime
+            .block_on(self.decide_and_commit_claimed(doses, &claimed));
         for id in mine {
             self.in_flight.release(id);
         }
-        self.metrics.commit_seconds.observe(started.elapsed().as_secs_f64());
+        self.metrics
+            .commit_seconds
+            .observe(started.elapsed().as_secs_f64());
         result
     }
 
-    async fn decide_and_commit_claimed(&self, doses: &[&Dose], claimed: &[bool]) -> Vec<DoseOutcome> {
+    async fn decide_and_commit_claimed(
+        &self,
+        doses: &[&Dose],
+        claimed: &[bool],
+    ) -> Vec<DoseOutcome> {
         let mut outcomes: Vec<Option<DoseOutcome>> = vec![None; doses.len()];
         for (i, claimed) in claimed.iter().enumerate() {
             if !claimed {
@@ -290,7 +535,13 @@ impl ShardWriter {
                 },
                 None => Vec::new(),
             };
-            people.insert(dose.person_code.clone(), PersonState { registration, history });
+            people.insert(
+                dose.person_code.clone(),
+                PersonState {
+                    registration,
+                    history,
+                },
+            );
         }
 
         // Decide each dose in arrival order; accepted doses join the history of the doses after them.
@@ -307,15 +558,26 @@ impl ShardWriter {
             }
             if let Some(existing) = stored.get(&dose.dose_id) {
                 outcomes[i] = Some(if existing.same_event_as(dose) {
-                    match people.get(&dose.person_code).and_then(|p| p.registration.clone()) {
+                    match people
+                        .get(&dose.person_code)
+                        .and_then(|p| p.registration.clone())
+                    {
                         Some(person) => {
                             let series = Arc::new(people[&dose.person_code].history.clone());
-                            DoseOutcome::Duplicate { dose: existing.clone(), person, series }
+                            DoseOutcome::Duplicate {
+                                dose: existing.clone(),
+                                person,
+                                series,
+                            }
                         }
-                        None => DoseOutcome::Conflict { existing: existing.clone() },
+                        None => DoseOutcome::Conflict {
+                            existing: existing.clone(),
+                        },
                     }
                 } else {
-                    DoseOutcome::Conflict { existing: existing.clone() }
+                    DoseOutcome::Conflict {
+                        existing: existing.clone(),
+                    }
                 });
                 continue;
             }
@@ -323,13 +585,19 @@ impl ShardWriter {
                 if accepted[j].same_event_as(dose) {
                     retries_in_batch.push(i);
                 } else {
-                    outcomes[i] = Some(DoseOutcome::Conflict { existing: accepted[j].clone() });
+                    outcomes[i] = Some(DoseOutcome::Conflict {
+                        existing: accepted[j].clone(),
+                    });
                 }
                 continue;
             }
-            let Some(state) = people.get_mut(&dose.person_code) else { continue };
+            let Some(state) = people.get_mut(&dose.person_code) else {
+                continue;
+            };
             if state.registration.is_none() {
-                outcomes[i] = Some(DoseOutcome::Refused(Refusal::UnknownPerson(dose.person_code.to_string())));
+                outcomes[i] = Some(DoseOutcome::Refused(Refusal::UnknownPerson(
+                    dose.person_code.to_string(),
+                )));
                 continue;
             }
             if let Err(refusal) = rules::check_sequence(dose, &state.history, &products, now) {
@@ -337,11 +605,15 @@ impl ShardWriter {
                 continue;
             }
             let Some(stock) = self.campaign.stock(&dose.lot_key()) else {
-                outcomes[i] = Some(DoseOutcome::Refused(Refusal::UnknownLot { lot: dose.lot_number.to_string() }));
+                outcomes[i] = Some(DoseOutcome::Refused(Refusal::UnknownLot {
+                    lot: dose.lot_number.to_string(),
+                }));
                 continue;
             };
             if !stock.reserve() {
-                outcomes[i] = Some(DoseOutcome::Refused(Refusal::LotExhausted { lot: dose.lot_number.to_string() }));
+                outcomes[i] = Some(DoseOutcome::Refused(Refusal::LotExhausted {
+                    lot: dose.lot_number.to_string(),
+                }));
                 continue;
             }
             reservations.push(stock);
@@ -360,36 +632,69 @@ impl ShardWriter {
                 tracing::error!(shard = self.shard, doses = accepted.len(), error = %e, "group commit failed; nothing from it was acknowledged");
                 let failed = DoseOutcome::Failed(e.to_string());
                 for (i, dose) in doses.iter().enumerate() {
-                    if accepted_index.contains_key(&dose.dose_id) && !matches!(outcomes[i], Some(DoseOutcome::Conflict { .. })) {
+                    if accepted_index.contains_key(&dose.dose_id)
+                        && !matches!(outcomes[i], Some(DoseOutcome::Conflict { .. }))
+                    {
                         outcomes[i] = Some(failed.clone());
                     }
                 }
-                return outcomes.into_iter().map(|o| o.unwrap_or_else(|| failed.clone())).collect();
+                return outcomes
+                    .into_iter()
+                    .map(|o| o.unwrap_or_else(|| failed.clone()))
+                    .collect();
             }
             self.counters.commits.fetch_add(1, Ordering::Relaxed);
-            self.counters.doses_committed.fetch_add(accepted.len() as u64, Ordering::Relaxed);
+            self.counters
+                .doses_committed
+                .fetch_add(accepted.len() as u64, Ordering::Relaxed);
             self.metrics.doses_committed.inc_by(accepted.len() as u64);
-            self.metrics.commit_batch_doses.observe(accepted.len() as f64);
+            self.metrics
+                .commit_batch_doses
+                .observe(accepted.len() as f64);
         }
 
         // Answer the accepted doses (and in-batch retries of them) with the final series.
         let mut series_of: HashMap<&PersonCode, Arc<Vec<Dose>>> = HashMap::new();
         for (i, dose) in doses.iter().enumerate() {
-            let Some(&j) = accepted_index.get(&dose.dose_id) else { continue };
+            let Some(&j) = accepted_index.get(&dose.dose_id) else {
+                continue;
+            };
             if outcomes[i].is_some() {
                 continue;
             }
-            let Some(state) = people.get(&dose.person_code) else { continue };
-            let Some(person) = state.registration.clone() else { continue };
-            let series = series_of.entry(&dose.person_code).or_insert_with(|| Arc::new(state.history.clone())).clone();
+            let Some(state) = people.get(&dose.person_code) else {
+                continue;
+            };
+            let Some(person) = state.registration.clone() else {
+                continue;
+            };
+            let series = series_of
+                .entry(&dose.person_code)
+                .or_insert_with(|| Arc::new(state.history.clone()))
+                .clone();
             let record = accepted[j].clone();
             outcomes[i] = Some(if retries_in_batch.contains(&i) {
-                DoseOutcome::Duplicate { dose: record, person, series }
+                DoseOutcome::Duplicate {
+                    dose: record,
+                    person,
+                    series,
+                }
             } else {
-                DoseOutcome::Created { dose: record, person, series }
+                DoseOutcome::Created {
+                    dose: record,
+                    person,
+                    series,
+                }
             });
         }
-        outcomes.into_iter().map(|o| o.unwrap_or_else(|| DoseOutcome::Failed("no decision was made for this dose".into()))).collect()
+        outcomes
+            .into_iter()
+            .map(|o| {
+                o.unwrap_or_else(|| {
+                    DoseOutcome::Failed("no decision was made for this dose".into())
+                })
+            })
+            .collect()
     }
 }
 

@@ -30,6 +30,8 @@ where
     committing_a_dose_twice_counts_once(make().await).await;
     concurrent_commits_on_all_shards(make().await).await;
     audit_log_is_newest_first(make().await).await;
+    corrections_replace_records_and_move_stock(make().await).await;
+    revocations_round_trip(make().await).await;
 }
 
 fn area(province: &str, district: &str) -> Area {
@@ -69,17 +71,30 @@ pub fn sample_dose(person: &PersonCode, dose_number: u8) -> Dose {
 }
 
 async fn catalogue_round_trips(store: Arc<dyn Store>) {
-    let site = Site { site_id: SiteId::new("hn-01").expect("valid"), name: "Bach Mai".into(), area: area("01", "001"), daily_capacity: 2000 };
+    let site = Site {
+        site_id: SiteId::new("hn-01").expect("valid"),
+        name: "Bach Mai".into(),
+        area: area("01", "001"),
+        daily_capacity: 2000,
+    };
     store.put_site(&site).await.expect("put_site");
     let mut renamed = site.clone();
     renamed.name = "Bạch Mai Hospital".into();
     store.put_site(&renamed).await.expect("put_site again");
-    assert_eq!(store.sites().await.expect("sites"), vec![renamed], "catalogue: a site is replaced, not duplicated");
+    assert_eq!(
+        store.sites().await.expect("sites"),
+        vec![renamed],
+        "catalogue: a site is replaced, not duplicated"
+    );
 
     for product in builtin_products() {
         store.put_product(&product).await.expect("put_product");
     }
-    assert_eq!(store.products().await.expect("products").len(), builtin_products().len(), "catalogue: products");
+    assert_eq!(
+        store.products().await.expect("products").len(),
+        builtin_products().len(),
+        "catalogue: products"
+    );
 
     let lot = Lot {
         lot_number: LotNumber::new("FK5618").expect("valid"),
@@ -91,8 +106,15 @@ async fn catalogue_round_trips(store: Arc<dyn Store>) {
     store.put_lot(&lot).await.expect("put_lot");
     let mut elsewhere = lot.clone();
     elsewhere.site_id = SiteId::new("hcm-01").expect("valid");
-    store.put_lot(&elsewhere).await.expect("put_lot at another site");
-    assert_eq!(store.lots().await.expect("lots").len(), 2, "catalogue: one lot number at two sites is two lots");
+    store
+        .put_lot(&elsewhere)
+        .await
+        .expect("put_lot at another site");
+    assert_eq!(
+        store.lots().await.expect("lots").len(),
+        2,
+        "catalogue: one lot number at two sites is two lots"
+    );
 
     let credential = Credential {
         token_sha256: [7; 32],
@@ -102,17 +124,39 @@ async fn catalogue_round_trips(store: Arc<dyn Store>) {
         created_at: datetime!(2026-11-01 08:00 UTC),
         revoked: false,
     };
-    store.put_credential(&credential).await.expect("put_credential");
-    assert_eq!(store.credentials().await.expect("credentials"), vec![credential], "catalogue: credentials");
+    store
+        .put_credential(&credential)
+        .await
+        .expect("put_credential");
+    assert_eq!(
+        store.credentials().await.expect("credentials"),
+        vec![credential],
+        "catalogue: credentials"
+    );
 
-    assert_eq!(store.setting("issuer").await.expect("setting"), None, "settings: absent");
-    store.put_setting("issuer", "VN-MOH").await.expect("put_setting");
-    assert_eq!(store.setting("issuer").await.expect("setting").as_deref(), Some("VN-MOH"), "settings: round trip");
+    assert_eq!(
+        store.setting("issuer").await.expect("setting"),
+        None,
+        "settings: absent"
+    );
+    store
+        .put_setting("issuer", "VN-MOH")
+        .await
+        .expect("put_setting");
+    assert_eq!(
+        store.setting("issuer").await.expect("setting").as_deref(),
+        Some("VN-MOH"),
+        "settings: round trip"
+    );
 }
 
 async fn registration_is_insert_if_absent(store: Arc<dyn Store>) {
     let first = sample_registration(1);
-    assert_eq!(store.register(&first).await.expect("register"), Registered::Created(first.clone()), "register: new");
+    assert_eq!(
+        store.register(&first).await.expect("register"),
+        Registered::Created(first.clone()),
+        "register: new"
+    );
     let mut different = first.clone();
     different.name = "Somebody Else".into();
     assert_eq!(
@@ -120,26 +164,67 @@ async fn registration_is_insert_if_absent(store: Arc<dyn Store>) {
         Registered::Existing(first.clone()),
         "register: an existing person is returned unchanged"
     );
-    assert_eq!(store.person(&first.person_code).await.expect("person"), Some(first), "register: the first one stays");
-    assert_eq!(store.totals().await.expect("totals").registrations, 1, "register: counted once");
+    assert_eq!(
+        store.person(&first.person_code).await.expect("person"),
+        Some(first),
+        "register: the first one stays"
+    );
+    assert_eq!(
+        store.totals().await.expect("totals").registrations,
+        1,
+        "register: counted once"
+    );
     let unknown = PersonCode::new("NOBODY").expect("valid");
-    assert_eq!(store.person(&unknown).await.expect("person"), None, "person: unknown code");
+    assert_eq!(
+        store.person(&unknown).await.expect("person"),
+        None,
+        "person: unknown code"
+    );
 }
 
 async fn bulk_import_counts(store: Arc<dyn Store>) {
     let batch: Vec<Registration> = (0..500).map(sample_registration).collect();
     let counts = store.import_registrations(&batch).await.expect("import");
-    assert_eq!((counts.created, counts.already_present), (500, 0), "import: all new");
+    assert_eq!(
+        (counts.created, counts.already_present),
+        (500, 0),
+        "import: all new"
+    );
     let again: Vec<Registration> = (250..750).map(sample_registration).collect();
-    let counts = store.import_registrations(&again).await.expect("import again");
-    assert_eq!((counts.created, counts.already_present), (250, 250), "import: overlap counted");
-    assert_eq!(store.totals().await.expect("totals").registrations, 750, "import: totals");
+    let counts = store
+        .import_registrations(&again)
+        .await
+        .expect("import again");
+    assert_eq!(
+        (counts.created, counts.already_present),
+        (250, 250),
+        "import: overlap counted"
+    );
+    assert_eq!(
+        store.totals().await.expect("totals").registrations,
+        750,
+        "import: totals"
+    );
     let mut duplicate_in_batch = vec![sample_registration(900), sample_registration(900)];
     duplicate_in_batch[1].name = "Other".into();
-    let counts = store.import_registrations(&duplicate_in_batch).await.expect("import dup");
-    assert_eq!((counts.created, counts.already_present), (1, 1), "import: a code twice in one batch is one person");
-    let stored = store.person(&duplicate_in_batch[0].person_code).await.expect("person").expect("present");
-    assert_eq!(stored.name, duplicate_in_batch[0].name, "import: the first of a duplicated code wins");
+    let counts = store
+        .import_registrations(&duplicate_in_batch)
+        .await
+        .expect("import dup");
+    assert_eq!(
+        (counts.created, counts.already_present),
+        (1, 1),
+        "import: a code twice in one batch is one person"
+    );
+    let stored = store
+        .person(&duplicate_in_batch[0].person_code)
+        .await
+        .expect("person")
+        .expect("present");
+    assert_eq!(
+        stored.name, duplicate_in_batch[0].name,
+        "import: the first of a duplicated code wins"
+    );
 }
 
 async fn people_are_paged_in_code_order(store: Arc<dyn Store>) {
@@ -157,7 +242,10 @@ async fn people_are_paged_in_code_order(store: Arc<dyn Store>) {
         seen.extend(page.into_iter().map(|r| r.person_code));
     }
     let expected: Vec<PersonCode> = batch.iter().map(|r| r.person_code.clone()).collect();
-    assert_eq!(seen, expected, "people: every person once, in code order, across shards");
+    assert_eq!(
+        seen, expected,
+        "people: every person once, in code order, across shards"
+    );
 }
 
 async fn doses_are_found_by_person_and_by_id(store: Arc<dyn Store>) {
@@ -169,32 +257,77 @@ async fn doses_are_found_by_person_and_by_id(store: Arc<dyn Store>) {
     let theirs = sample_dose(&other, 1);
     let shards = store.shard_count();
     // Commit out of order: doses_of must order by dose number.
-    store.commit_doses(shard_of(&person, shards), &[second.clone()]).await.expect("commit");
-    store.commit_doses(shard_of(&person, shards), &[first.clone()]).await.expect("commit");
-    store.commit_doses(shard_of(&other, shards), &[theirs.clone()]).await.expect("commit");
-    assert_eq!(store.doses_of(&person).await.expect("doses_of"), vec![first.clone(), second.clone()], "doses_of: ordered");
-    assert_eq!(store.doses_of(&other).await.expect("doses_of"), vec![theirs.clone()], "doses_of: only that person's");
+    store
+        .commit_doses(shard_of(&person, shards), &[second.clone()])
+        .await
+        .expect("commit");
+    store
+        .commit_doses(shard_of(&person, shards), std::slice::from_ref(&first))
+        .await
+        .expect("commit");
+    store
+        .commit_doses(shard_of(&other, shards), std::slice::from_ref(&theirs))
+        .await
+        .expect("commit");
+    assert_eq!(
+        store.doses_of(&person).await.expect("doses_of"),
+        vec![first.clone(), second.clone()],
+        "doses_of: ordered"
+    );
+    assert_eq!(
+        store.doses_of(&other).await.expect("doses_of"),
+        vec![theirs.clone()],
+        "doses_of: only that person's"
+    );
 
     let missing = DoseId(uuid::Uuid::new_v4());
-    let found = store.find_doses(&[first.dose_id, missing, theirs.dose_id]).await.expect("find_doses");
-    assert_eq!(found.len(), 2, "find_doses: the two stored ids, not the missing one");
-    assert!(found.contains(&first) && found.contains(&theirs), "find_doses: the stored records");
+    let found = store
+        .find_doses(&[first.dose_id, missing, theirs.dose_id])
+        .await
+        .expect("find_doses");
+    assert_eq!(
+        found.len(),
+        2,
+        "find_doses: the two stored ids, not the missing one"
+    );
+    assert!(
+        found.contains(&first) && found.contains(&theirs),
+        "find_doses: the stored records"
+    );
 
     let totals = store.totals().await.expect("totals");
     assert_eq!(totals.doses, 3, "totals: doses");
-    assert_eq!(totals.lot_usage.get(&first.lot_key()).copied(), Some(3), "totals: lot usage");
+    assert_eq!(
+        totals.lot_usage.get(&first.lot_key()).copied(),
+        Some(3),
+        "totals: lot usage"
+    );
 }
 
 async fn committing_a_dose_twice_counts_once(store: Arc<dyn Store>) {
     let person = sample_registration(3).person_code;
     let dose = sample_dose(&person, 1);
     let shard = shard_of(&person, store.shard_count());
-    store.commit_doses(shard, &[dose.clone(), dose.clone()]).await.expect("commit with a repeat");
-    store.commit_doses(shard, &[dose.clone()]).await.expect("commit again");
-    assert_eq!(store.find_doses(&[dose.dose_id]).await.expect("find").len(), 1, "retry: one copy");
+    store
+        .commit_doses(shard, &[dose.clone(), dose.clone()])
+        .await
+        .expect("commit with a repeat");
+    store
+        .commit_doses(shard, std::slice::from_ref(&dose))
+        .await
+        .expect("commit again");
+    assert_eq!(
+        store.find_doses(&[dose.dose_id]).await.expect("find").len(),
+        1,
+        "retry: one copy"
+    );
     let totals = store.totals().await.expect("totals");
     assert_eq!(totals.doses, 1, "retry: counted once");
-    assert_eq!(totals.lot_usage.get(&dose.lot_key()).copied(), Some(1), "retry: stock used once");
+    assert_eq!(
+        totals.lot_usage.get(&dose.lot_key()).copied(),
+        Some(1),
+        "retry: stock used once"
+    );
 }
 
 async fn concurrent_commits_on_all_shards(store: Arc<dyn Store>) {
@@ -202,7 +335,10 @@ async fn concurrent_commits_on_all_shards(store: Arc<dyn Store>) {
     let mut by_shard: HashMap<usize, Vec<Dose>> = HashMap::new();
     for n in 0..400 {
         let person = sample_registration(n).person_code;
-        by_shard.entry(shard_of(&person, shards)).or_default().push(sample_dose(&person, 1));
+        by_shard
+            .entry(shard_of(&person, shards))
+            .or_default()
+            .push(sample_dose(&person, 1));
     }
     let mut tasks = Vec::new();
     for (shard, doses) in by_shard {
@@ -216,7 +352,11 @@ async fn concurrent_commits_on_all_shards(store: Arc<dyn Store>) {
     for task in tasks {
         task.await.expect("writer task");
     }
-    assert_eq!(store.totals().await.expect("totals").doses, 400, "concurrent shards: all counted");
+    assert_eq!(
+        store.totals().await.expect("totals").doses,
+        400,
+        "concurrent shards: all counted"
+    );
 }
 
 async fn audit_log_is_newest_first(store: Arc<dyn Store>) {
@@ -234,4 +374,81 @@ async fn audit_log_is_newest_first(store: Arc<dyn Store>) {
     let log = store.audit_log(3).await.expect("audit_log");
     let subjects: Vec<&str> = log.iter().map(|r| r.subject.as_str()).collect();
     assert_eq!(subjects, ["P4", "P3", "P2"], "audit: newest first, limited");
+}
+
+async fn corrections_replace_records_and_move_stock(store: Arc<dyn Store>) {
+    let mut person = sample_registration(7);
+    store.register(&person).await.expect("register");
+    person.name = "Nguyễn Văn Bảy".into();
+    store
+        .correct_registration(&person)
+        .await
+        .expect("correct_registration");
+    assert_eq!(
+        store
+            .person(&person.person_code)
+            .await
+            .expect("person")
+            .map(|p| p.name),
+        Some(person.name.clone()),
+        "correction: registration replaced"
+    );
+    assert!(
+        store
+            .correct_registration(&sample_registration(8))
+            .await
+            .is_err(),
+        "correction: an unknown person is refused"
+    );
+
+    let dose = sample_dose(&person.person_code, 1);
+    let shard = shard_of(&person.person_code, store.shard_count());
+    store
+        .commit_doses(shard, std::slice::from_ref(&dose))
+        .await
+        .expect("commit");
+    let mut corrected = dose.clone();
+    corrected.lot_number = LotNumber::new("AB0001").expect("valid");
+    store
+        .correct_dose(shard, &corrected)
+        .await
+        .expect("correct_dose");
+    assert_eq!(
+        store.doses_of(&person.person_code).await.expect("doses_of"),
+        vec![corrected.clone()],
+        "correction: dose replaced, not added"
+    );
+    let totals = store.totals().await.expect("totals");
+    assert_eq!(totals.doses, 1, "correction: still one dose");
+    assert_eq!(
+        totals.lot_usage.get(&dose.lot_key()).copied(),
+        Some(0),
+        "correction: stock returned to the old lot"
+    );
+    assert_eq!(
+        totals.lot_usage.get(&corrected.lot_key()).copied(),
+        Some(1),
+        "correction: stock taken from the new lot"
+    );
+}
+
+async fn revocations_round_trip(store: Arc<dyn Store>) {
+    assert!(
+        store.revocations().await.expect("revocations").is_empty(),
+        "revocations: none at first"
+    );
+    let revoked = Revocation {
+        certificate_id: "URN:UVCI:01:VN:ABC".into(),
+        revoked_at: datetime!(2026-11-20 10:00 UTC),
+        reason: "corrected name".into(),
+    };
+    store
+        .revoke_certificates(&[revoked.clone(), revoked.clone()])
+        .await
+        .expect("revoke");
+    assert_eq!(
+        store.revocations().await.expect("revocations"),
+        vec![revoked],
+        "revocations: stored once"
+    );
 }

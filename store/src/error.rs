@@ -7,16 +7,26 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
-    #[error("the data directory {path} is in use by another vaxcamp process; stop it first or use the HTTP API")]
+    #[error(
+        "the data directory {path} is in use by another vaxcamp process; stop it first or use the HTTP API"
+    )]
     Locked { path: PathBuf },
 
-    #[error("the data directory {path} was created with {found} shards but {expected} were asked for; the shard count is fixed when a campaign is created")]
-    ShardCountMismatch { path: PathBuf, found: usize, expected: usize },
+    #[error(
+        "the data directory {path} was created with {found} shards but {expected} were asked for; the shard count is fixed when a campaign is created"
+    )]
+    ShardCountMismatch {
+        path: PathBuf,
+        found: usize,
+        expected: usize,
+    },
 
     #[error("the data directory {path} has no campaign; run `vaxcamp init --data {path}` first")]
     NotInitialized { path: PathBuf },
 
-    #[error("the record {key} could not be decoded ({reason}); the data may be from a newer vaxcamp")]
+    #[error(
+        "the record {key} could not be decoded ({reason}); the data may be from a newer vaxcamp"
+    )]
     Corrupt { key: String, reason: String },
 
     #[error("storage engine error: {0}")]

@@ -113,6 +113,16 @@ pub trait Store: Send + Sync + 'static {
     async fn commit_doses(&self, shard: usize, doses: &[Dose]) -> Result<()>;
     async fn totals(&self) -> Result<Totals>;
 
+    /// Replaces a person's registration (a correction; the person code stays).
+    async fn correct_registration(&self, registration: &Registration) -> Result<()>;
+    /// Replaces a stored dose with its corrected record (same id, same person), moving the lot
+    /// counters if the lot changed. Called by the shard's writer, like `commit_doses`.
+    async fn correct_dose(&self, shard: usize, corrected: &Dose) -> Result<()>;
+
+    // Revoked certificates, served to verifiers.
+    async fn revoke_certificates(&self, revocations: &[Revocation]) -> Result<()>;
+    async fn revocations(&self) -> Result<Vec<Revocation>>;
+
     // The audit trail of corrections and revocations.
     async fn append_audit(&self, record: &AuditRecord) -> Result<()>;
     /// The newest `limit` audit records, newest first.

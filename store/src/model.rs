@@ -19,17 +19,34 @@ pub struct InvalidField {
 
 impl InvalidField {
     pub fn new(field: &'static str, message: impl Into<String>) -> Self {
-        Self { field, message: message.into() }
+        Self {
+            field,
+            message: message.into(),
+        }
     }
 }
 
-fn check_code(field: &'static str, value: &str, max: usize, extra: &[char]) -> Result<(), InvalidField> {
+fn check_code(
+    field: &'static str,
+    value: &str,
+    max: usize,
+    extra: &[char],
+) -> Result<(), InvalidField> {
     if value.is_empty() || value.len() > max {
-        return Err(InvalidField::new(field, format!("must be 1 to {max} characters")));
+        return Err(InvalidField::new(
+            field,
+            format!("must be 1 to {max} characters"),
+        ));
     }
-    if !value.chars().all(|c| c.is_ascii_alphanumeric() || extra.contains(&c)) {
+    if !value
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || extra.contains(&c))
+    {
         let allowed: String = extra.iter().collect();
-        return Err(InvalidField::new(field, format!("may contain only ASCII letters, digits and {allowed:?}")));
+        return Err(InvalidField::new(
+            field,
+            format!("may contain only ASCII letters, digits and {allowed:?}"),
+        ));
     }
     Ok(())
 }
@@ -37,10 +54,16 @@ fn check_code(field: &'static str, value: &str, max: usize, extra: &[char]) -> R
 fn check_text(field: &'static str, value: &str, max: usize) -> Result<(), InvalidField> {
     let trimmed = value.trim();
     if trimmed.is_empty() || value.chars().count() > max {
-        return Err(InvalidField::new(field, format!("must be 1 to {max} characters")));
+        return Err(InvalidField::new(
+            field,
+            format!("must be 1 to {max} characters"),
+        ));
     }
     if value.chars().any(char::is_control) {
-        return Err(InvalidField::new(field, "must not contain control characters"));
+        return Err(InvalidField::new(
+            field,
+            "must not contain control characters",
+        ));
     }
     Ok(())
 }
@@ -174,8 +197,12 @@ impl Registration {
         }
         if let Some(phone) = &self.phone {
             let digits = phone.strip_prefix('+').unwrap_or(phone);
-            if digits.len() < 6 || digits.len() > 15 || !digits.chars().all(|c| c.is_ascii_digit()) {
-                return Err(InvalidField::new("phone", "must be 6 to 15 digits, optionally after '+'"));
+            if digits.len() < 6 || digits.len() > 15 || !digits.chars().all(|c| c.is_ascii_digit())
+            {
+                return Err(InvalidField::new(
+                    "phone",
+                    "must be 6 to 15 digits, optionally after '+'",
+                ));
             }
         }
         if !(1..=10).contains(&self.priority_group) {
@@ -260,11 +287,23 @@ pub fn builtin_products() -> Vec<Product> {
         p("COMIRNATY", "Pfizer-BioNTech Comirnaty (mRNA)", 2, 21, true),
         p("SPIKEVAX", "Moderna Spikevax (mRNA)", 2, 28, true),
         p("VAXZEVRIA", "AstraZeneca Vaxzevria (ChAdOx1)", 2, 28, true),
-        p("BBIBP-CORV", "Sinopharm BBIBP-CorV (inactivated)", 2, 21, false),
+        p(
+            "BBIBP-CORV",
+            "Sinopharm BBIBP-CorV (inactivated)",
+            2,
+            21,
+            false,
+        ),
         p("SPUTNIK-V", "Gamaleya Sputnik V", 2, 21, false),
         p("ABDALA", "CIGB Abdala (protein subunit)", 3, 14, false),
         p("JCOVDEN", "Janssen Jcovden (Ad26)", 1, 0, false),
-        p("DTP-HEPB-HIB", "Pentavalent DTP-HepB-Hib (routine, infants)", 3, 28, false),
+        p(
+            "DTP-HEPB-HIB",
+            "Pentavalent DTP-HepB-Hib (routine, infants)",
+            3,
+            28,
+            false,
+        ),
         p("MR", "Measles-rubella (routine)", 2, 28, false),
     ]
 }
@@ -284,7 +323,10 @@ pub struct Lot {
 
 impl Lot {
     pub fn key(&self) -> LotKey {
-        LotKey { lot_number: self.lot_number.clone(), site_id: self.site_id.clone() }
+        LotKey {
+            lot_number: self.lot_number.clone(),
+            site_id: self.site_id.clone(),
+        }
     }
 }
 
@@ -350,7 +392,10 @@ impl Dose {
     }
 
     pub fn lot_key(&self) -> LotKey {
-        LotKey { lot_number: self.lot_number.clone(), site_id: self.site_id.clone() }
+        LotKey {
+            lot_number: self.lot_number.clone(),
+            site_id: self.site_id.clone(),
+        }
     }
 
     /// # Errors
@@ -397,7 +442,10 @@ impl std::str::FromStr for Role {
             "registrar" => Ok(Role::Registrar),
             "admin" => Ok(Role::Admin),
             "observer" => Ok(Role::Observer),
-            _ => Err(InvalidField::new("role", "must be one of site, registrar, admin, observer")),
+            _ => Err(InvalidField::new(
+                "role",
+                "must be one of site, registrar, admin, observer",
+            )),
         }
     }
 }
@@ -414,6 +462,15 @@ pub struct Credential {
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
     pub revoked: bool,
+}
+
+/// A certificate that must no longer be accepted (corrected, issued in error, fraud).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Revocation {
+    pub certificate_id: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub revoked_at: OffsetDateTime,
+    pub reason: String,
 }
 
 /// Who changed what, when and why: corrections and revocations leave one of these.

@@ -12,7 +12,10 @@ async fn embedded_store_conforms() {
         let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let dir = parent.path().join(format!("store-{n}"));
         async move {
-            let options = EmbeddedOptions { shards: 3, ..EmbeddedOptions::default() };
+            let options = EmbeddedOptions {
+                shards: 3,
+                ..EmbeddedOptions::default()
+            };
             Arc::new(EmbeddedStore::create(dir, &options).expect("create store")) as Arc<dyn Store>
         }
     })

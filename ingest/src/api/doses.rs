@@ -50,21 +50,44 @@ fn prepare(state: &Shared, caller: &Principal, request: DoseRequest) -> Result<D
         (Role::Site, Some(own), None) => own.clone(),
         (Role::Site, Some(own), Some(asked)) if *own == asked => asked,
         (Role::Site, _, Some(asked)) => {
-            return Err(ApiError::forbidden(format!("this token records doses for its own site only, not {asked}")));
+            return Err(ApiError::forbidden(format!(
+                "this token records doses for its own site only, not {asked}"
+            )));
         }
         (Role::Admin, _, Some(asked)) => asked,
-        (Role::Admin, _, None) => return Err(ApiError::invalid_field("site_id", "is required when recording with an admin token")),
-        _ => return Err(ApiError::forbidden("only site and admin tokens record doses")),
+        (Role::Admin, _, None) => {
+            return Err(ApiError::invalid_field(
+                "site_id",
+                "is required when recording with an admin token",
+            ));
+        }
+        _ => {
+            return Err(ApiError::forbidden(
+                "only site and admin tokens record doses",
+            ));
+        }
     };
     if state.campaign.site(&site_id).is_none() {
-        return Err(ApiError::invalid_field("site_id", format!("no site {site_id}")));
+        return Err(ApiError::invalid_field(
+            "site_id",
+            format!("no site {site_id}"),
+        ));
     }
     let stock = match state.campaign.lot(&request.lot, &site_id) {
         LotLookup::Found(stock) => stock,
         LotLookup::ElsewhereOnly => {
-            return Err(Refusal::LotNotAtSite { lot: request.lot.to_string(), site: site_id.to_string() }.into());
+            return Err(Refusal::LotNotAtSite {
+                lot: request.lot.to_string(),
+                site: site_id.to_string(),
+            }
+            .into());
         }
-        LotLookup::Unknown => return Err(Refusal::UnknownLot { lot: request.lot.to_string() }.into()),
+        LotLookup::Unknown => {
+            return Err(Refusal::UnknownLot {
+                lot: request.lot.to_string(),
+            }
+            .into());
+        }
     };
     rules::check_lot(&stock.lot, request.administered_at.date())?;
     if let Some(product) = &request.product
@@ -73,7 +96,10 @@ fn prepare(state: &Shared, caller: &Principal, request: DoseRequest) -> Result<D
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "lot_product_mismatch",
-            format!("lot {} is {}, not {product}; check the vial", request.lot, stock.lot.product),
+            format!(
+                "lot {} is {}, not {product}; check the vial",
+                request.lot, stock.lot.product
+            ),
         )
         .with("rule", "lot_product_mismatch"));
     }
@@ -86,10 +112,14 @@ fn prepare(state: &Shared, caller: &Principal, request: DoseRequest) -> Result<D
         site_id,
         vaccinator: request.vaccinator.trim().to_owned(),
         // Whole seconds: what the certificate and a retry compare.
-        administered_at: request.administered_at.replace_nanosecond(0).unwrap_or(request.administered_at),
+        administered_at: request
+            .administered_at
+            .replace_nanosecond(0)
+            .unwrap_or(request.administered_at),
         recorded_at: OffsetDateTime::UNIX_EPOCH,
     };
-    dose.validate_shape().map_err(|e| ApiError::invalid_field(e.field, e.message))?;
+    dose.validate_shape()
+        .map_err(|e| ApiError::invalid_field(e.field, e.message))?;
     Ok(dose)
 }
 
@@ -128,9 +158,21 @@ fn count_outcome(state: &Shared, outcome: &DoseOutcome) {
 
 /// The answer to a recorded dose: the dose and the certificate for the series up to and
 /// including it, so a retry gets the very same answer even after later doses.
-fn answer_with_certificate(state: &Shared, status: StatusCode, dose: Dose, person: &store::Registration, series: &[Dose]) -> Result<Response, ApiError> {
-    let upto: Vec<Dose> = series.iter().filter(|d| d.dose_number <= dose.dose_number).cloned().collect();
-    let content = state.certificates.content(person, &upto, &state.campaign.products());
+fn answer_with_certificate(
+    state: &Shared,
+    status: StatusCode,
+    dose: Dose,
+    person: &store::Registration,
+    series: &[Dose],
+) -> Result<Response, ApiError> {
+    let upto: Vec<Dose> = series
+        .iter()
+        .filter(|d| d.dose_number <= dose.dose_number)
+        .cloned()
+        .collect();
+    let content = state
+        .certificates
+        .content(person, &upto, &state.campaign.products());
     let text = state.certificates.sign(&content)?;
     state.metrics.certificates_signed.inc();
     Ok(json_answer(
@@ -145,7 +187,11 @@ fn answer_with_certificate(state: &Shared, status: StatusCode, dose: Dose, perso
 }
 
 /// `POST /v1/doses`: 201 with the dose and its certificate; 200 with the same answer on a retry.
-pub async fn record(State(state): State<Shared>, caller: Caller, ApiJson(request): ApiJson<DoseRequest>) -> Result<Response, ApiError> {
+pub async fn record(
+    State(state): State<Shared>,
+    caller: Caller,
+    ApiJson(request): ApiJson<DoseRequest>,
+) -> Result<Response, ApiError> {
     let started = Instant::now();
     caller.require(&[Role::Site, Role::Admin])?;
     let dose = prepare(&state, &caller.0, request).inspect_err(|e| {
@@ -156,7 +202,10 @@ pub async fn record(State(state): State<Shared>, caller: Caller, ApiJson(request
     let shard = shard_of(&dose.person_code, state.write_path.shard_count());
     let receiver = state.write_path.submit(shard, vec![dose]).map_err(|_| {
         state.metrics.dose_outcome("busy", None);
-        ApiError::busy("the dose queue is full; retry with the same dose id", state.config.retry_after_seconds)
+        ApiError::busy(
+            "the dose queue is full; retry with the same dose id",
+            state.config.retry_after_seconds,
+        )
     })?;
     let outcome = receiver
         .await
@@ -165,9 +214,18 @@ pub async fn record(State(state): State<Shared>, caller: Caller, ApiJson(request
         .unwrap_or_else(|| DoseOutcome::Failed("the write path stopped".into()));
     count_outcome(&state, &outcome);
     let result = match outcome {
-        DoseOutcome::Created { dose, person, series } => answer_with_certificate(&state, StatusCode::CREATED, dose, &person, &series),
-        DoseOutcome::Duplicate { dose, person, series } => answer_with_certificate(&state, StatusCode::OK, dose, &person, &series),
-        other => Err(outcome_error(&state, &other).unwrap_or_else(|| ApiError::internal("a failed outcome without an error"))),
+        DoseOutcome::Created {
+            dose,
+            person,
+            series,
+        } => answer_with_certificate(&state, StatusCode::CREATED, dose, &person, &series),
+        DoseOutcome::Duplicate {
+            dose,
+            person,
+            series,
+        } => answer_with_certificate(&state, StatusCode::OK, dose, &person, &series),
+        other => Err(outcome_error(&state, &other)
+            .unwrap_or_else(|| ApiError::internal("a failed outcome without an error"))),
     };
     state.metrics.record_dose_latency(started.elapsed());
     result
@@ -177,17 +235,29 @@ pub async fn record(State(state): State<Shared>, caller: Caller, ApiJson(request
 fn batch_line(dose_id: uuid::Uuid, status: StatusCode, error: Option<&ApiError>) -> Value {
     match error {
         None => json!({"dose_id": dose_id, "status": status.as_u16()}),
-        Some(e) => json!({"dose_id": dose_id, "status": e.status.as_u16(), "error": e.code, "message": e.message}),
+        Some(e) => {
+            json!({"dose_id": dose_id, "status": e.status.as_u16(), "error": e.code, "message": e.message})
+        }
     }
 }
 
 /// `POST /v1/doses:batch`: up to 1000 doses, one result per dose in request order. Certificates
 /// are not signed here (a site prints them on request), so signing never caps batch ingest.
-pub async fn record_batch(State(state): State<Shared>, caller: Caller, ApiJson(request): ApiJson<BatchRequest>) -> Result<Response, ApiError> {
+pub async fn record_batch(
+    State(state): State<Shared>,
+    caller: Caller,
+    ApiJson(request): ApiJson<BatchRequest>,
+) -> Result<Response, ApiError> {
     caller.require(&[Role::Site, Role::Admin])?;
     let max = state.config.max_batch_doses;
     if request.doses.is_empty() || request.doses.len() > max {
-        return Err(ApiError::bad_request("batch_size", format!("a batch holds 1 to {max} doses, not {}", request.doses.len())));
+        return Err(ApiError::bad_request(
+            "batch_size",
+            format!(
+                "a batch holds 1 to {max} doses, not {}",
+                request.doses.len()
+            ),
+        ));
     }
     let total = request.doses.len();
     let mut lines: Vec<Option<Value>> = vec![None; total];
@@ -198,7 +268,9 @@ pub async fn record_batch(State(state): State<Shared>, caller: Caller, ApiJson(r
     for (i, request) in request.doses.into_iter().enumerate() {
         match prepare(&state, &caller.0, request) {
             Ok(dose) => {
-                let entry = by_shard.entry(shard_of(&dose.person_code, shards)).or_default();
+                let entry = by_shard
+                    .entry(shard_of(&dose.person_code, shards))
+                    .or_default();
                 entry.0.push(i);
                 entry.1.push(dose);
             }
@@ -216,7 +288,10 @@ pub async fn record_batch(State(state): State<Shared>, caller: Caller, ApiJson(r
         match state.write_path.submit(shard, doses) {
             Ok(receiver) => pending.push((positions, receiver)),
             Err(_) => {
-                let busy = ApiError::busy("the dose queue is full; retry these doses with the same ids", state.config.retry_after_seconds);
+                let busy = ApiError::busy(
+                    "the dose queue is full; retry these doses with the same ids",
+                    state.config.retry_after_seconds,
+                );
                 for i in positions {
                     state.metrics.dose_outcome("busy", None);
                     lines[i] = Some(batch_line(ids[i], busy.status, Some(&busy)));
@@ -228,7 +303,10 @@ pub async fn record_batch(State(state): State<Shared>, caller: Caller, ApiJson(r
     for (positions, receiver) in pending {
         let outcomes = receiver.await.unwrap_or_default();
         for (k, i) in positions.into_iter().enumerate() {
-            let outcome = outcomes.get(k).cloned().unwrap_or_else(|| DoseOutcome::Failed("the write path stopped".into()));
+            let outcome = outcomes
+                .get(k)
+                .cloned()
+                .unwrap_or_else(|| DoseOutcome::Failed("the write path stopped".into()));
             count_outcome(&state, &outcome);
             lines[i] = Some(match &outcome {
                 DoseOutcome::Created { .. } => {
@@ -240,7 +318,8 @@ pub async fn record_batch(State(state): State<Shared>, caller: Caller, ApiJson(r
                     batch_line(ids[i], StatusCode::OK, None)
                 }
                 other => {
-                    let e = outcome_error(&state, other).unwrap_or_else(|| ApiError::internal("a failed outcome without an error"));
+                    let e = outcome_error(&state, other)
+                        .unwrap_or_else(|| ApiError::internal("a failed outcome without an error"));
                     if e.status == StatusCode::UNPROCESSABLE_ENTITY {
                         refused += 1;
                     }
@@ -249,7 +328,10 @@ pub async fn record_batch(State(state): State<Shared>, caller: Caller, ApiJson(r
             });
         }
     }
-    let results: Vec<Value> = lines.into_iter().map(|l| l.unwrap_or(Value::Null)).collect();
+    let results: Vec<Value> = lines
+        .into_iter()
+        .map(|l| l.unwrap_or(Value::Null))
+        .collect();
     let failed = total - created - duplicates - refused;
     Ok(json_answer(
         StatusCode::OK,
@@ -265,10 +347,17 @@ pub struct LookupRequest {
 
 /// `POST /v1/doses:lookup`: which of these dose ids are stored, and how many copies of each
 /// (the ledger check proves "exactly once" with it).
-pub async fn lookup(State(state): State<Shared>, caller: Caller, ApiJson(request): ApiJson<LookupRequest>) -> Result<Response, ApiError> {
+pub async fn lookup(
+    State(state): State<Shared>,
+    caller: Caller,
+    ApiJson(request): ApiJson<LookupRequest>,
+) -> Result<Response, ApiError> {
     caller.require(&[Role::Admin, Role::Observer])?;
     if request.dose_ids.len() > 10_000 {
-        return Err(ApiError::bad_request("batch_size", "look up at most 10000 dose ids at a time"));
+        return Err(ApiError::bad_request(
+            "batch_size",
+            "look up at most 10000 dose ids at a time",
+        ));
     }
     let ids: Vec<DoseId> = request.dose_ids.iter().copied().map(DoseId).collect();
     let stored = state.store.find_doses(&ids).await?;
@@ -289,5 +378,8 @@ pub async fn lookup(State(state): State<Shared>, caller: Caller, ApiJson(request
             None => missing.push(id),
         }
     }
-    Ok(json_answer(StatusCode::OK, json!({"found": found, "missing": missing})))
+    Ok(json_answer(
+        StatusCode::OK,
+        json!({"found": found, "missing": missing}),
+    ))
 }

@@ -9,9 +9,11 @@
 //! | `POST /v1/doses`, `POST /v1/doses:batch` | site, admin | record doses |
 //! | `GET /v1/people/{code}` (+ `/pass`, `/certificate`) | site, registrar, admin | a person's record |
 //! | `GET /v1/people`, `POST /v1/sites`, `POST /v1/lots` | admin | set-up and listing |
+//! | `POST /v1/people/{code}/corrections`, `POST /v1/doses/{id}/corrections`, `POST /v1/revocations`, `GET /v1/audit` | admin | corrections, revocations, audit trail |
 //! | `GET /v1/sites`, `GET /v1/stats`, `POST /v1/doses:lookup`, `GET /metrics` | admin, observer | monitoring |
 //! | `GET /openapi.json` | any token | this API, as OpenAPI 3 |
 
+mod corrections;
 mod doses;
 mod people;
 mod public;
@@ -52,7 +54,12 @@ pub struct ApiConfig {
 
 impl Default for ApiConfig {
     fn default() -> Self {
-        Self { max_body_bytes: 2 * 1024 * 1024, max_batch_doses: 1000, retry_after_seconds: 1, qr_limits: Limits::default() }
+        Self {
+            max_body_bytes: 2 * 1024 * 1024,
+            max_batch_doses: 1000,
+            retry_after_seconds: 1,
+            qr_limits: Limits::default(),
+        }
     }
 }
 
@@ -75,7 +82,9 @@ pub struct AppState {
 
 impl std::fmt::Debug for AppState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AppState").field("backend", &self.store.backend_name()).finish_non_exhaustive()
+        f.debug_struct("AppState")
+            .field("backend", &self.store.backend_name())
+            .finish_non_exhaustive()
     }
 }
 
@@ -95,14 +104,29 @@ pub fn router(state: Shared) -> Router {
         .route("/metrics", get(public::metrics))
         .route("/openapi.json", get(public::openapi))
         .route("/v1/trust", get(public::trust))
-        .route("/v1/revocations", get(public::revocations))
+        .route(
+            "/v1/revocations",
+            get(public::revocations).post(corrections::revoke),
+        )
+        .route("/v1/audit", get(corrections::audit))
+        .route(
+            "/v1/people/{person_code}/corrections",
+            post(corrections::correct_person),
+        )
+        .route(
+            "/v1/doses/{dose_id}/corrections",
+            post(corrections::correct_dose),
+        )
         .route("/v1/verify", post(public::verify))
         .route("/v1/registrations", post(people::register))
         .route("/v1/checkins", post(people::check_in))
         .route("/v1/people", get(people::list))
         .route("/v1/people/{person_code}", get(people::show))
         .route("/v1/people/{person_code}/pass", get(people::pass))
-        .route("/v1/people/{person_code}/certificate", get(people::certificate))
+        .route(
+            "/v1/people/{person_code}/certificate",
+            get(people::certificate),
+        )
         .route("/v1/doses", post(doses::record))
         .route("/v1/doses:batch", post(doses::record_batch))
         .route("/v1/doses:lookup", post(doses::lookup))
@@ -111,7 +135,10 @@ pub fn router(state: Shared) -> Router {
         .route("/v1/stats", get(public::stats))
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
-        .layer(middleware::from_fn_with_state(state.clone(), count_requests))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            count_requests,
+        ))
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(state)
 }
@@ -119,11 +146,22 @@ pub fn router(state: Shared) -> Router {
 /// Counts every request by route and status, and times it.
 async fn count_requests(State(state): State<Shared>, request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let route = request.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
     let response = next.run(request).await;
     let status = response.status().as_u16().to_string();
-    state.metrics.http_request_seconds.get_or_create(&vec![("route", route.clone())]).observe(started.elapsed().as_secs_f64());
-    state.metrics.http_requests.get_or_create(&vec![("route", route), ("status", status)]).inc();
+    state
+        .metrics
+        .http_request_seconds
+        .get_or_create(&vec![("route", route.clone())])
+        .observe(started.elapsed().as_secs_f64());
+    state
+        .metrics
+        .http_requests
+        .get_or_create(&vec![("route", route), ("status", status)])
+        .inc();
     response
 }
 

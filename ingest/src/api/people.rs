@@ -39,20 +39,34 @@ pub(crate) fn pass_for(state: &Shared, person: &Registration) -> Result<String, 
     let pass = RegistrationPass {
         person_code: person.person_code.to_string(),
         issuer: state.campaign.issuer.clone(),
-        issued_at: person.registered_at.unix_timestamp().max(state.registration_signer_valid_from()),
+        issued_at: person
+            .registered_at
+            .unix_timestamp()
+            .max(state.registration_signer_valid_from()),
         expires_at: None,
     };
-    state.registration_signer.sign_registration(&pass).map_err(ApiError::internal)
+    state
+        .registration_signer
+        .sign_registration(&pass)
+        .map_err(ApiError::internal)
 }
 
 impl super::AppState {
     fn registration_signer_valid_from(&self) -> i64 {
         let kid = self.registration_signer.kid();
-        self.trust.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(kid).map_or(0, |k| k.valid_from)
+        self.trust
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(kid)
+            .map_or(0, |k| k.valid_from)
     }
 }
 
-pub async fn register(State(state): State<Shared>, caller: Caller, ApiJson(request): ApiJson<RegistrationRequest>) -> Result<Response, ApiError> {
+pub async fn register(
+    State(state): State<Shared>,
+    caller: Caller,
+    ApiJson(request): ApiJson<RegistrationRequest>,
+) -> Result<Response, ApiError> {
     caller.require(&[Role::Registrar, Role::Site, Role::Admin])?;
     let person_code = match request.person_code {
         Some(code) => code,
@@ -72,17 +86,24 @@ pub async fn register(State(state): State<Shared>, caller: Caller, ApiJson(reque
         registered_at: store::embedded::now_seconds(),
     };
     let today = time::OffsetDateTime::now_utc().date();
-    registration.validate(today).map_err(|e| ApiError::invalid_field(e.field, e.message))?;
+    registration
+        .validate(today)
+        .map_err(|e| ApiError::invalid_field(e.field, e.message))?;
     let (status, stored) = match state.store.register(&registration).await? {
         Registered::Created(r) => {
             state.metrics.registrations.inc();
             (StatusCode::CREATED, r)
         }
-        Registered::Existing(existing) if existing.same_person_as(&registration) => (StatusCode::OK, existing),
+        Registered::Existing(existing) if existing.same_person_as(&registration) => {
+            (StatusCode::OK, existing)
+        }
         Registered::Existing(existing) => {
             return Err(ApiError::conflict(
                 "person_code_taken",
-                format!("person code {} is already registered with different details; correct the existing registration instead", existing.person_code),
+                format!(
+                    "person code {} is already registered with different details; correct the existing registration instead",
+                    existing.person_code
+                ),
             ));
         }
     };
@@ -102,27 +123,55 @@ pub struct CheckInRequest {
     pub person_code: Option<String>,
 }
 
-pub async fn check_in(State(state): State<Shared>, caller: Caller, ApiJson(request): ApiJson<CheckInRequest>) -> Result<Response, ApiError> {
+pub async fn check_in(
+    State(state): State<Shared>,
+    caller: Caller,
+    ApiJson(request): ApiJson<CheckInRequest>,
+) -> Result<Response, ApiError> {
     caller.require(&[Role::Site, Role::Admin])?;
     let code = match (request.qr, request.person_code) {
         (Some(qr), None) => {
-            let trust = state.trust.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
-            let verified = certify::verify_registration(qr.trim(), &trust, unix_now(), &state.config.qr_limits).map_err(|e| {
-                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_pass", format!("the pre-registration QR was refused: {e}"))
-                    .with("reason", e.code())
+            let trust = state
+                .trust
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone();
+            let verified = certify::verify_registration(
+                qr.trim(),
+                &trust,
+                unix_now(),
+                &state.config.qr_limits,
+            )
+            .map_err(|e| {
+                ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid_pass",
+                    format!("the pre-registration QR was refused: {e}"),
+                )
+                .with("reason", e.code())
             })?;
             person_code(&verified.content.person_code)?
         }
         (None, Some(code)) => person_code(&code)?,
-        _ => return Err(ApiError::bad_request("invalid_body", "send exactly one of `qr` (the scanned pass) or `person_code`")),
+        _ => {
+            return Err(ApiError::bad_request(
+                "invalid_body",
+                "send exactly one of `qr` (the scanned pass) or `person_code`",
+            ));
+        }
     };
-    let person = state
-        .store
-        .person(&code)
-        .await?
-        .ok_or_else(|| ApiError::not_found("unknown_person", format!("no registration with person code {code}")))?;
+    let person = state.store.person(&code).await?.ok_or_else(|| {
+        ApiError::not_found(
+            "unknown_person",
+            format!("no registration with person code {code}"),
+        )
+    })?;
     let doses = state.store.doses_of(&code).await?;
-    let next = rules::next_dose(&doses, &state.campaign.products(), time::OffsetDateTime::now_utc().date());
+    let next = rules::next_dose(
+        &doses,
+        &state.campaign.products(),
+        time::OffsetDateTime::now_utc().date(),
+    );
     state.metrics.checkins.inc();
     Ok(json_answer(
         StatusCode::OK,
@@ -136,29 +185,49 @@ pub async fn check_in(State(state): State<Shared>, caller: Caller, ApiJson(reque
     ))
 }
 
-pub async fn show(State(state): State<Shared>, caller: Caller, Path(code): Path<String>) -> Result<Response, ApiError> {
+pub async fn show(
+    State(state): State<Shared>,
+    caller: Caller,
+    Path(code): Path<String>,
+) -> Result<Response, ApiError> {
     caller.require(&[Role::Site, Role::Registrar, Role::Admin])?;
     let code = person_code(&code)?;
-    let person = state
-        .store
-        .person(&code)
-        .await?
-        .ok_or_else(|| ApiError::not_found("unknown_person", format!("no registration with person code {code}")))?;
+    let person = state.store.person(&code).await?.ok_or_else(|| {
+        ApiError::not_found(
+            "unknown_person",
+            format!("no registration with person code {code}"),
+        )
+    })?;
     let doses = state.store.doses_of(&code).await?;
-    let next = rules::next_dose(&doses, &state.campaign.products(), time::OffsetDateTime::now_utc().date());
-    Ok(json_answer(StatusCode::OK, json!({"person": person, "doses": doses, "next_dose": next})))
+    let next = rules::next_dose(
+        &doses,
+        &state.campaign.products(),
+        time::OffsetDateTime::now_utc().date(),
+    );
+    Ok(json_answer(
+        StatusCode::OK,
+        json!({"person": person, "doses": doses, "next_dose": next}),
+    ))
 }
 
-pub async fn pass(State(state): State<Shared>, caller: Caller, Path(code): Path<String>) -> Result<Response, ApiError> {
+pub async fn pass(
+    State(state): State<Shared>,
+    caller: Caller,
+    Path(code): Path<String>,
+) -> Result<Response, ApiError> {
     caller.require(&[Role::Site, Role::Registrar, Role::Admin])?;
     let code = person_code(&code)?;
-    let person = state
-        .store
-        .person(&code)
-        .await?
-        .ok_or_else(|| ApiError::not_found("unknown_person", format!("no registration with person code {code}")))?;
+    let person = state.store.person(&code).await?.ok_or_else(|| {
+        ApiError::not_found(
+            "unknown_person",
+            format!("no registration with person code {code}"),
+        )
+    })?;
     let qr = pass_for(&state, &person)?;
-    Ok(json_answer(StatusCode::OK, json!({"person_code": code, "registration_qr": qr})))
+    Ok(json_answer(
+        StatusCode::OK,
+        json!({"person_code": code, "registration_qr": qr}),
+    ))
 }
 
 #[derive(Debug, Deserialize)]
@@ -174,18 +243,29 @@ pub async fn certificate(
     query: Result<Query<CertificateQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     caller.require(&[Role::Site, Role::Registrar, Role::Admin])?;
-    let Query(query) = query.map_err(|_| ApiError::bad_request("invalid_query", "format must be one of text, svg, png, terminal"))?;
+    let Query(query) = query.map_err(|_| {
+        ApiError::bad_request(
+            "invalid_query",
+            "format must be one of text, svg, png, terminal",
+        )
+    })?;
     let code = person_code(&code)?;
-    let person = state
-        .store
-        .person(&code)
-        .await?
-        .ok_or_else(|| ApiError::not_found("unknown_person", format!("no registration with person code {code}")))?;
+    let person = state.store.person(&code).await?.ok_or_else(|| {
+        ApiError::not_found(
+            "unknown_person",
+            format!("no registration with person code {code}"),
+        )
+    })?;
     let doses = state.store.doses_of(&code).await?;
     if doses.is_empty() {
-        return Err(ApiError::not_found("no_doses", format!("{code} has no recorded dose, so there is no certificate yet")));
+        return Err(ApiError::not_found(
+            "no_doses",
+            format!("{code} has no recorded dose, so there is no certificate yet"),
+        ));
     }
-    let content = state.certificates.content(&person, &doses, &state.campaign.products());
+    let content = state
+        .certificates
+        .content(&person, &doses, &state.campaign.products());
     let format = query.format.unwrap_or(Format::Text);
     let bytes = state.certificates.render(&content, format)?;
     let content_type = match format {
@@ -196,8 +276,14 @@ pub async fn certificate(
     Ok((
         [
             (header::CONTENT_TYPE, content_type.to_owned()),
-            (header::HeaderName::from_static("x-certificate-id"), content.certificate_id.clone()),
-            (header::HeaderName::from_static("x-certificate-status"), content.status.as_str().to_owned()),
+            (
+                header::HeaderName::from_static("x-certificate-id"),
+                content.certificate_id.clone(),
+            ),
+            (
+                header::HeaderName::from_static("x-certificate-status"),
+                content.status.as_str().to_owned(),
+            ),
         ],
         bytes.as_ref().clone(),
     )
@@ -221,6 +307,11 @@ pub async fn list(
     let after = query.after.as_deref().map(person_code).transpose()?;
     let limit = query.limit.unwrap_or(100).clamp(1, 10_000);
     let page = state.store.people(after.as_ref(), limit).await?;
-    let next = (page.len() == limit).then(|| page.last().map(|p| p.person_code.clone())).flatten();
-    Ok(json_answer(StatusCode::OK, json!({"people": page, "next": next})))
+    let next = (page.len() == limit)
+        .then(|| page.last().map(|p| p.person_code.clone()))
+        .flatten();
+    Ok(json_answer(
+        StatusCode::OK,
+        json!({"people": page, "next": next}),
+    ))
 }

@@ -23,9 +23,20 @@ pub async fn healthz(State(state): State<Shared>) -> Response {
 pub async fn metrics(State(state): State<Shared>, caller: Caller) -> Result<Response, ApiError> {
     caller.require(&[Role::Admin, Role::Observer])?;
     for (shard, depth) in state.write_path.queue_depths().into_iter().enumerate() {
-        state.metrics.shard_queue_depth.get_or_create(&vec![("shard", shard.to_string())]).set(depth as i64);
+        state
+            .metrics
+            .shard_queue_depth
+            .get_or_create(&vec![("shard", shard.to_string())])
+            .set(depth as i64);
     }
-    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.render()).into_response())
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+        .into_response())
 }
 
 pub async fn openapi(caller: Caller) -> Result<Response, ApiError> {
@@ -35,13 +46,27 @@ pub async fn openapi(caller: Caller) -> Result<Response, ApiError> {
 }
 
 pub async fn trust(State(state): State<Shared>) -> Response {
-    let trust = state.trust.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
-    json_answer(StatusCode::OK, serde_json::to_value(&trust).unwrap_or_default())
+    let trust = state
+        .trust
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    json_answer(
+        StatusCode::OK,
+        serde_json::to_value(&trust).unwrap_or_default(),
+    )
 }
 
 pub async fn revocations(State(state): State<Shared>) -> Response {
-    let list = state.revocations.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
-    json_answer(StatusCode::OK, serde_json::to_value(&list).unwrap_or_default())
+    let list = state
+        .revocations
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    json_answer(
+        StatusCode::OK,
+        serde_json::to_value(&list).unwrap_or_default(),
+    )
 }
 
 #[derive(Debug, Deserialize)]
@@ -53,15 +78,30 @@ pub struct VerifyRequest {
 /// `POST /v1/verify`: checks a `VC1:` certificate (or an `RG1:` pass) against this server's
 /// trust list and revocations. Public, like the material it uses: anyone could do the same
 /// offline. An invalid certificate is a 200 with `valid: false`, not an error of the request.
-pub async fn verify(State(state): State<Shared>, ApiJson(request): ApiJson<VerifyRequest>) -> Response {
-    let trust = state.trust.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
-    let revoked = state.revocations.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+pub async fn verify(
+    State(state): State<Shared>,
+    ApiJson(request): ApiJson<VerifyRequest>,
+) -> Response {
+    let trust = state
+        .trust
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    let revoked = state
+        .revocations
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
     let text = request.qr.trim();
     let limits = &state.config.qr_limits;
     let answer = if text.starts_with(certify::REGISTRATION_PREFIX) {
         match certify::verify_registration(text, &trust, unix_now(), limits) {
-            Ok(v) => json!({"valid": true, "kind": "registration", "kid": v.kid.to_string(), "pass": v.content}),
-            Err(e) => json!({"valid": false, "kind": "registration", "error": e.code(), "message": e.to_string()}),
+            Ok(v) => {
+                json!({"valid": true, "kind": "registration", "kid": v.kid.to_string(), "pass": v.content})
+            }
+            Err(e) => {
+                json!({"valid": false, "kind": "registration", "error": e.code(), "message": e.to_string()})
+            }
         }
     } else {
         match certify::verify_certificate(text, &trust, Some(&revoked), unix_now(), limits) {
@@ -73,7 +113,9 @@ pub async fn verify(State(state): State<Shared>, ApiJson(request): ApiJson<Verif
                 "colour": v.content.status.colour(),
                 "certificate": v.content,
             }),
-            Err(e) => json!({"valid": false, "kind": "certificate", "error": e.code(), "message": e.to_string()}),
+            Err(e) => {
+                json!({"valid": false, "kind": "certificate", "error": e.code(), "message": e.to_string()})
+            }
         }
     };
     json_answer(StatusCode::OK, answer)

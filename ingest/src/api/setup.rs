@@ -51,16 +51,27 @@ pub async fn list_sites(State(state): State<Shared>, caller: Caller) -> Result<R
 }
 
 /// `POST /v1/sites`: adds a site and answers with its token, shown this once.
-pub async fn add_site(State(state): State<Shared>, caller: Caller, ApiJson(site): ApiJson<Site>) -> Result<Response, ApiError> {
+pub async fn add_site(
+    State(state): State<Shared>,
+    caller: Caller,
+    ApiJson(site): ApiJson<Site>,
+) -> Result<Response, ApiError> {
     caller.require(&[Role::Admin])?;
     let (token, credential) = setup::add_site(state.store.as_ref(), &site).await?;
     state.credentials.upsert(&credential);
     state.campaign.upsert_site(site.clone());
-    Ok(json_answer(StatusCode::CREATED, json!({"site": site, "token": token})))
+    Ok(json_answer(
+        StatusCode::CREATED,
+        json!({"site": site, "token": token}),
+    ))
 }
 
 /// `POST /v1/lots`: allocates a lot's doses to a site (or updates the allocation).
-pub async fn add_lot(State(state): State<Shared>, caller: Caller, ApiJson(lot): ApiJson<Lot>) -> Result<Response, ApiError> {
+pub async fn add_lot(
+    State(state): State<Shared>,
+    caller: Caller,
+    ApiJson(lot): ApiJson<Lot>,
+) -> Result<Response, ApiError> {
     caller.require(&[Role::Admin])?;
     setup::add_lot(state.store.as_ref(), &lot).await?;
     state.campaign.upsert_lot(lot.clone());

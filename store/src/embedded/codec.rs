@@ -42,7 +42,10 @@ pub fn encode_json<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
 }
 
 pub fn decode<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T> {
-    let corrupt = |reason: String| StoreError::Corrupt { key: String::from_utf8_lossy(key).into_owned(), reason };
+    let corrupt = |reason: String| StoreError::Corrupt {
+        key: String::from_utf8_lossy(key).into_owned(),
+        reason,
+    };
     match bytes.split_first() {
         Some((&VALUE_TAG, rest)) => postcard::from_bytes(rest).map_err(|e| corrupt(e.to_string())),
         Some((&JSON_TAG, rest)) => serde_json::from_slice(rest).map_err(|e| corrupt(e.to_string())),
@@ -100,7 +103,10 @@ pub fn lot_counter_key_decode(key: &[u8]) -> Option<LotKey> {
     let split = rest.iter().position(|&b| b == 0)?;
     let lot_number = std::str::from_utf8(&rest[..split]).ok()?;
     let site_id = std::str::from_utf8(&rest[split + 1..]).ok()?;
-    Some(LotKey { lot_number: LotNumber::new(lot_number).ok()?, site_id: SiteId::new(site_id).ok()? })
+    Some(LotKey {
+        lot_number: LotNumber::new(lot_number).ok()?,
+        site_id: SiteId::new(site_id).ok()?,
+    })
 }
 
 /// Big-endian time then a sequence number: audit records sort by time.
@@ -117,7 +123,10 @@ mod tests {
 
     #[test]
     fn lot_counter_keys_round_trip() {
-        let lot = LotKey { lot_number: LotNumber::new("FK5618").expect("valid"), site_id: SiteId::new("hn-01").expect("valid") };
+        let lot = LotKey {
+            lot_number: LotNumber::new("FK5618").expect("valid"),
+            site_id: SiteId::new("hn-01").expect("valid"),
+        };
         assert_eq!(lot_counter_key_decode(&lot_counter_key(&lot)), Some(lot));
         assert_eq!(lot_counter_key_decode(b"doses"), None);
     }

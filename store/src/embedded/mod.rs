@@ -30,7 +30,8 @@ use time::OffsetDateTime;
 
 use crate::error::{Result, StoreError};
 use crate::model::{
-    AuditRecord, Credential, Dose, DoseId, Lot, LotKey, PersonCode, Product, Registration, Site,
+    AuditRecord, Credential, Dose, DoseId, Lot, LotKey, PersonCode, Product, Registration,
+    Revocation, Site,
 };
 use crate::{ImportCounts, Registered, Store, Totals, shard_of};
 use codec::{decode, encode, encode_json};
@@ -52,7 +53,10 @@ pub struct EmbeddedOptions {
 impl Default for EmbeddedOptions {
     fn default() -> Self {
         let cores = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
-        Self { shards: cores.clamp(2, 64), cache_bytes: 64 * 1024 * 1024 }
+        Self {
+            shards: cores.clamp(2, 64),
+            cache_bytes: 64 * 1024 * 1024,
+        }
     }
 }
 
@@ -64,6 +68,7 @@ struct Catalog {
     credentials: Keyspace,
     settings: Keyspace,
     audit: Keyspace,
+    revocations: Keyspace,
 }
 
 /// Running counters of one shard, mirrored in its `counters` keyspace.
@@ -98,7 +103,10 @@ pub struct EmbeddedStore {
 
 impl std::fmt::Debug for EmbeddedStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EmbeddedStore").field("root", &self.root).field("shards", &self.shards.len()).finish()
+        f.debug_struct("EmbeddedStore")
+            .field("root", &self.root)
+            .field("shards", &self.shards.len())
+            .finish()
     }
 }
 
@@ -107,10 +115,15 @@ fn keyspace(db: &Database, name: &str) -> Result<Keyspace> {
 }
 
 fn open_database(path: &Path, cache_bytes: u64) -> Result<Database> {
-    Database::builder(path).cache_size(cache_bytes).open().map_err(|e| match e {
-        fjall::Error::Locked => StoreError::Locked { path: path.to_owned() },
-        other => other.into(),
-    })
+    Database::builder(path)
+        .cache_size(cache_bytes)
+        .open()
+        .map_err(|e| match e {
+            fjall::Error::Locked => StoreError::Locked {
+                path: path.to_owned(),
+            },
+            other => other.into(),
+        })
 }
 
 fn durable(db: &Database) -> fjall::OwnedWriteBatch {
@@ -127,15 +140,25 @@ impl EmbeddedStore {
     pub fn create(root: impl AsRef<Path>, options: &EmbeddedOptions) -> Result<Self> {
         let root = root.as_ref().to_owned();
         if options.shards == 0 || options.shards > 256 {
-            return Err(StoreError::Engine(format!("shard count must be 1 to 256, not {}", options.shards)));
+            return Err(StoreError::Engine(format!(
+                "shard count must be 1 to 256, not {}",
+                options.shards
+            )));
         }
-        std::fs::create_dir_all(&root).map_err(|source| StoreError::Io { path: root.clone(), source })?;
+        std::fs::create_dir_all(&root).map_err(|source| StoreError::Io {
+            path: root.clone(),
+            source,
+        })?;
         let catalog = Self::open_catalog(&root, options.cache_bytes)?;
         match catalog.settings.get("shards")? {
             Some(found) => {
                 let found = parse_shards(&root, &found)?;
                 if found != options.shards {
-                    return Err(StoreError::ShardCountMismatch { path: root, found, expected: options.shards });
+                    return Err(StoreError::ShardCountMismatch {
+                        path: root,
+                        found,
+                        expected: options.shards,
+                    });
                 }
             }
             None => {
@@ -166,7 +189,9 @@ impl EmbeddedStore {
         match catalog.settings.get("format")? {
             Some(v) if v.as_ref() == FORMAT_VERSION.as_bytes() => {}
             other => {
-                let found = other.map(|v| String::from_utf8_lossy(&v).into_owned()).unwrap_or_default();
+                let found = other
+                    .map(|v| String::from_utf8_lossy(&v).into_owned())
+                    .unwrap_or_default();
                 return Err(StoreError::Corrupt {
                     key: "settings/format".into(),
                     reason: format!("format version {found:?}, this build reads {FORMAT_VERSION}"),
@@ -190,11 +215,17 @@ impl EmbeddedStore {
             credentials: keyspace(&db, "credentials")?,
             settings: keyspace(&db, "settings")?,
             audit: keyspace(&db, "audit")?,
+            revocations: keyspace(&db, "revocations")?,
             db,
         })
     }
 
-    fn finish_open(root: PathBuf, catalog: Catalog, shard_count: usize, cache_bytes: u64) -> Result<Self> {
+    fn finish_open(
+        root: PathBuf,
+        catalog: Catalog,
+        shard_count: usize,
+        cache_bytes: u64,
+    ) -> Result<Self> {
         let per_shard_cache = cache_bytes / shard_count as u64;
         let mut shards = Vec::with_capacity(shard_count);
         for index in 0..shard_count {
@@ -211,7 +242,12 @@ impl EmbeddedStore {
             });
         }
         tracing::debug!(root = %root.display(), shards = shard_count, "embedded store open");
-        Ok(Self { root, catalog, shards, audit_sequence: AtomicU32::new(0) })
+        Ok(Self {
+            root,
+            catalog,
+            shards,
+            audit_sequence: AtomicU32::new(0),
+        })
     }
 
     fn shard_for(&self, person: &PersonCode) -> &Shard {
@@ -222,7 +258,10 @@ impl EmbeddedStore {
     fn lock(shard: &Shard) -> std::sync::MutexGuard<'_, ShardCounters> {
         // A panic while holding the lock cannot leave the counters half-written (they are only
         // replaced after a successful commit), so a poisoned lock is safe to take over.
-        shard.write.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        shard
+            .write
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn scan<T: serde::de::DeserializeOwned>(ks: &Keyspace) -> Result<Vec<T>> {
@@ -241,7 +280,11 @@ impl EmbeddedStore {
     }
 
     /// Registers under the shard lock; the caller holds `counters`.
-    fn insert_people(shard: &Shard, counters: &mut ShardCounters, registrations: &[&Registration]) -> Result<(Vec<Registered>, u64)> {
+    fn insert_people(
+        shard: &Shard,
+        counters: &mut ShardCounters,
+        registrations: &[&Registration],
+    ) -> Result<(Vec<Registered>, u64)> {
         let mut batch = durable(&shard.db);
         let mut outcomes = Vec::with_capacity(registrations.len());
         let mut created = 0u64;
@@ -270,10 +313,13 @@ impl EmbeddedStore {
 }
 
 fn parse_shards(root: &Path, value: &[u8]) -> Result<usize> {
-    std::str::from_utf8(value).ok().and_then(|s| s.parse().ok()).ok_or_else(|| StoreError::Corrupt {
-        key: format!("{}/catalog/settings/shards", root.display()),
-        reason: "not a number".into(),
-    })
+    std::str::from_utf8(value)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| StoreError::Corrupt {
+            key: format!("{}/catalog/settings/shards", root.display()),
+            reason: "not a number".into(),
+        })
 }
 
 fn load_counters(counters: &Keyspace) -> Result<ShardCounters> {
@@ -311,7 +357,11 @@ impl Store for EmbeddedStore {
     }
 
     async fn put_product(&self, product: &Product) -> Result<()> {
-        self.put(&self.catalog.products, product.code.as_str().as_bytes(), product)
+        self.put(
+            &self.catalog.products,
+            product.code.as_str().as_bytes(),
+            product,
+        )
     }
 
     async fn products(&self) -> Result<Vec<Product>> {
@@ -327,7 +377,11 @@ impl Store for EmbeddedStore {
     }
 
     async fn put_credential(&self, credential: &Credential) -> Result<()> {
-        self.put(&self.catalog.credentials, &credential.token_sha256, credential)
+        self.put(
+            &self.catalog.credentials,
+            &credential.token_sha256,
+            credential,
+        )
     }
 
     async fn credentials(&self) -> Result<Vec<Credential>> {
@@ -335,7 +389,11 @@ impl Store for EmbeddedStore {
     }
 
     async fn setting(&self, name: &str) -> Result<Option<String>> {
-        Ok(self.catalog.settings.get(name)?.map(|v| String::from_utf8_lossy(&v).into_owned()))
+        Ok(self
+            .catalog
+            .settings
+            .get(name)?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
     }
 
     async fn put_setting(&self, name: &str, value: &str) -> Result<()> {
@@ -348,7 +406,9 @@ impl Store for EmbeddedStore {
         let shard = self.shard_for(&registration.person_code);
         let mut counters = Self::lock(shard);
         let (mut outcomes, _) = Self::insert_people(shard, &mut counters, &[registration])?;
-        outcomes.pop().ok_or_else(|| StoreError::Engine("registration produced no outcome".into()))
+        outcomes
+            .pop()
+            .ok_or_else(|| StoreError::Engine("registration produced no outcome".into()))
     }
 
     async fn import_registrations(&self, registrations: &[Registration]) -> Result<ImportCounts> {
@@ -371,7 +431,11 @@ impl Store for EmbeddedStore {
 
     async fn person(&self, code: &PersonCode) -> Result<Option<Registration>> {
         let key = code.as_str().as_bytes();
-        self.shard_for(code).people.get(key)?.map(|bytes| decode(key, &bytes)).transpose()
+        self.shard_for(code)
+            .people
+            .get(key)?
+            .map(|bytes| decode(key, &bytes))
+            .transpose()
     }
 
     async fn people(&self, after: Option<&PersonCode>, limit: usize) -> Result<Vec<Registration>> {
@@ -381,7 +445,11 @@ impl Store for EmbeddedStore {
         };
         let mut page = Vec::new();
         for shard in &self.shards {
-            for guard in shard.people.range::<&[u8], _>((lower, Bound::Unbounded)).take(limit) {
+            for guard in shard
+                .people
+                .range::<&[u8], _>((lower, Bound::Unbounded))
+                .take(limit)
+            {
                 let (key, value) = guard.into_inner()?;
                 page.push(decode::<Registration>(&key, &value)?);
             }
@@ -409,7 +477,9 @@ impl Store for EmbeddedStore {
         let mut found = Vec::new();
         for id in ids {
             for shard in &self.shards {
-                let Some(person) = shard.dose_ids.get(id.0.as_bytes())? else { continue };
+                let Some(person) = shard.dose_ids.get(id.0.as_bytes())? else {
+                    continue;
+                };
                 let key = codec::dose_key_raw(&person, *id);
                 if let Some(bytes) = shard.doses.get(&key)? {
                     found.push(decode(&key, &bytes)?);
@@ -430,15 +500,24 @@ impl Store for EmbeddedStore {
         let mut seen = std::collections::HashSet::new();
         for dose in doses {
             if shard_of(&dose.person_code, self.shards.len()) != shard_index {
-                return Err(StoreError::Engine(format!("dose {} belongs to another shard", dose.dose_id)));
+                return Err(StoreError::Engine(format!(
+                    "dose {} belongs to another shard",
+                    dose.dose_id
+                )));
             }
             // A dose already stored (a retry after an ambiguous failure) is not written or counted again.
-            if !seen.insert(dose.dose_id) || shard.dose_ids.contains_key(dose.dose_id.0.as_bytes())? {
+            if !seen.insert(dose.dose_id)
+                || shard.dose_ids.contains_key(dose.dose_id.0.as_bytes())?
+            {
                 continue;
             }
             let key = codec::dose_key(&dose.person_code, dose.dose_id);
             batch.insert(&shard.doses, key, encode(dose));
-            batch.insert(&shard.dose_ids, dose.dose_id.0.as_bytes().to_vec(), dose.person_code.as_str().as_bytes().to_vec());
+            batch.insert(
+                &shard.dose_ids,
+                dose.dose_id.0.as_bytes().to_vec(),
+                dose.person_code.as_str().as_bytes().to_vec(),
+            );
             *lots.entry(dose.lot_key()).or_default() += 1;
             added += 1;
         }
@@ -449,7 +528,11 @@ impl Store for EmbeddedStore {
         batch.insert(&shard.counters, codec::DOSES, doses_total.to_le_bytes());
         for (lot, n) in &lots {
             let total = counters.lots.get(lot).copied().unwrap_or(0) + n;
-            batch.insert(&shard.counters, codec::lot_counter_key(lot), total.to_le_bytes());
+            batch.insert(
+                &shard.counters,
+                codec::lot_counter_key(lot),
+                total.to_le_bytes(),
+            );
         }
         batch.commit()?;
         counters.doses = doses_total;
@@ -470,6 +553,81 @@ impl Store for EmbeddedStore {
             }
         }
         Ok(totals)
+    }
+
+    async fn correct_registration(&self, registration: &Registration) -> Result<()> {
+        let shard = self.shard_for(&registration.person_code);
+        let _counters = Self::lock(shard);
+        let key = registration.person_code.as_str().as_bytes();
+        if shard.people.get(key)?.is_none() {
+            return Err(StoreError::Engine(format!(
+                "no registration {} to correct",
+                registration.person_code
+            )));
+        }
+        let mut batch = durable(&shard.db);
+        batch.insert(&shard.people, key, encode(registration));
+        Ok(batch.commit()?)
+    }
+
+    async fn correct_dose(&self, shard_index: usize, corrected: &Dose) -> Result<()> {
+        let Some(shard) = self.shards.get(shard_index) else {
+            return Err(StoreError::Engine(format!("no shard {shard_index}")));
+        };
+        let mut counters = Self::lock(shard);
+        let key = codec::dose_key(&corrected.person_code, corrected.dose_id);
+        let Some(bytes) = shard.doses.get(&key)? else {
+            return Err(StoreError::Engine(format!(
+                "no dose {} to correct",
+                corrected.dose_id
+            )));
+        };
+        let old: Dose = decode(&key, &bytes)?;
+        let mut batch = durable(&shard.db);
+        batch.insert(&shard.doses, key, encode(corrected));
+        let (old_lot, new_lot) = (old.lot_key(), corrected.lot_key());
+        let moved = old_lot != new_lot;
+        let old_total = counters
+            .lots
+            .get(&old_lot)
+            .copied()
+            .unwrap_or(0)
+            .saturating_sub(1);
+        let new_total = counters.lots.get(&new_lot).copied().unwrap_or(0) + 1;
+        if moved {
+            batch.insert(
+                &shard.counters,
+                codec::lot_counter_key(&old_lot),
+                old_total.to_le_bytes(),
+            );
+            batch.insert(
+                &shard.counters,
+                codec::lot_counter_key(&new_lot),
+                new_total.to_le_bytes(),
+            );
+        }
+        batch.commit()?;
+        if moved {
+            counters.lots.insert(old_lot, old_total);
+            counters.lots.insert(new_lot, new_total);
+        }
+        Ok(())
+    }
+
+    async fn revoke_certificates(&self, revocations: &[Revocation]) -> Result<()> {
+        let mut batch = durable(&self.catalog.db);
+        for revocation in revocations {
+            batch.insert(
+                &self.catalog.revocations,
+                revocation.certificate_id.as_bytes().to_vec(),
+                encode(revocation),
+            );
+        }
+        Ok(batch.commit()?)
+    }
+
+    async fn revocations(&self) -> Result<Vec<Revocation>> {
+        Self::scan(&self.catalog.revocations)
     }
 
     async fn append_audit(&self, record: &AuditRecord) -> Result<()> {
@@ -516,14 +674,25 @@ mod tests {
     #[test]
     fn reopening_with_another_shard_count_is_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let options = EmbeddedOptions { shards: 2, ..EmbeddedOptions::default() };
+        let options = EmbeddedOptions {
+            shards: 2,
+            ..EmbeddedOptions::default()
+        };
         drop(EmbeddedStore::create(dir.path(), &options).expect("create"));
-        let other = EmbeddedOptions { shards: 3, ..EmbeddedOptions::default() };
+        let other = EmbeddedOptions {
+            shards: 3,
+            ..EmbeddedOptions::default()
+        };
         match EmbeddedStore::create(dir.path(), &other) {
-            Err(StoreError::ShardCountMismatch { found: 2, expected: 3, .. }) => {}
+            Err(StoreError::ShardCountMismatch {
+                found: 2,
+                expected: 3,
+                ..
+            }) => {}
             other => panic!("expected a shard count mismatch, got {other:?}"),
         }
-        let reopened = EmbeddedStore::open(dir.path(), &other).expect("open reads the stored count");
+        let reopened =
+            EmbeddedStore::open(dir.path(), &other).expect("open reads the stored count");
         assert_eq!(reopened.shard_count(), 2);
     }
 
@@ -531,7 +700,9 @@ mod tests {
     fn opening_an_empty_directory_says_to_init() {
         let dir = tempfile::tempdir().expect("tempdir");
         match EmbeddedStore::open(dir.path(), &EmbeddedOptions::default()) {
-            Err(e @ StoreError::NotInitialized { .. }) => assert!(e.to_string().contains("vaxcamp init")),
+            Err(e @ StoreError::NotInitialized { .. }) => {
+                assert!(e.to_string().contains("vaxcamp init"))
+            }
             other => panic!("expected NotInitialized, got {other:?}"),
         }
     }
@@ -539,7 +710,10 @@ mod tests {
     #[test]
     fn a_second_process_is_refused_with_a_clear_error() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let options = EmbeddedOptions { shards: 2, ..EmbeddedOptions::default() };
+        let options = EmbeddedOptions {
+            shards: 2,
+            ..EmbeddedOptions::default()
+        };
         let _first = EmbeddedStore::create(dir.path(), &options).expect("create");
         match EmbeddedStore::open(dir.path(), &options) {
             Err(e @ StoreError::Locked { .. }) => assert!(e.to_string().contains("in use")),

@@ -1,0 +1,549 @@
+//! The set-up commands: init, sites, lots, products, tokens, imports, keys, verify.
+//!
+//! These work on a data directory directly, so the server must be stopped (the store refuses a
+//! second process with a clear message); on a running server, use the admin API instead.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use certify::{KeyPurpose, Limits, RevocationList, TrustList};
+use clap::{Args, Subcommand};
+use ingest::keystore::Keystore;
+use ingest::setup;
+use store::{
+    Area, AreaCode, EmbeddedOptions, EmbeddedStore, Lot, LotNumber, Product, ProductCode, Role,
+    Site, SiteId, Store,
+};
+
+use crate::open_store;
+
+fn default_data() -> PathBuf {
+    PathBuf::from("./data")
+}
+
+#[derive(Debug, Args)]
+pub struct DataDir {
+    /// Data directory of the campaign.
+    #[arg(long, env = "VAXCAMP_DATA", default_value_os_t = default_data())]
+    pub data: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    #[command(flatten)]
+    pub dir: DataDir,
+    /// Shards of the embedded store (fixed for the campaign's life). Default: CPU cores, at least 2.
+    #[arg(long)]
+    pub shards: Option<usize>,
+    /// Issuer name written into certificates and the trust list.
+    #[arg(long, default_value = "VN-MOH")]
+    pub issuer: String,
+    /// ISO 3166 country code of the doses given.
+    #[arg(long, default_value = "VN")]
+    pub country: String,
+}
+
+pub async fn init(args: InitArgs) -> anyhow::Result<()> {
+    let mut options = EmbeddedOptions::default();
+    if let Some(shards) = args.shards {
+        options.shards = shards;
+    }
+    let data = &args.dir.data;
+    let store = EmbeddedStore::create(data, &options)
+        .with_context(|| format!("creating the campaign in {}", data.display()))?;
+    let done = setup::init_campaign(&store, data, &args.issuer, &args.country).await?;
+    store.close().await?;
+    println!(
+        "campaign ready in {} ({} shards, {} new signing keys)",
+        data.display(),
+        store.shard_count(),
+        done.keys_made
+    );
+    match done.admin_token {
+        Some(token) => {
+            println!("admin token (shown once; only its hash is stored):");
+            println!("{token}");
+        }
+        None => println!(
+            "an admin token already exists; make another with `vaxcamp token add --role admin`"
+        ),
+    }
+    Ok(())
+}
+
+fn area(province: &str, district: &str, commune: Option<&str>) -> anyhow::Result<Area> {
+    Ok(Area {
+        province: AreaCode::new(province)?,
+        district: AreaCode::new(district)?,
+        commune: commune.map(AreaCode::new).transpose()?,
+    })
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SiteCommand {
+    /// Add a site (or update it) and print its bearer token once.
+    Add {
+        #[command(flatten)]
+        dir: DataDir,
+        /// Site id, e.g. hn-bachmai-01.
+        #[arg(long)]
+        id: String,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        province: String,
+        #[arg(long)]
+        district: String,
+        #[arg(long)]
+        commune: Option<String>,
+        /// Doses the site can give per day.
+        #[arg(long, default_value_t = 1000)]
+        capacity: u32,
+    },
+    /// List sites.
+    List {
+        #[command(flatten)]
+        dir: DataDir,
+    },
+}
+
+pub async fn site(command: SiteCommand) -> anyhow::Result<()> {
+    match command {
+        SiteCommand::Add {
+            dir,
+            id,
+            name,
+            province,
+            district,
+            commune,
+            capacity,
+        } => {
+            let store = open_store(&dir.data)?;
+            let site = Site {
+                site_id: SiteId::new(id)?,
+                name,
+                area: area(&province, &district, commune.as_deref())?,
+                daily_capacity: capacity,
+            };
+            let (token, _) = setup::add_site(store.as_ref(), &site).await?;
+            store.close().await?;
+            println!("site {} added; its token (shown once):", site.site_id);
+            println!("{token}");
+        }
+        SiteCommand::List { dir } => {
+            let store = open_store(&dir.data)?;
+            for site in store.sites().await? {
+                println!(
+                    "{}\t{}\t{}/{}\t{}/day",
+                    site.site_id,
+                    site.name,
+                    site.area.province,
+                    site.area.district,
+                    site.daily_capacity
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LotCommand {
+    /// Allocate doses of a lot to a site (or change the allocation).
+    Add {
+        #[command(flatten)]
+        dir: DataDir,
+        #[arg(long)]
+        site: String,
+        /// Product code from the catalogue (`vaxcamp product list`).
+        #[arg(long)]
+        product: String,
+        /// Lot number printed on the vial.
+        #[arg(long)]
+        lot: String,
+        /// Expiry date, YYYY-MM-DD.
+        #[arg(long)]
+        expires: String,
+        /// Doses allocated to the site.
+        #[arg(long)]
+        doses: u64,
+    },
+    /// List lots and stock.
+    List {
+        #[command(flatten)]
+        dir: DataDir,
+    },
+}
+
+fn parse_date(text: &str) -> anyhow::Result<time::Date> {
+    let format = time::macros::format_description!("[year]-[month]-[day]");
+    time::Date::parse(text, &format)
+        .with_context(|| format!("{text:?} is not a date; use YYYY-MM-DD"))
+}
+
+pub async fn lot(command: LotCommand) -> anyhow::Result<()> {
+    match command {
+        LotCommand::Add {
+            dir,
+            site,
+            product,
+            lot,
+            expires,
+            doses,
+        } => {
+            let store = open_store(&dir.data)?;
+            let lot = Lot {
+                lot_number: LotNumber::new(lot)?,
+                site_id: SiteId::new(site)?,
+                product: ProductCode::new(product)?,
+                expires: parse_date(&expires)?,
+                quantity: doses,
+            };
+            setup::add_lot(store.as_ref(), &lot).await?;
+            store.close().await?;
+            println!(
+                "lot {} at {}: {} doses of {}, expires {}",
+                lot.lot_number, lot.site_id, lot.quantity, lot.product, lot.expires
+            );
+        }
+        LotCommand::List { dir } => {
+            let store = open_store(&dir.data)?;
+            let used = store.totals().await?.lot_usage;
+            for lot in store.lots().await? {
+                let u = used.get(&lot.key()).copied().unwrap_or(0);
+                println!(
+                    "{}\t{}\t{}\texpires {}\t{} of {} left",
+                    lot.site_id,
+                    lot.lot_number,
+                    lot.product,
+                    lot.expires,
+                    lot.quantity.saturating_sub(u),
+                    lot.quantity
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProductCommand {
+    /// Add a product to the catalogue (or change one).
+    Add {
+        #[command(flatten)]
+        dir: DataDir,
+        #[arg(long)]
+        code: String,
+        #[arg(long)]
+        name: String,
+        /// Doses in the primary series.
+        #[arg(long)]
+        doses: u8,
+        /// Minimum days between doses.
+        #[arg(long, default_value_t = 0)]
+        interval_days: u16,
+        /// The series may mix with other mixable products.
+        #[arg(long)]
+        allows_mixing: bool,
+    },
+    /// List the catalogue.
+    List {
+        #[command(flatten)]
+        dir: DataDir,
+    },
+}
+
+pub async fn product(command: ProductCommand) -> anyhow::Result<()> {
+    match command {
+        ProductCommand::Add {
+            dir,
+            code,
+            name,
+            doses,
+            interval_days,
+            allows_mixing,
+        } => {
+            let store = open_store(&dir.data)?;
+            let product = Product {
+                code: ProductCode::new(code)?,
+                name,
+                doses_in_series: doses,
+                min_interval_days: interval_days,
+                allows_mixing,
+            };
+            setup::add_product(store.as_ref(), &product).await?;
+            store.close().await?;
+            println!("product {} saved", product.code);
+        }
+        ProductCommand::List { dir } => {
+            let store = open_store(&dir.data)?;
+            for p in store.products().await? {
+                let mixing = if p.allows_mixing { ", mixable" } else { "" };
+                println!(
+                    "{}\t{}\t{} dose(s), {} days apart{mixing}",
+                    p.code, p.name, p.doses_in_series, p.min_interval_days
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Issue a token and print it once (site tokens come from `vaxcamp site add`).
+    Add {
+        #[command(flatten)]
+        dir: DataDir,
+        /// registrar, observer or admin.
+        #[arg(long)]
+        role: String,
+        /// Who holds it, for the audit trail.
+        #[arg(long)]
+        label: String,
+    },
+}
+
+pub async fn token(command: TokenCommand) -> anyhow::Result<()> {
+    let TokenCommand::Add { dir, role, label } = command;
+    let role: Role = role.parse()?;
+    if role == Role::Site {
+        bail!("site tokens are issued with `vaxcamp site add`");
+    }
+    let store = open_store(&dir.data)?;
+    let token = setup::add_token(store.as_ref(), role, None, &label).await?;
+    store.close().await?;
+    println!("{} token for {label} (shown once):", role.as_str());
+    println!("{token}");
+    Ok(())
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImportCommand {
+    /// Import pre-registrations from CSV:
+    /// person_code,name,birth_date,phone,province,district,commune,priority_group
+    Registrations {
+        #[command(flatten)]
+        dir: DataDir,
+        file: PathBuf,
+    },
+}
+
+pub async fn import(command: ImportCommand) -> anyhow::Result<()> {
+    let ImportCommand::Registrations { dir, file } = command;
+    let store = open_store(&dir.data)?;
+    let size = std::fs::metadata(&file)
+        .with_context(|| format!("reading {}", file.display()))?
+        .len();
+    let reader =
+        std::fs::File::open(&file).with_context(|| format!("opening {}", file.display()))?;
+    let report = import_with_progress(store.as_ref(), reader, size / 64).await?;
+    store.close().await?;
+    println!(
+        "{} rows: {} imported, {} already registered, {} refused",
+        report.rows, report.created, report.already_present, report.error_count
+    );
+    for e in &report.errors {
+        println!("  line {}: {}", e.line, e.message);
+    }
+    Ok(())
+}
+
+/// Imports with a progress bar (rows, with a rough total from the file size), or plain lines
+/// when stderr is not a terminal.
+pub async fn import_with_progress(
+    store: &dyn Store,
+    reader: impl std::io::Read,
+    estimated_rows: u64,
+) -> anyhow::Result<ingest::import::ImportReport> {
+    let bar = indicatif::ProgressBar::new(estimated_rows.max(1));
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} importing [{bar:40}] {human_pos} rows ({per_sec}, {elapsed})",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    let hidden = bar.is_hidden();
+    let mut last_line = std::time::Instant::now();
+    let report = ingest::import::import_registrations(store, reader, |rows| {
+        if rows > bar.length().unwrap_or(0) {
+            bar.set_length(rows);
+        }
+        bar.set_position(rows);
+        if hidden && last_line.elapsed() > Duration::from_secs(2) {
+            eprintln!("imported {rows} rows");
+            last_line = std::time::Instant::now();
+        }
+    })
+    .await?;
+    bar.finish_and_clear();
+    Ok(report)
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Make signing keys for any purpose that has none (idempotent).
+    Generate {
+        #[command(flatten)]
+        dir: DataDir,
+        #[arg(long, default_value = "VN-MOH")]
+        issuer: String,
+    },
+    /// Replace the active key of a purpose; the old one keeps verifying but never signs again.
+    Rotate {
+        #[command(flatten)]
+        dir: DataDir,
+        /// certificate or registration.
+        #[arg(long, default_value = "certificate")]
+        purpose: String,
+        #[arg(long, default_value = "VN-MOH")]
+        issuer: String,
+    },
+    /// List the keys in the trust list.
+    List {
+        #[command(flatten)]
+        dir: DataDir,
+    },
+    /// Print the public trust list (JSON), for verifiers.
+    Export {
+        #[command(flatten)]
+        dir: DataDir,
+        /// Write to this file instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+fn purpose(text: &str) -> anyhow::Result<KeyPurpose> {
+    match text {
+        "certificate" => Ok(KeyPurpose::Certificate),
+        "registration" => Ok(KeyPurpose::Registration),
+        other => bail!("purpose {other:?}: use certificate or registration"),
+    }
+}
+
+fn read_trust(dir: &Path) -> anyhow::Result<TrustList> {
+    Ok(Keystore::in_data_dir(dir).trust_list("")?)
+}
+
+pub fn keys(command: KeysCommand) -> anyhow::Result<()> {
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    match command {
+        KeysCommand::Generate { dir, issuer } => {
+            let made = Keystore::in_data_dir(&dir.data).generate(&issuer, now)?;
+            if made.is_empty() {
+                println!("every purpose already has an active key");
+            }
+            for (purpose, kid) in made {
+                println!("made {} key {kid}", purpose.as_str());
+            }
+        }
+        KeysCommand::Rotate {
+            dir,
+            purpose: p,
+            issuer,
+        } => {
+            let (kid, retired) =
+                Keystore::in_data_dir(&dir.data).rotate(purpose(&p)?, &issuer, now)?;
+            println!(
+                "new {p} key {kid}; retired: {}",
+                retired
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            println!(
+                "restart the server to sign with the new key; certificates under retired keys stay valid"
+            );
+        }
+        KeysCommand::List { dir } => {
+            let trust = read_trust(&dir.data)?;
+            println!("issuer {}", trust.issuer);
+            for key in &trust.keys {
+                let until = key
+                    .valid_until
+                    .map_or_else(|| "-".to_owned(), |u| u.to_string());
+                println!(
+                    "{}\t{}\t{}\tfrom {}\tuntil {until}",
+                    key.kid,
+                    key.purpose.as_str(),
+                    key.status.as_str(),
+                    key.valid_from
+                );
+            }
+        }
+        KeysCommand::Export { dir, out } => {
+            let json = read_trust(&dir.data)?.to_json();
+            match out {
+                Some(path) => std::fs::write(&path, json)
+                    .with_context(|| format!("writing {}", path.display()))?,
+                None => println!("{json}"),
+            }
+        }
+    }
+    Ok(())
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The QR text (VC1:... or RG1:...). Omit to read --image or standard input.
+    pub text: Option<String>,
+    /// A PNG image of the QR code.
+    #[arg(long)]
+    pub image: Option<PathBuf>,
+    /// The issuer's trust list: a JSON file (from `vaxcamp keys export` or GET /v1/trust).
+    #[arg(long)]
+    pub trust: PathBuf,
+    /// A revocation list JSON file (GET /v1/revocations).
+    #[arg(long)]
+    pub revocations: Option<PathBuf>,
+}
+
+pub async fn verify(args: VerifyArgs) -> anyhow::Result<()> {
+    let text = match (&args.text, &args.image) {
+        (Some(text), None) => text.clone(),
+        (None, Some(image)) => {
+            let bytes =
+                std::fs::read(image).with_context(|| format!("reading {}", image.display()))?;
+            certify::qr::decode_png(&bytes).context("no readable QR code in the image")?
+        }
+        (None, None) => {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin().take(64 * 1024), &mut text)?;
+            text
+        }
+        (Some(_), Some(_)) => bail!("give the text or --image, not both"),
+    };
+    let trust_text = std::fs::read_to_string(&args.trust)
+        .with_context(|| format!("reading {}", args.trust.display()))?;
+    let trust = TrustList::from_json(&trust_text)?;
+    let revoked: Option<RevocationList> = match &args.revocations {
+        Some(path) => Some(serde_json::from_str(&std::fs::read_to_string(path)?)?),
+        None => None,
+    };
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let text = text.trim();
+    let limits = Limits::default();
+    if text.starts_with(certify::REGISTRATION_PREFIX) {
+        let pass = certify::verify_registration(text, &trust, now, &limits)
+            .map_err(|e| anyhow::anyhow!("INVALID ({}): {e}", e.code()))?;
+        println!("VALID pre-registration pass (key {})", pass.kid);
+        println!("{}", serde_json::to_string_pretty(&pass.content)?);
+    } else {
+        let cert = certify::verify_certificate(text, &trust, revoked.as_ref(), now, &limits)
+            .map_err(|e| anyhow::anyhow!("INVALID ({}): {e}", e.code()))?;
+        println!(
+            "VALID {} certificate ({}), key {}",
+            cert.content.status.as_str(),
+            cert.content.status.colour(),
+            cert.kid
+        );
+        println!("{}", serde_json::to_string_pretty(&cert.content)?);
+    }
+    Ok(())
+}
+
+use std::io::Read as _;

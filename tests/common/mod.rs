@@ -1,0 +1,265 @@
+//! Test support: a real server on 127.0.0.1:0 over a real embedded store in a temp directory,
+//! with a small campaign (two sites, lots, people) and a JSON client.
+
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::sync::Arc;
+
+use ingest::ServerConfig;
+use ingest::setup;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use store::{
+    Area, AreaCode, EmbeddedOptions, EmbeddedStore, Lot, LotNumber, ProductCode, Role, Site,
+    SiteId, Store,
+};
+use time::macros::date;
+use tokio::sync::oneshot;
+
+pub struct TestServer {
+    pub base: String,
+    pub admin: String,
+    /// Site `hn-01` (Ha Noi), lots `FK100` (Comirnaty) and `EXPIRED1`.
+    pub site: String,
+    /// Site `hcm-01` (Ho Chi Minh City), lot `MD200` (Spikevax).
+    pub site2: String,
+    pub observer: String,
+    pub registrar: String,
+    pub store: Arc<dyn Store>,
+    pub client: reqwest::Client,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+    _dir: tempfile::TempDir,
+}
+
+pub fn area(province: &str, district: &str) -> Area {
+    Area {
+        province: AreaCode::new(province).unwrap(),
+        district: AreaCode::new(district).unwrap(),
+        commune: None,
+    }
+}
+
+/// A store and campaign set-up ready to serve, before the server starts.
+pub struct Campaign {
+    pub dir: tempfile::TempDir,
+    pub store: Arc<dyn Store>,
+    pub admin: String,
+    pub site: String,
+    pub site2: String,
+    pub observer: String,
+    pub registrar: String,
+}
+
+pub async fn campaign() -> Campaign {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(
+        EmbeddedStore::create(
+            dir.path(),
+            &EmbeddedOptions {
+                shards: 2,
+                ..Default::default()
+            },
+        )
+        .unwrap(),
+    );
+    let init = setup::init_campaign(store.as_ref(), dir.path(), "VN-MOH", "VN")
+        .await
+        .unwrap();
+    let admin = init.admin_token.unwrap();
+    let hn = Site {
+        site_id: SiteId::new("hn-01").unwrap(),
+        name: "Bach Mai".into(),
+        area: area("01", "001"),
+        daily_capacity: 2000,
+    };
+    let hcm = Site {
+        site_id: SiteId::new("hcm-01").unwrap(),
+        name: "Cho Ray".into(),
+        area: area("79", "760"),
+        daily_capacity: 3000,
+    };
+    let (site, _) = setup::add_site(store.as_ref(), &hn).await.unwrap();
+    let (site2, _) = setup::add_site(store.as_ref(), &hcm).await.unwrap();
+    let lot = |number: &str, site: &str, product: &str, expires, quantity| Lot {
+        lot_number: LotNumber::new(number).unwrap(),
+        site_id: SiteId::new(site).unwrap(),
+        product: ProductCode::new(product).unwrap(),
+        expires,
+        quantity,
+    };
+    for l in [
+        lot(
+            "FK100",
+            "hn-01",
+            "COMIRNATY",
+            date!(2099 - 12 - 31),
+            100_000,
+        ),
+        lot("EXPIRED1", "hn-01", "COMIRNATY", date!(2020 - 01 - 01), 100),
+        lot(
+            "MD200",
+            "hcm-01",
+            "SPIKEVAX",
+            date!(2099 - 12 - 31),
+            100_000,
+        ),
+        lot("TINY1", "hn-01", "COMIRNATY", date!(2099 - 12 - 31), 1),
+    ] {
+        setup::add_lot(store.as_ref(), &l).await.unwrap();
+    }
+    let observer = setup::add_token(store.as_ref(), Role::Observer, None, "steering committee")
+        .await
+        .unwrap();
+    let registrar = setup::add_token(store.as_ref(), Role::Registrar, None, "portal")
+        .await
+        .unwrap();
+    Campaign {
+        dir,
+        store,
+        admin,
+        site,
+        site2,
+        observer,
+        registrar,
+    }
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(tweak: impl FnOnce(&mut ServerConfig)) -> Self {
+        let c = campaign().await;
+        Self::start_on(c, tweak).await
+    }
+
+    /// Serves `campaign`, optionally with its store wrapped (e.g. gated).
+    pub async fn start_on(c: Campaign, tweak: impl FnOnce(&mut ServerConfig)) -> Self {
+        let mut config = ServerConfig {
+            data: c.dir.path().to_owned(),
+            ..ServerConfig::default()
+        };
+        tweak(&mut config);
+        let state = ingest::build_state(c.store.clone(), c.dir.path(), &config)
+            .await
+            .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            ingest::serve(listener, state, async move {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap();
+        });
+        Self {
+            base,
+            admin: c.admin,
+            site: c.site,
+            site2: c.site2,
+            observer: c.observer,
+            registrar: c.registrar,
+            store: c.store,
+            client: reqwest::Client::new(),
+            stop: Some(stop),
+            task: Some(task),
+            _dir: c.dir,
+        }
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.unwrap();
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// POSTs JSON with a token; returns status and JSON body (Null when the body is not JSON).
+    pub async fn post(&self, path: &str, token: Option<&str>, body: &Value) -> (StatusCode, Value) {
+        let mut request = self.client.post(self.url(path)).json(body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        let text = response.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> (StatusCode, Value) {
+        let mut request = self.client.get(self.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        let text = response.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// Registers a person with the registrar token; returns (person code, RG1 pass).
+    pub async fn register(&self, code: &str, name: &str) -> (String, String) {
+        let (status, body) = self
+            .post(
+                "/v1/registrations",
+                Some(&self.registrar),
+                &json!({"person_code": code, "name": name, "birth_date": "1985-03-02", "phone": "0912345678",
+                        "area": {"province": "01", "district": "001", "commune": "00001"}, "priority_group": 3}),
+            )
+            .await;
+        assert!(
+            status == StatusCode::CREATED || status == StatusCode::OK,
+            "register {code}: {status} {body}"
+        );
+        (
+            body["person_code"].as_str().unwrap().to_owned(),
+            body["registration_qr"].as_str().unwrap().to_owned(),
+        )
+    }
+}
+
+/// A dose body at `hn-01` from lot FK100.
+pub fn dose(
+    dose_id: &str,
+    person: &str,
+    dose_number: u8,
+    administered_at: time::OffsetDateTime,
+) -> Value {
+    json!({
+        "dose_id": dose_id,
+        "person_code": person,
+        "lot": "FK100",
+        "dose_number": dose_number,
+        "vaccinator": "nurse-12",
+        "administered_at": administered_at.format(&time::format_description::well_known::Rfc3339).unwrap(),
+    })
+}
+
+pub fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// Now, to the second.
+pub fn now() -> time::OffsetDateTime {
+    let now = time::OffsetDateTime::now_utc();
+    now.replace_nanosecond(0).unwrap()
+}
+
+/// Asserts the common error shape and code.
+pub fn assert_error(status: StatusCode, body: &Value, expected_status: StatusCode, code: &str) {
+    assert_eq!(status, expected_status, "body: {body}");
+    assert_eq!(body["error"], code, "body: {body}");
+    assert!(
+        body["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "a message: {body}"
+    );
+}

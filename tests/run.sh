@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it: formatting, lints, every test, and the interoperability
+# check of our certificates with an independent COSE implementation.
+#
+# Installs what the tests need when it is missing, so it passes on a fresh machine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "toolchain"
+cargo --version
+rustup component add clippy rustfmt >/dev/null 2>&1 || true
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "cargo test"
+cargo test --workspace --locked
+
+step "certificates verify with an independent COSE implementation (pycose)"
+if ! python3 -c "import pycose, base45, cbor2" >/dev/null 2>&1; then
+    python3 -m pip install --quiet --disable-pip-version-check pycose base45 cbor2
+fi
+python3 certify/interop/verify_pycose.py --vectors certify/testdata/vectors.json certify/testdata/trust_list.json
+
+step "all tests passed"
