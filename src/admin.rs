@@ -494,12 +494,28 @@ pub struct VerifyArgs {
     /// A PNG image of the QR code.
     #[arg(long)]
     pub image: Option<PathBuf>,
-    /// The issuer's trust list: a JSON file (from `vaxcamp keys export` or GET /v1/trust).
+    /// The issuer's trust list: a JSON file (from `vaxcamp keys export`) or a URL
+    /// (`http://host:port/v1/trust`). With a file, verification needs no network at all.
     #[arg(long)]
-    pub trust: PathBuf,
-    /// A revocation list JSON file (GET /v1/revocations).
+    pub trust: String,
+    /// A revocation list: a JSON file or a URL (`.../v1/revocations`).
     #[arg(long)]
-    pub revocations: Option<PathBuf>,
+    pub revocations: Option<String>,
+}
+
+/// Reads a JSON document from a file, or fetches it when `source` is an http(s) URL.
+async fn read_source(source: &str) -> anyhow::Result<String> {
+    if source.starts_with("http://") || source.starts_with("https://") {
+        let response = reqwest::get(source)
+            .await
+            .with_context(|| format!("fetching {source}"))?;
+        let response = response
+            .error_for_status()
+            .with_context(|| format!("fetching {source}"))?;
+        Ok(response.text().await?)
+    } else {
+        std::fs::read_to_string(source).with_context(|| format!("reading {source}"))
+    }
 }
 
 pub async fn verify(args: VerifyArgs) -> anyhow::Result<()> {
@@ -517,11 +533,9 @@ pub async fn verify(args: VerifyArgs) -> anyhow::Result<()> {
         }
         (Some(_), Some(_)) => bail!("give the text or --image, not both"),
     };
-    let trust_text = std::fs::read_to_string(&args.trust)
-        .with_context(|| format!("reading {}", args.trust.display()))?;
-    let trust = TrustList::from_json(&trust_text)?;
+    let trust = TrustList::from_json(&read_source(&args.trust).await?)?;
     let revoked: Option<RevocationList> = match &args.revocations {
-        Some(path) => Some(serde_json::from_str(&std::fs::read_to_string(path)?)?),
+        Some(source) => Some(serde_json::from_str(&read_source(source).await?)?),
         None => None,
     };
     let now = time::OffsetDateTime::now_utc().unix_timestamp();

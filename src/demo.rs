@@ -4,7 +4,8 @@
 //! 2. Generates the pre-registrations (a million by default) as CSV and imports them in bulk,
 //!    through the same code as `vaxcamp import registrations`.
 //! 3. Serves the API on a loopback port and drives generated site traffic (check-in → dose →
-//!    certificate, offline batches, verification) for `--duration`, with live progress.
+//!    certificate, offline batches, verification) for `--duration`, with live progress: the
+//!    live console when stdout is a terminal, plain progress otherwise.
 //! 4. Re-reads every acknowledged dose from the store, writes sample certificates (PNG, SVG,
 //!    text) and a summary (printed and as JSON).
 
@@ -215,10 +216,42 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     workload.concurrency = args.concurrency;
     workload.seed = args.seed;
     workload.ledger = Some(ledger.clone());
-    let report = loadtest::run_workload(workload, ProgressMode::Auto, async {
-        let _ = tokio::signal::ctrl_c().await;
+    // In a terminal, the live console watches the demo's own server while the traffic runs; it
+    // closes when the traffic ends, and quitting it (q) ends the traffic early, as Ctrl-C does.
+    let (traffic_done, console_stop) = tokio::sync::oneshot::channel::<()>();
+    let (console_quit, quit_seen) = tokio::sync::oneshot::channel::<()>();
+    let console = std::io::IsTerminal::is_terminal(&std::io::stdout()).then(|| {
+        let args = console::ConsoleArgs {
+            server: base.clone(),
+            token: observer.clone(),
+            low_stock_days: None,
+        };
+        tokio::spawn(async move {
+            let result = console::run_until(args, async {
+                let _ = console_stop.await;
+            })
+            .await;
+            let _ = console_quit.send(());
+            result
+        })
+    });
+    let progress = if console.is_some() {
+        ProgressMode::Quiet
+    } else {
+        ProgressMode::Auto
+    };
+    let report = loadtest::run_workload(workload, progress, async {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            Ok(()) = quit_seen => {}
+        }
     })
-    .await?;
+    .await;
+    let _ = traffic_done.send(());
+    if let Some(console) = console {
+        console.await.context("console task")??;
+    }
+    let report = report?;
     report.write_json(&out.join("loadtest-report.json"))?;
 
     // Re-read every acknowledged dose from the store, through the API.

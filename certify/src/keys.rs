@@ -550,29 +550,24 @@ impl TrustList {
     }
 }
 
-/// Revoked certificate ids (`GET /v1/revocations`). JSON: `{"certificate_ids":["…"]}`.
+/// Revoked certificate ids (`GET /v1/revocations`). JSON: `{"certificate_ids":["…"]}`, sorted.
 ///
-/// `contains` is a linear scan so that the struct stays a plain public-field value; build a
-/// `HashSet` yourself if a list grows to tens of thousands of ids.
+/// A set, so that checking a certificate stays cheap however many corrections a campaign makes.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct RevocationList {
     /// Revoked certificate ids (the `cti` claim, as text).
-    pub certificate_ids: Vec<String>,
+    pub certificate_ids: std::collections::BTreeSet<String>,
 }
 
 impl RevocationList {
     /// Whether `id` is revoked (takes `&str`, `&String` or `String`).
     pub fn contains(&self, id: impl AsRef<str>) -> bool {
-        let id = id.as_ref();
-        self.certificate_ids.iter().any(|c| c == id)
+        self.certificate_ids.contains(id.as_ref())
     }
 
     /// Add an id (no-op if present).
     pub fn insert(&mut self, id: impl Into<String>) {
-        let id = id.into();
-        if !self.contains(&id) {
-            self.certificate_ids.push(id);
-        }
+        self.certificate_ids.insert(id.into());
     }
 }
 

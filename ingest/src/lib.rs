@@ -14,7 +14,11 @@
 //! - [`setup`]: init, sites, lots, tokens, shared by the CLI and the admin API.
 //! - [`import`]: bulk import of registrations from CSV.
 //! - [`metrics`]: Prometheus families and the dose latency histogram.
+//! - [`live`]: live aggregates for the console, moved at commit time (no store scans).
 //! - [`openapi`]: the API description served at `/openapi.json`.
+
+// The OpenAPI document is one large `serde_json::json!` literal.
+#![recursion_limit = "256"]
 
 pub mod api;
 pub mod auth;
@@ -24,6 +28,7 @@ pub mod config;
 pub mod error;
 pub mod import;
 pub mod keystore;
+pub mod live;
 pub mod metrics;
 pub mod openapi;
 pub mod rules;

@@ -15,6 +15,7 @@ fn error_responses(codes: &[&str]) -> Value {
             "401" => "No or invalid token (`error`: missing_token, invalid_token)",
             "403" => "The token's role may not do this (`error`: forbidden)",
             "404" => "Not found (`error`: unknown_person, no_doses, ...)",
+            "406" => "The client does not accept server-sent events (`error`: not_acceptable)",
             "409" => "Conflict (`error`: dose_conflict, person_code_taken)",
             "413" => "Body too large (`error`: body_too_large)",
             "422" => {
@@ -135,6 +136,15 @@ pub fn document() -> Value {
     );
     metrics["responses"]["200"] =
         json!({"description": "Prometheus text exposition", "content": {"text/plain": {}}});
+    let mut live_stream = op(
+        "Server-sent events: `event: snapshot` once a second, each `data:` one LiveSnapshot; ends when the server shuts down. Send `Accept: text/event-stream`",
+        "admin, observer",
+        None,
+        ("200", ""),
+        &["401", "403", "406"],
+    );
+    live_stream["responses"]["200"] = json!({"description": "An event stream of LiveSnapshot documents",
+        "content": {"text/event-stream": {"schema": {"type": "string"}}}});
 
     json!({
         "openapi": "3.0.3",
@@ -176,6 +186,8 @@ pub fn document() -> Value {
             },
             "/v1/lots": {"post": op("Allocate a lot's doses to a site", "admin", Some("Lot"), ("201", ""), &["400", "401", "403"])},
             "/v1/stats": {"get": op("Live counters for the console", "admin, observer", None, ("200", "Stats"), &["401", "403"])},
+            "/v1/live": {"get": op("The campaign now, for the console: doses/s and history, totals, per-site figures, stock and days of supply, latency, queues, errors, alerts", "admin, observer", None, ("200", "LiveSnapshot"), &["401", "403"])},
+            "/v1/live/stream": {"get": live_stream},
         }
     })
 }
@@ -256,6 +268,30 @@ fn schemas() -> Value {
         "Lot": {"type": "object", "required": ["lot_number", "site_id", "product", "expires", "quantity"], "additionalProperties": false, "properties": {
             "lot_number": {"type": "string"}, "site_id": {"type": "string"}, "product": {"type": "string"}, "expires": date, "quantity": {"type": "integer"}}},
         "Stats": {"type": "object"},
+        "LiveSnapshot": {"type": "object", "description": "Times are unix seconds, days UTC; \"since start\" counts from the server's start (see ingest/src/live.rs)", "properties": {
+            "generated_at": {"type": "integer"}, "started_at": {"type": "integer"}, "today_since": {"type": "integer"}, "backend": {"type": "string"},
+            "thresholds": {"type": "object"},
+            "doses": {"type": "object", "properties": {"total": {"type": "integer"}, "today": {"type": "integer"}, "since_start": {"type": "integer"},
+                "per_s_now": {"type": "number"}, "per_s_1m": {"type": "number"}, "history_per_s": {"type": "array", "items": {"type": "integer"}}, "history_end": {"type": "integer"}}},
+            "certificates": {"type": "object", "properties": {"partial": {"type": "integer"}, "complete": {"type": "integer"}}},
+            "registrations": {"type": "object", "properties": {"total": {"type": "integer"}, "since_start": {"type": "integer"}}},
+            "checkins_since_start": {"type": "integer"}, "certificates_signed": {"type": "integer"},
+            "latency_ms": {"type": "object"},
+            "queues": {"type": "object", "properties": {"capacity": {"type": "integer"}, "depths": {"type": "array", "items": {"type": "integer"}}}},
+            "errors": {"type": "object", "properties": {"total": {"type": "integer"}, "last_minute": {"type": "integer"},
+                "by_kind": {"type": "array", "items": {"type": "object", "properties": {"kind": {"type": "string"}, "count": {"type": "integer"}}}}}},
+            "stock": {"type": "object"},
+            "sites": {"type": "array", "items": {"type": "object", "properties": {
+                "site_id": {"type": "string"}, "name": {"type": "string"}, "province": {"type": "string"}, "district": {"type": "string"},
+                "commune": {"type": "string", "nullable": true}, "daily_capacity": {"type": "integer"}, "doses_today": {"type": "integer"},
+                "doses_since_start": {"type": "integer"}, "doses_total": {"type": "integer"}, "rate_per_s": {"type": "number"},
+                "last_dose_at": {"type": "integer", "nullable": true}, "remaining": {"type": "integer"},
+                "uptake_per_day": {"type": "number", "nullable": true}, "days_of_supply": {"type": "number", "nullable": true},
+                "low_stock": {"type": "boolean"}, "silent": {"type": "boolean"}, "stock": {"type": "array", "items": {"type": "object"}}}}},
+            "alerts": {"type": "array", "items": {"type": "object", "properties": {
+                "severity": {"type": "string", "enum": ["critical", "warning"]},
+                "kind": {"type": "string", "enum": ["site_silent", "error_spike", "queue_near_full", "low_stock", "out_of_stock"]},
+                "site_id": {"type": "string", "nullable": true}, "message": {"type": "string"}}}}}},
         "RevokeRequest": {"type": "object", "required": ["certificate_id", "reason"], "additionalProperties": false, "properties": {
             "certificate_id": {"type": "string"}, "reason": {"type": "string"}}},
         "PersonCorrection": {"type": "object", "required": ["reason"], "additionalProperties": false, "properties": {

@@ -21,6 +21,7 @@ use crate::campaign::Campaign;
 use crate::certificates::{CertificateDesk, IssuerSettings};
 use crate::config::ServerConfig;
 use crate::keystore::{Keystore, KeystoreError};
+use crate::live::{Live, LiveConfig};
 use crate::metrics::Metrics;
 use crate::writer::WritePath;
 
@@ -68,10 +69,19 @@ pub async fn build_state(
         revocations.insert(revoked.certificate_id);
     }
     let metrics = Arc::new(Metrics::new());
+    let live = Arc::new(Live::new(
+        campaign.clone(),
+        &metrics,
+        LiveConfig {
+            queue_capacity: config.queue_capacity,
+            ..LiveConfig::default()
+        },
+    ));
     let write_path = WritePath::start(
         store.clone(),
         campaign.clone(),
         metrics.clone(),
+        live.clone(),
         &config.writer(),
         tokio::runtime::Handle::current(),
     )?;
@@ -101,6 +111,7 @@ pub async fn build_state(
         trust: RwLock::new(trust),
         revocations: RwLock::new(revocations),
         metrics,
+        live,
         config: config.api(),
         started: Instant::now(),
     }))
@@ -123,6 +134,13 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let app = api::router(state.clone());
+    // Live streams never end by themselves: close them when shutdown begins, or the graceful
+    // shutdown would wait for them forever.
+    let live = state.live.clone();
+    let shutdown = async move {
+        shutdown.await;
+        live.close();
+    };
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await;

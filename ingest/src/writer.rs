@@ -25,6 +25,7 @@ use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 
 use crate::campaign::{Campaign, LotStock};
+use crate::live::Live;
 use crate::metrics::Metrics;
 use crate::rules::{self, Refusal};
 
@@ -195,6 +196,7 @@ impl WritePath {
         store: Arc<dyn Store>,
         campaign: Arc<Campaign>,
         metrics: Arc<Metrics>,
+        live: Arc<Live>,
         config: &WriterConfig,
         runtime: Handle,
     ) -> std::io::Result<Self> {
@@ -210,6 +212,7 @@ impl WritePath {
                 store: store.clone(),
                 campaign: campaign.clone(),
                 metrics: metrics.clone(),
+                live: live.clone(),
                 counters: counters.clone(),
                 in_flight: in_flight.clone(),
                 max_batch: config.max_commit_batch.max(1),
@@ -317,6 +320,7 @@ struct ShardWriter {
     store: Arc<dyn Store>,
     campaign: Arc<Campaign>,
     metrics: Arc<Metrics>,
+    live: Arc<Live>,
     counters: Arc<WriterCounters>,
     in_flight: Arc<InFlight>,
     max_batch: usize,
@@ -551,7 +555,7 @@ impl ShardWriter {
         let mut accepted: Vec<Dose> = Vec::new();
         let mut accepted_index: HashMap<DoseId, usize> = HashMap::new();
         let mut reservations: Vec<Arc<LotStock>> = Vec::new();
-        let mut retries_in_batch: Vec<usize> = Vec::new();
+        let mut retries_in_batch: HashSet<usize> = HashSet::new();
         for (i, dose) in doses.iter().enumerate() {
             if outcomes[i].is_some() {
                 continue;
@@ -583,7 +587,7 @@ impl ShardWriter {
             }
             if let Some(&j) = accepted_index.get(&dose.dose_id) {
                 if accepted[j].same_event_as(dose) {
-                    retries_in_batch.push(i);
+                    retries_in_batch.insert(i);
                 } else {
                     outcomes[i] = Some(DoseOutcome::Conflict {
                         existing: accepted[j].clone(),
@@ -651,6 +655,7 @@ impl ShardWriter {
             self.metrics
                 .commit_batch_doses
                 .observe(accepted.len() as f64);
+            self.live.record_committed(&accepted);
         }
 
         // Answer the accepted doses (and in-batch retries of them) with the final series.
@@ -662,15 +667,16 @@ impl ShardWriter {
             if outcomes[i].is_some() {
                 continue;
             }
-            let Some(state) = people.get(&dose.person_code) else {
+            let Some(state) = people.get_mut(&dose.person_code) else {
                 continue;
             };
             let Some(person) = state.registration.clone() else {
                 continue;
             };
+            // The history is not needed after this: move it into the shared series.
             let series = series_of
                 .entry(&dose.person_code)
-                .or_insert_with(|| Arc::new(state.history.clone()))
+                .or_insert_with(|| Arc::new(std::mem::take(&mut state.history)))
                 .clone();
             let record = accepted[j].clone();
             outcomes[i] = Some(if retries_in_batch.contains(&i) {

@@ -11,10 +11,12 @@
 //! | `GET /v1/people`, `POST /v1/sites`, `POST /v1/lots` | admin | set-up and listing |
 //! | `POST /v1/people/{code}/corrections`, `POST /v1/doses/{id}/corrections`, `POST /v1/revocations`, `GET /v1/audit` | admin | corrections, revocations, audit trail |
 //! | `GET /v1/sites`, `GET /v1/stats`, `POST /v1/doses:lookup`, `GET /metrics` | admin, observer | monitoring |
+//! | `GET /v1/live`, `GET /v1/live/stream` (server-sent events) | admin, observer | the console's live feed |
 //! | `GET /openapi.json` | any token | this API, as OpenAPI 3 |
 
 mod corrections;
 mod doses;
+pub mod live;
 mod people;
 mod public;
 mod setup;
@@ -36,6 +38,7 @@ use crate::auth::{Credentials, HasCredentials};
 use crate::campaign::Campaign;
 use crate::certificates::CertificateDesk;
 use crate::error::{self, ApiError};
+use crate::live::Live;
 use crate::metrics::Metrics;
 use crate::writer::WritePath;
 
@@ -76,6 +79,8 @@ pub struct AppState {
     pub trust: RwLock<TrustList>,
     pub revocations: RwLock<RevocationList>,
     pub metrics: Arc<Metrics>,
+    /// Live aggregates for the console, moved by the shard writers at commit time.
+    pub live: Arc<Live>,
     pub config: ApiConfig,
     pub started: Instant,
 }
@@ -133,6 +138,8 @@ pub fn router(state: Shared) -> Router {
         .route("/v1/sites", get(setup::list_sites).post(setup::add_site))
         .route("/v1/lots", post(setup::add_lot))
         .route("/v1/stats", get(public::stats))
+        .route("/v1/live", get(live::live))
+        .route("/v1/live/stream", get(live::stream))
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(middleware::from_fn_with_state(

@@ -29,6 +29,16 @@ pub struct RegistrationRequest {
     pub priority_group: Option<u8>,
 }
 
+/// The registration of `code`, or 404 `unknown_person`.
+async fn registered(state: &Shared, code: &PersonCode) -> Result<Registration, ApiError> {
+    state.store.person(code).await?.ok_or_else(|| {
+        ApiError::not_found(
+            "unknown_person",
+            format!("no registration with person code {code}"),
+        )
+    })
+}
+
 fn person_code(raw: &str) -> Result<PersonCode, ApiError> {
     PersonCode::new(raw).map_err(|e| ApiError::invalid_field("person_code", e.message))
 }
@@ -131,14 +141,12 @@ pub async fn check_in(
     caller.require(&[Role::Site, Role::Admin])?;
     let code = match (request.qr, request.person_code) {
         (Some(qr), None) => {
-            let trust = state
-                .trust
-                .read()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .clone();
             let verified = certify::verify_registration(
                 qr.trim(),
-                &trust,
+                &state
+                    .trust
+                    .read()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner),
                 unix_now(),
                 &state.config.qr_limits,
             )
@@ -160,12 +168,7 @@ pub async fn check_in(
             ));
         }
     };
-    let person = state.store.person(&code).await?.ok_or_else(|| {
-        ApiError::not_found(
-            "unknown_person",
-            format!("no registration with person code {code}"),
-        )
-    })?;
+    let person = registered(&state, &code).await?;
     let doses = state.store.doses_of(&code).await?;
     let next = rules::next_dose(
         &doses,
@@ -192,12 +195,7 @@ pub async fn show(
 ) -> Result<Response, ApiError> {
     caller.require(&[Role::Site, Role::Registrar, Role::Admin])?;
     let code = person_code(&code)?;
-    let person = state.store.person(&code).await?.ok_or_else(|| {
-        ApiError::not_found(
-            "unknown_person",
-            format!("no registration with person code {code}"),
-        )
-    })?;
+    let person = registered(&state, &code).await?;
     let doses = state.store.doses_of(&code).await?;
     let next = rules::next_dose(
         &doses,
@@ -217,12 +215,7 @@ pub async fn pass(
 ) -> Result<Response, ApiError> {
     caller.require(&[Role::Site, Role::Registrar, Role::Admin])?;
     let code = person_code(&code)?;
-    let person = state.store.person(&code).await?.ok_or_else(|| {
-        ApiError::not_found(
-            "unknown_person",
-            format!("no registration with person code {code}"),
-        )
-    })?;
+    let person = registered(&state, &code).await?;
     let qr = pass_for(&state, &person)?;
     Ok(json_answer(
         StatusCode::OK,
@@ -250,12 +243,7 @@ pub async fn certificate(
         )
     })?;
     let code = person_code(&code)?;
-    let person = state.store.person(&code).await?.ok_or_else(|| {
-        ApiError::not_found(
-            "unknown_person",
-            format!("no registration with person code {code}"),
-        )
-    })?;
+    let person = registered(&state, &code).await?;
     let doses = state.store.doses_of(&code).await?;
     if doses.is_empty() {
         return Err(ApiError::not_found(

@@ -82,16 +82,16 @@ pub async fn verify(
     State(state): State<Shared>,
     ApiJson(request): ApiJson<VerifyRequest>,
 ) -> Response {
+    // Read guards, not copies: the lists are only replaced by key rotation and corrections, and
+    // copying the revocation list on every check would grow with every correction.
     let trust = state
         .trust
         .read()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .clone();
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let revoked = state
         .revocations
         .read()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .clone();
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let text = request.qr.trim();
     let limits = &state.config.qr_limits;
     let answer = if text.starts_with(certify::REGISTRATION_PREFIX) {

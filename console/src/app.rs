@@ -1,0 +1,619 @@
+//! The console's state and how events change it. Nothing here draws or does I/O: [`App::update`]
+//! takes an [`Event`] (a key, a tick, something from the feed) and moves the state; `ui` draws
+//! whatever the state is. Time arrives in events too, so the whole console is testable without
+//! clocks.
+
+use std::cmp::Ordering;
+use std::collections::BTreeMap;
+
+use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
+
+use crate::feed::{Alert, FeedEvent, SiteLive, Snapshot};
+use crate::theme::Theme;
+
+/// Everything that can happen to the console.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// A key press.
+    Key(KeyEvent),
+    /// The terminal was resized: draw again.
+    Resize,
+    /// A second passed; `now` is unix seconds.
+    Tick { now: i64 },
+    /// The data feed reported something.
+    Feed(FeedEvent),
+}
+
+/// The console's views, in Tab order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum View {
+    Overview,
+    Areas,
+    Stock,
+    Alerts,
+}
+
+impl View {
+    pub const ALL: [View; 4] = [View::Overview, View::Areas, View::Stock, View::Alerts];
+
+    pub fn title(self) -> &'static str {
+        match self {
+            View::Overview => "Overview",
+            View::Areas => "Areas",
+            View::Stock => "Stock",
+            View::Alerts => "Alerts",
+        }
+    }
+
+    fn index(self) -> usize {
+        match self {
+            View::Overview => 0,
+            View::Areas => 1,
+            View::Stock => 2,
+            View::Alerts => 3,
+        }
+    }
+
+    fn next(self) -> View {
+        View::ALL[(self.index() + 1) % View::ALL.len()]
+    }
+
+    fn previous(self) -> View {
+        View::ALL[(self.index() + View::ALL.len() - 1) % View::ALL.len()]
+    }
+}
+
+/// The state of the connection to the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Connection {
+    Connecting {
+        attempt: u32,
+    },
+    Live,
+    Lost {
+        error: String,
+        /// Failed attempts in a row.
+        failures: u32,
+        /// Unix seconds of the next try.
+        retry_at: i64,
+    },
+}
+
+/// Columns the area table sorts by (`s` cycles them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SortColumn {
+    Name,
+    Today,
+    Rate,
+    Share,
+    Stock,
+    Days,
+}
+
+impl SortColumn {
+    const ORDER: [SortColumn; 6] = [
+        SortColumn::Name,
+        SortColumn::Today,
+        SortColumn::Rate,
+        SortColumn::Share,
+        SortColumn::Stock,
+        SortColumn::Days,
+    ];
+
+    fn next(self) -> SortColumn {
+        let i = Self::ORDER.iter().position(|c| *c == self).unwrap_or(0);
+        Self::ORDER[(i + 1) % Self::ORDER.len()]
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            SortColumn::Name => "name",
+            SortColumn::Today => "doses today",
+            SortColumn::Rate => "rate",
+            SortColumn::Share => "share of target",
+            SortColumn::Stock => "stock",
+            SortColumn::Days => "days of supply",
+        }
+    }
+}
+
+/// Columns the stock table sorts by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StockSort {
+    Days,
+    Stock,
+    Name,
+}
+
+impl StockSort {
+    fn next(self) -> StockSort {
+        match self {
+            StockSort::Days => StockSort::Stock,
+            StockSort::Stock => StockSort::Name,
+            StockSort::Name => StockSort::Days,
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            StockSort::Days => "days of supply",
+            StockSort::Stock => "stock",
+            StockSort::Name => "site",
+        }
+    }
+}
+
+/// One row of the area table: a province, a district or a site, with its sites added up.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AreaRow {
+    /// The province or district code, or the site id: what Enter descends into.
+    pub key: String,
+    pub label: String,
+    pub sites: usize,
+    pub doses_today: u64,
+    pub rate_per_s: f64,
+    /// Sum of the sites' daily capacity: the day's target.
+    pub capacity: u64,
+    pub remaining: u64,
+    pub uptake_per_day: Option<f64>,
+    pub days_of_supply: Option<f64>,
+    /// Sites under the low-stock threshold (or out of stock).
+    pub low: usize,
+    pub out: usize,
+    pub silent: usize,
+}
+
+impl AreaRow {
+    fn empty(key: &str, label: String) -> Self {
+        Self {
+            key: key.to_owned(),
+            label,
+            sites: 0,
+            doses_today: 0,
+            rate_per_s: 0.0,
+            capacity: 0,
+            remaining: 0,
+            uptake_per_day: None,
+            days_of_supply: None,
+            low: 0,
+            out: 0,
+            silent: 0,
+        }
+    }
+
+    fn add(&mut self, site: &SiteLive, low_days: f64) {
+        self.sites += 1;
+        self.doses_today += site.doses_today;
+        self.rate_per_s += site.rate_per_s;
+        self.capacity += u64::from(site.daily_capacity);
+        self.remaining += site.remaining;
+        if let Some(uptake) = site.uptake_per_day {
+            *self.uptake_per_day.get_or_insert(0.0) += uptake;
+        }
+        if site.remaining == 0 {
+            self.out += 1;
+        } else if is_low(site.remaining, site.days_of_supply, low_days) {
+            self.low += 1;
+        }
+        if site.silent {
+            self.silent += 1;
+        }
+    }
+
+    fn finish(&mut self) {
+        self.days_of_supply = self
+            .uptake_per_day
+            .filter(|u| *u > 0.0)
+            .map(|u| self.remaining as f64 / u);
+    }
+}
+
+/// One row of the stock table: a product at a site.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StockRow {
+    pub site_id: String,
+    pub site_name: String,
+    pub product: String,
+    pub remaining: u64,
+    pub uptake_per_day: Option<f64>,
+    pub days_of_supply: Option<f64>,
+    pub low: bool,
+}
+
+/// Low stock: nothing left, or fewer days of supply than the threshold.
+pub fn is_low(remaining: u64, days: Option<f64>, threshold: f64) -> bool {
+    remaining == 0 || days.is_some_and(|d| d < threshold)
+}
+
+/// The console.
+#[derive(Debug, Clone)]
+pub struct App {
+    /// The server's URL, for messages.
+    pub server: String,
+    pub theme: Theme,
+    pub snapshot: Option<Snapshot>,
+    pub connection: Connection,
+    /// Unix seconds, from the last tick.
+    pub now: i64,
+    pub view: View,
+    /// The drill-down: `[]` nation, `[province]`, `[province, district]`,
+    /// `[province, district, site]`.
+    pub path: Vec<String>,
+    /// The selected row in each view (Overview has none).
+    pub selected: [usize; 4],
+    pub sort: SortColumn,
+    pub stock_sort: StockSort,
+    pub filter: String,
+    pub editing_filter: bool,
+    pub show_help: bool,
+    /// `--low-stock-days`; otherwise the server's threshold.
+    pub low_stock_days: Option<f64>,
+    pub quit: bool,
+}
+
+impl App {
+    pub fn new(server: impl Into<String>, theme: Theme, now: i64) -> Self {
+        Self {
+            server: server.into(),
+            theme,
+            snapshot: None,
+            connection: Connection::Connecting { attempt: 1 },
+            now,
+            view: View::Overview,
+            path: Vec::new(),
+            selected: [0; 4],
+            sort: SortColumn::Name,
+            stock_sort: StockSort::Days,
+            filter: String::new(),
+            editing_filter: false,
+            show_help: false,
+            low_stock_days: None,
+            quit: false,
+        }
+    }
+
+    /// The low-stock threshold in days.
+    pub fn low_days(&self) -> f64 {
+        self.low_stock_days.unwrap_or_else(|| {
+            self.snapshot
+                .as_ref()
+                .map_or(3.0, |s| s.thresholds.low_stock_days)
+        })
+    }
+
+    /// Moves the state for one event.
+    pub fn update(&mut self, event: Event) {
+        match event {
+            Event::Key(key) if key.kind != KeyEventKind::Release => self.on_key(key),
+            Event::Key(_) | Event::Resize => {}
+            Event::Tick { now } => self.now = now,
+            Event::Feed(FeedEvent::Snapshot(snapshot)) => {
+                self.snapshot = Some(*snapshot);
+                self.connection = Connection::Live;
+                self.clamp_selection();
+            }
+            Event::Feed(FeedEvent::Connecting { attempt }) => {
+                self.connection = Connection::Connecting { attempt };
+            }
+            Event::Feed(FeedEvent::Lost {
+                error,
+                failures,
+                retry_at,
+            }) => {
+                self.connection = Connection::Lost {
+                    error,
+                    failures,
+                    retry_at,
+                };
+            }
+        }
+    }
+
+    fn on_key(&mut self, key: KeyEvent) {
+        if key.modifiers.contains(KeyModifiers::CONTROL) && key.code == KeyCode::Char('c') {
+            self.quit = true;
+            return;
+        }
+        if self.editing_filter {
+            match key.code {
+                KeyCode::Enter => self.editing_filter = false,
+                KeyCode::Esc => {
+                    self.editing_filter = false;
+                    self.filter.clear();
+                }
+                KeyCode::Backspace => {
+                    self.filter.pop();
+                }
+                KeyCode::Char(c) if self.filter.chars().count() < 40 => self.filter.push(c),
+                _ => {}
+            }
+            self.selected[self.view.index()] = 0;
+            return;
+        }
+        if self.show_help {
+            match key.code {
+                KeyCode::Char('q') => self.quit = true,
+                _ => self.show_help = false,
+            }
+            return;
+        }
+        match key.code {
+            KeyCode::Char('q') => self.quit = true,
+            KeyCode::Char('?') => self.show_help = true,
+            KeyCode::Tab => self.switch_view(self.view.next()),
+            KeyCode::BackTab => self.switch_view(self.view.previous()),
+            KeyCode::Char('1') => self.switch_view(View::Overview),
+            KeyCode::Char('2') => self.switch_view(View::Areas),
+            KeyCode::Char('3') => self.switch_view(View::Stock),
+            KeyCode::Char('4') => self.switch_view(View::Alerts),
+            KeyCode::Up | KeyCode::Char('k') => self.move_selection(-1),
+            KeyCode::Down | KeyCode::Char('j') => self.move_selection(1),
+            KeyCode::PageUp => self.move_selection(-10),
+            KeyCode::PageDown => self.move_selection(10),
+            KeyCode::Home | KeyCode::Char('g') => self.selected[self.view.index()] = 0,
+            KeyCode::End | KeyCode::Char('G') => self.move_selection(i64::MAX / 2),
+            KeyCode::Enter => self.enter(),
+            KeyCode::Esc => self.back(),
+            KeyCode::Char('/') if self.view != View::Overview => {
+                self.editing_filter = true;
+            }
+            KeyCode::Char('s') => match self.view {
+                View::Areas => self.sort = self.sort.next(),
+                View::Stock => self.stock_sort = self.stock_sort.next(),
+                View::Overview | View::Alerts => {}
+            },
+            _ => {}
+        }
+    }
+
+    fn switch_view(&mut self, view: View) {
+        if view != self.view {
+            self.filter.clear();
+            self.view = view;
+        }
+    }
+
+    /// Rows in the current view, for moving the selection.
+    fn row_count(&self) -> usize {
+        match self.view {
+            View::Overview => 0,
+            View::Areas if self.path.len() >= 3 => 0,
+            View::Areas => self.area_rows().len(),
+            View::Stock => self.stock_rows().len(),
+            View::Alerts => self.alerts().len(),
+        }
+    }
+
+    fn move_selection(&mut self, by: i64) {
+        let count = self.row_count();
+        let slot = &mut self.selected[self.view.index()];
+        if count == 0 {
+            *slot = 0;
+            return;
+        }
+        let next = (*slot as i64).saturating_add(by).clamp(0, count as i64 - 1);
+        *slot = next as usize;
+    }
+
+    fn clamp_selection(&mut self) {
+        let view = self.view;
+        for v in View::ALL {
+            self.view = v;
+            let count = self.row_count();
+            let slot = &mut self.selected[v.index()];
+            *slot = (*slot).min(count.saturating_sub(1));
+        }
+        self.view = view;
+    }
+
+    fn enter(&mut self) {
+        match self.view {
+            View::Areas if self.path.len() < 3 => {
+                let rows = self.area_rows();
+                if let Some(row) = rows.get(self.selected[View::Areas.index()]) {
+                    self.path.push(row.key.clone());
+                    self.filter.clear();
+                    self.selected[View::Areas.index()] = 0;
+                }
+            }
+            View::Alerts => {
+                let target = self
+                    .alerts()
+                    .get(self.selected[View::Alerts.index()])
+                    .and_then(|a| a.site_id.clone())
+                    .and_then(|id| self.site(&id).cloned());
+                if let Some(site) = target {
+                    self.path = vec![site.province, site.district, site.site_id];
+                    self.filter.clear();
+                    self.view = View::Areas;
+                }
+            }
+            View::Stock => {
+                let target = self
+                    .stock_rows()
+                    .get(self.selected[View::Stock.index()])
+                    .and_then(|row| self.site(&row.site_id).cloned());
+                if let Some(site) = target {
+                    self.path = vec![site.province, site.district, site.site_id];
+                    self.filter.clear();
+                    self.view = View::Areas;
+                }
+            }
+            View::Overview | View::Areas => {}
+        }
+    }
+
+    fn back(&mut self) {
+        if !self.filter.is_empty() {
+            self.filter.clear();
+            return;
+        }
+        if self.view == View::Areas
+            && let Some(left) = self.path.pop()
+        {
+            // Select the row we came from.
+            let rows = self.area_rows();
+            self.selected[View::Areas.index()] =
+                rows.iter().position(|r| r.key == left).unwrap_or(0);
+        }
+    }
+
+    pub fn site(&self, site_id: &str) -> Option<&SiteLive> {
+        self.snapshot
+            .as_ref()?
+            .sites
+            .iter()
+            .find(|s| s.site_id == site_id)
+    }
+
+    /// The sites inside the current drill-down path.
+    pub fn sites_in_scope(&self) -> Vec<&SiteLive> {
+        self.sites_under(&self.path)
+    }
+
+    fn sites_under(&self, path: &[String]) -> Vec<&SiteLive> {
+        let Some(snapshot) = &self.snapshot else {
+            return Vec::new();
+        };
+        snapshot
+            .sites
+            .iter()
+            .filter(|s| {
+                path.first().is_none_or(|p| *p == s.province)
+                    && path.get(1).is_none_or(|d| *d == s.district)
+                    && path.get(2).is_none_or(|id| *id == s.site_id)
+            })
+            .collect()
+    }
+
+    fn matches_filter(&self, texts: &[&str]) -> bool {
+        matches(&self.filter, texts)
+    }
+
+    /// The area table at the current level: provinces, districts of a province, or sites of a
+    /// district; filtered and sorted.
+    pub fn area_rows(&self) -> Vec<AreaRow> {
+        self.rows_for(&self.path, self.sort, &self.filter)
+    }
+
+    /// Provinces, busiest first, for the overview.
+    pub fn province_rows(&self) -> Vec<AreaRow> {
+        self.rows_for(&[], SortColumn::Today, "")
+    }
+
+    fn rows_for(&self, path: &[String], sort: SortColumn, filter: &str) -> Vec<AreaRow> {
+        let low_days = self.low_days();
+        let depth = path.len();
+        let mut groups: BTreeMap<String, AreaRow> = BTreeMap::new();
+        for site in self.sites_under(path) {
+            let (key, label) = match depth {
+                0 => (&site.province, format!("Province {}", site.province)),
+                1 => (&site.district, format!("District {}", site.district)),
+                _ => (&site.site_id, site.name.clone()),
+            };
+            groups
+                .entry(key.clone())
+                .or_insert_with(|| AreaRow::empty(key, label))
+                .add(site, low_days);
+        }
+        let mut rows: Vec<AreaRow> = groups
+            .into_values()
+            .map(|mut row| {
+                row.finish();
+                row
+            })
+            .filter(|row| matches(filter, &[&row.key, &row.label]))
+            .collect();
+        let share = |r: &AreaRow| {
+            if r.capacity == 0 {
+                0.0
+            } else {
+                r.doses_today as f64 / r.capacity as f64
+            }
+        };
+        rows.sort_by(|a, b| {
+            let by = match sort {
+                SortColumn::Name => a.label.cmp(&b.label),
+                SortColumn::Today => b.doses_today.cmp(&a.doses_today),
+                SortColumn::Rate => b.rate_per_s.total_cmp(&a.rate_per_s),
+                SortColumn::Share => share(b).total_cmp(&share(a)),
+                SortColumn::Stock => b.remaining.cmp(&a.remaining),
+                SortColumn::Days => days_ascending(a.days_of_supply, b.days_of_supply),
+            };
+            by.then_with(|| a.key.cmp(&b.key))
+        });
+        rows
+    }
+
+    /// Stock by product at each site in scope; filtered and sorted.
+    pub fn stock_rows(&self) -> Vec<StockRow> {
+        let low_days = self.low_days();
+        let mut rows: Vec<StockRow> = self
+            .sites_in_scope()
+            .into_iter()
+            .flat_map(|site| {
+                site.stock.iter().map(move |p| StockRow {
+                    site_id: site.site_id.clone(),
+                    site_name: site.name.clone(),
+                    product: p.product.clone(),
+                    remaining: p.remaining,
+                    uptake_per_day: p.uptake_per_day,
+                    days_of_supply: p.days_of_supply,
+                    low: is_low(p.remaining, p.days_of_supply, low_days),
+                })
+            })
+            .filter(|row| self.matches_filter(&[&row.site_id, &row.site_name, &row.product]))
+            .collect();
+        rows.sort_by(|a, b| {
+            let by = match self.stock_sort {
+                StockSort::Days => b
+                    .low
+                    .cmp(&a.low)
+                    .then_with(|| days_ascending(a.days_of_supply, b.days_of_supply)),
+                StockSort::Stock => a.remaining.cmp(&b.remaining),
+                StockSort::Name => a.site_name.cmp(&b.site_name),
+            };
+            by.then_with(|| a.site_id.cmp(&b.site_id))
+                .then_with(|| a.product.cmp(&b.product))
+        });
+        rows
+    }
+
+    /// The server's alerts, filtered.
+    pub fn alerts(&self) -> Vec<&Alert> {
+        self.snapshot
+            .as_ref()
+            .map(|s| {
+                s.alerts
+                    .iter()
+                    .filter(|a| {
+                        self.matches_filter(&[
+                            &a.kind,
+                            &a.message,
+                            a.site_id.as_deref().unwrap_or(""),
+                        ])
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// Case-insensitive substring match of `filter` in any of `texts`; an empty filter matches all.
+fn matches(filter: &str, texts: &[&str]) -> bool {
+    if filter.is_empty() {
+        return true;
+    }
+    let needle = filter.to_lowercase();
+    texts.iter().any(|t| t.to_lowercase().contains(&needle))
+}
+
+/// Fewest days first; unknown last.
+fn days_ascending(a: Option<f64>, b: Option<f64>) -> Ordering {
+    match (a, b) {
+        (Some(a), Some(b)) => a.total_cmp(&b),
+        (Some(_), None) => Ordering::Less,
+        (None, Some(_)) => Ordering::Greater,
+        (None, None) => Ordering::Equal,
+    }
+}

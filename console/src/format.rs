@@ -1,0 +1,129 @@
+//! Numbers and times as the console prints them: thousands separators, short rates, UTC clock.
+
+/// `1234567` → `1,234,567`.
+pub fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// A rate with one decimal and thousands separators: `1,234.5`.
+pub fn rate(value: f64) -> String {
+    if !value.is_finite() || value < 0.0 {
+        return "-".to_owned();
+    }
+    let tenths = (value * 10.0).round() as u64;
+    format!("{}.{}", thousands(tenths / 10), tenths % 10)
+}
+
+/// A rate in a narrow column: one decimal under 100, whole numbers above (`1,488`).
+pub fn rate_short(value: f64) -> String {
+    if value.is_finite() && value >= 99.95 {
+        thousands(value.round() as u64)
+    } else {
+        rate(value)
+    }
+}
+
+/// Days of supply: `-` when unknown, one decimal under 10, whole days up to 999, then `999+`.
+pub fn days(value: Option<f64>) -> String {
+    match value {
+        None => "-".to_owned(),
+        Some(d) if !d.is_finite() => "-".to_owned(),
+        Some(d) if d < 10.0 => format!("{d:.1}"),
+        Some(d) if d < 999.5 => format!("{d:.0}"),
+        Some(_) => "999+".to_owned(),
+    }
+}
+
+/// A share as a whole percentage; `-` when there is no target.
+pub fn percent(part: u64, whole: u64) -> String {
+    if whole == 0 {
+        return "-".to_owned();
+    }
+    format!("{:.0}%", part as f64 * 100.0 / whole as f64)
+}
+
+/// Milliseconds with a precision that suits their size.
+pub fn millis(ms: f64) -> String {
+    if ms < 10.0 {
+        format!("{ms:.2} ms")
+    } else if ms < 100.0 {
+        format!("{ms:.1} ms")
+    } else {
+        format!("{} ms", thousands(ms.round() as u64))
+    }
+}
+
+/// Unix seconds as `HH:MM:SS` (UTC).
+pub fn clock(unix: i64) -> String {
+    let s = unix.rem_euclid(86_400);
+    format!("{:02}:{:02}:{:02}", s / 3600, s % 3600 / 60, s % 60)
+}
+
+/// A duration in seconds, short: `42 s`, `12 min`, `3 h 5 min`.
+pub fn ago(seconds: i64) -> String {
+    let s = seconds.max(0);
+    if s < 120 {
+        format!("{s} s")
+    } else if s < 3600 {
+        format!("{} min", s / 60)
+    } else {
+        format!("{} h {} min", s / 3600, s % 3600 / 60)
+    }
+}
+
+/// Cuts `text` to at most `width` characters, marking the cut with `…`.
+pub fn fit(text: &str, width: usize) -> String {
+    if text.chars().count() <= width {
+        return text.to_owned();
+    }
+    if width == 0 {
+        return String::new();
+    }
+    let mut out: String = text.chars().take(width - 1).collect();
+    out.push('…');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1000), "1,000");
+        assert_eq!(thousands(1_234_567), "1,234,567");
+        assert_eq!(rate(1234.56), "1,234.6");
+        assert_eq!(rate(0.04), "0.0");
+        assert_eq!(rate_short(99.94), "99.9");
+        assert_eq!(rate_short(1488.4), "1,488");
+        assert_eq!(days(None), "-");
+        assert_eq!(days(Some(2.345)), "2.3");
+        assert_eq!(days(Some(42.6)), "43");
+        assert_eq!(days(Some(12_000.0)), "999+");
+        assert_eq!(percent(1, 3), "33%");
+        assert_eq!(percent(1, 0), "-");
+        assert_eq!(millis(1.234), "1.23 ms");
+        assert_eq!(millis(12.34), "12.3 ms");
+        assert_eq!(millis(1234.0), "1,234 ms");
+    }
+
+    #[test]
+    fn times_and_text() {
+        assert_eq!(clock(1_893_571_261), "08:01:01");
+        assert_eq!(ago(42), "42 s");
+        assert_eq!(ago(725), "12 min");
+        assert_eq!(ago(11_100), "3 h 5 min");
+        assert_eq!(fit("Bach Mai hospital", 8), "Bach Ma…");
+        assert_eq!(fit("short", 8), "short");
+    }
+}

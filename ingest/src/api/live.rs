@@ -1,0 +1,308 @@
+//! The console's data feed: `GET /v1/live` (one snapshot) and `GET /v1/live/stream` (server-sent
+//! events, one snapshot a second). Both are for observer and admin tokens.
+//!
+//! A snapshot reads in-memory counters only (see [`crate::live`]); the stream shares one built
+//! snapshot per second between all its subscribers, so a wall of consoles costs what one does.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures_util::Stream;
+use store::Role;
+use tokio::time::MissedTickBehavior;
+
+use super::{Shared, unix_now};
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::live::{LiveInputs, LiveSnapshot, LotLevel};
+
+/// How often the stream sends a snapshot.
+const STREAM_INTERVAL: Duration = Duration::from_secs(1);
+/// A snapshot younger than this is reused by the stream rather than built again.
+const REUSE_WITHIN: Duration = Duration::from_millis(900);
+
+/// Builds a snapshot of the campaign now, from the state's in-memory counters.
+///
+/// # Errors
+/// When the store's running totals cannot be read.
+pub async fn snapshot(state: &Shared) -> Result<LiveSnapshot, ApiError> {
+    let totals = state.store.totals().await?;
+    let lots = state
+        .campaign
+        .lots()
+        .iter()
+        .map(|stock| LotLevel {
+            site_id: stock.lot.site_id.clone(),
+            product: stock.lot.product.clone(),
+            remaining: stock.remaining(),
+            used: stock.used(),
+        })
+        .collect();
+    let inputs = LiveInputs {
+        backend: state.store.backend_name().to_owned(),
+        sites: state.campaign.sites(),
+        lots,
+        doses_total: totals.doses,
+        registrations_total: totals.registrations,
+        registrations_since_start: state.metrics.registrations.get(),
+        checkins_since_start: state.metrics.checkins.get(),
+        certificates_signed: state.metrics.certificates_signed.get(),
+        queue_depths: state.write_path.queue_depths(),
+        latency: state.metrics.dose_latency(),
+        outcomes: state.live.outcome_counts(),
+    };
+    Ok(state.live.snapshot_at(unix_now(), inputs))
+}
+
+/// A fresh snapshot as JSON, also kept for the streams.
+async fn fresh_json(state: &Shared) -> Result<Arc<str>, ApiError> {
+    let snapshot = snapshot(state).await?;
+    let json: Arc<str> = serde_json::to_string(&snapshot)
+        .map_err(ApiError::internal)?
+        .into();
+    state.live.store_json(json.clone());
+    Ok(json)
+}
+
+/// `GET /v1/live`: the campaign now, built for this request.
+pub async fn live(State(state): State<Shared>, caller: Caller) -> Result<Response, ApiError> {
+    caller.require(&[Role::Admin, Role::Observer])?;
+    let json = fresh_json(&state).await?;
+    Ok((
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        json.to_string(),
+    )
+        .into_response())
+}
+
+/// `GET /v1/live/stream`: an `event: snapshot` a second, each `data:` line one snapshot as in
+/// `GET /v1/live`. The stream ends when the server shuts down; clients reconnect.
+///
+/// The client must send `Accept: text/event-stream` (as `EventSource` does): a client that
+/// expects one document gets a 406 telling it to use `GET /v1/live` instead of a body that never
+/// ends.
+pub async fn stream(
+    State(state): State<Shared>,
+    caller: Caller,
+    headers: HeaderMap,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    caller.require(&[Role::Admin, Role::Observer])?;
+    let accepts_events = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("text/event-stream"));
+    if !accepts_events {
+        return Err(ApiError::new(
+            StatusCode::NOT_ACCEPTABLE,
+            "not_acceptable",
+            "this endpoint streams server-sent events: send `Accept: text/event-stream`, or use GET /v1/live for one snapshot",
+        ));
+    }
+    let mut ticks = tokio::time::interval(STREAM_INTERVAL);
+    ticks.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    let closed = state.live.closed();
+    let events = futures_util::stream::unfold(
+        (state, ticks, closed),
+        |(state, mut ticks, mut closed)| async move {
+            tokio::select! {
+                _ = ticks.tick() => {}
+                _ = closed.wait_for(|closed| *closed) => return None,
+            }
+            let json = match state.live.cached_json(REUSE_WITHIN) {
+                Some(json) => Ok(json),
+                None => fresh_json(&state).await,
+            };
+            let event = match json {
+                Ok(json) => Event::default().event("snapshot").data(&*json),
+                Err(e) => Event::default().event("error").data(e.message),
+            };
+            Some((Ok(event), (state, ticks, closed)))
+        },
+    );
+    Ok(Sse::new(events).keep_alive(KeepAlive::default()))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::sync::Arc;
+
+    use axum::body::Body;
+    use axum::http::Request;
+    use http_body_util::BodyExt;
+    use serde_json::Value;
+    use store::{
+        Area, AreaCode, EmbeddedOptions, EmbeddedStore, Lot, LotNumber, ProductCode, Site, SiteId,
+        Store,
+    };
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::{ServerConfig, build_state, setup};
+
+    struct Fixture {
+        state: Shared,
+        observer: String,
+        site: String,
+        _dir: tempfile::TempDir,
+    }
+
+    async fn fixture() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(
+            EmbeddedStore::create(
+                dir.path(),
+                &EmbeddedOptions {
+                    shards: 2,
+                    ..Default::default()
+                },
+            )
+            .unwrap(),
+        );
+        setup::init_campaign(store.as_ref(), dir.path(), "VN-MOH", "VN")
+            .await
+            .unwrap();
+        let hn = Site {
+            site_id: SiteId::new("hn-01").unwrap(),
+            name: "Bach Mai".into(),
+            area: Area {
+                province: AreaCode::new("01").unwrap(),
+                district: AreaCode::new("001").unwrap(),
+                commune: None,
+            },
+            daily_capacity: 2000,
+        };
+        let (site, _) = setup::add_site(store.as_ref(), &hn).await.unwrap();
+        setup::add_lot(
+            store.as_ref(),
+            &Lot {
+                lot_number: LotNumber::new("FK100").unwrap(),
+                site_id: hn.site_id.clone(),
+                product: ProductCode::new("COMIRNATY").unwrap(),
+                expires: time::macros::date!(2099 - 12 - 31),
+                quantity: 500,
+            },
+        )
+        .await
+        .unwrap();
+        let observer = setup::add_token(store.as_ref(), Role::Observer, None, "committee")
+            .await
+            .unwrap();
+        let config = ServerConfig {
+            data: dir.path().to_owned(),
+            ..ServerConfig::default()
+        };
+        let state = build_state(store, dir.path(), &config).await.unwrap();
+        Fixture {
+            state,
+            observer,
+            site,
+            _dir: dir,
+        }
+    }
+
+    fn get(path: &str, token: &str, accept: Option<&str>) -> Request<Body> {
+        let mut request = Request::get(path).header("authorization", format!("Bearer {token}"));
+        if let Some(accept) = accept {
+            request = request.header("accept", accept);
+        }
+        request.body(Body::empty()).unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn snapshot_answers_observers_and_refuses_sites() {
+        let f = fixture().await;
+        let app = super::super::router(f.state.clone());
+        let response = app
+            .clone()
+            .oneshot(get("/v1/live", &f.observer, None))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let json: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(json["sites"][0]["site_id"], "hn-01");
+        assert_eq!(json["sites"][0]["province"], "01");
+        assert_eq!(json["sites"][0]["remaining"], 500);
+        assert_eq!(json["stock"]["remaining"], 500);
+        assert_eq!(json["queues"]["depths"].as_array().unwrap().len(), 2);
+        assert_eq!(
+            json["doses"]["history_per_s"].as_array().unwrap().len(),
+            600
+        );
+
+        let response = app.oneshot(get("/v1/live", &f.site, None)).await.unwrap();
+        assert_eq!(response.status(), StatusCode::FORBIDDEN);
+        f.state.write_path.close();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn stream_sends_snapshots_until_the_server_closes_it() {
+        let f = fixture().await;
+        let app = super::super::router(f.state.clone());
+        let forbidden = app
+            .clone()
+            .oneshot(get("/v1/live/stream", &f.site, Some("text/event-stream")))
+            .await
+            .unwrap();
+        assert_eq!(forbidden.status(), StatusCode::FORBIDDEN);
+        let not_acceptable = app
+            .clone()
+            .oneshot(get("/v1/live/stream", &f.observer, None))
+            .await
+            .unwrap();
+        assert_eq!(not_acceptable.status(), StatusCode::NOT_ACCEPTABLE);
+
+        let response = app
+            .oneshot(get(
+                "/v1/live/stream",
+                &f.observer,
+                Some("text/event-stream"),
+            ))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(
+            response.headers()["content-type"],
+            "text/event-stream",
+            "{:?}",
+            response.headers()
+        );
+        let mut body = response.into_body();
+        // The first snapshot comes at once (the interval's first tick is immediate).
+        let mut text = String::new();
+        while !text.contains("\n\n") {
+            let frame = tokio::time::timeout(Duration::from_secs(10), body.frame())
+                .await
+                .expect("a snapshot within 10 s")
+                .unwrap()
+                .unwrap();
+            if let Ok(data) = frame.into_data() {
+                text.push_str(std::str::from_utf8(&data).unwrap());
+            }
+        }
+        assert!(text.starts_with("event: snapshot\ndata: {"), "{text}");
+        let data = text.lines().find_map(|l| l.strip_prefix("data: ")).unwrap();
+        let json: Value = serde_json::from_str(data).unwrap();
+        assert_eq!(json["sites"][0]["site_id"], "hn-01");
+
+        // Shutting down ends the stream.
+        f.state.live.close();
+        let end = tokio::time::timeout(Duration::from_secs(10), async {
+            while let Some(frame) = body.frame().await {
+                frame.unwrap();
+            }
+        })
+        .await;
+        assert!(end.is_ok(), "the stream ends when the server closes");
+        f.state.write_path.close();
+    }
+}

@@ -1,0 +1,372 @@
+//! End-to-end: the real `vaxcamp console` in a real terminal (tmux) against a real server with
+//! live traffic. Reads the screen with `tmux capture-pane`, sees the dose count move, drills
+//! down with `tmux send-keys`, sees the server go away, and quits with the terminal restored.
+//!
+//! Also: the server's live feed, read by the console's own feed code over real HTTP.
+//!
+//! tmux comes from Debian's package; `tests/run.sh` installs it. If it is missing here, the
+//! test installs it with apt-get, and skips (saying so) only if that fails.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{TestServer, dose, new_id, now};
+use reqwest::StatusCode;
+use serde_json::json;
+
+/// A tmux server of our own (its own socket), killed on drop.
+struct Tmux {
+    socket: String,
+    _config: tempfile::NamedTempFile,
+}
+
+fn tmux_works() -> bool {
+    Command::new("tmux")
+        .arg("-V")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// True when tmux can run, installing it with apt-get first if it is missing.
+fn tmux_ready() -> bool {
+    if tmux_works() {
+        return true;
+    }
+    eprintln!("tmux is missing; trying `apt-get install -y tmux`");
+    let install = || {
+        Command::new("apt-get")
+            .args(["install", "-y", "-q", "tmux"])
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !install() {
+        let _ = Command::new("apt-get").args(["update", "-q"]).status();
+        install();
+    }
+    tmux_works()
+}
+
+impl Tmux {
+    /// Runs the shell command `command` in a detached `width`×`height` session with no status
+    /// line.
+    fn start(command: &str, width: u16, height: u16) -> Self {
+        let config = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(config.path(), "set -g status off\n").unwrap();
+        let socket = format!("vaxcamp-console-test-{}", std::process::id());
+        let status = Command::new("tmux")
+            .args(["-L", &socket, "-f"])
+            .arg(config.path())
+            .args([
+                "new-session",
+                "-d",
+                "-s",
+                "console",
+                "-x",
+                &width.to_string(),
+                "-y",
+                &height.to_string(),
+            ])
+            .args(["sh", "-c", command])
+            .status()
+            .unwrap();
+        assert!(status.success(), "tmux new-session failed");
+        Self {
+            socket,
+            _config: config,
+        }
+    }
+
+    fn tmux(&self, args: &[&str]) -> String {
+        let output = Command::new("tmux")
+            .args(["-L", &self.socket])
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    fn screen(&self) -> String {
+        self.tmux(&["capture-pane", "-p", "-t", "console"])
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", "console"];
+        args.extend_from_slice(keys);
+        self.tmux(&args);
+    }
+
+    /// Waits until `check` accepts the screen, failing with the last screen after `within`.
+    fn wait_for<T>(
+        &self,
+        what: &str,
+        within: Duration,
+        mut check: impl FnMut(&str) -> Option<T>,
+    ) -> T {
+        let deadline = Instant::now() + within;
+        let mut delay = Duration::from_millis(20);
+        loop {
+            let screen = self.screen();
+            if let Some(found) = check(&screen) {
+                return found;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "waited {within:?} for {what}; the screen was:\n{screen}"
+            );
+            // Polling backoff, not a guess at how long anything takes.
+            std::thread::sleep(delay);
+            delay = (delay * 2).min(Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["-L", &self.socket, "kill-server"])
+            .status();
+    }
+}
+
+/// The number after "today" on the overview (`today 1,234` or `today (since 07:59) 1,234`).
+fn doses_today(screen: &str) -> Option<u64> {
+    let line = screen.lines().find(|l| l.contains("all time"))?;
+    let after = &line[line.find("today")? + "today".len()..];
+    let after = match after.trim_start().strip_prefix("(since") {
+        Some(rest) => &rest[rest.find(')')? + 1..],
+        None => after,
+    };
+    after
+        .split_whitespace()
+        .next()?
+        .replace(',', "")
+        .parse()
+        .ok()
+}
+
+/// Registers people and records their first dose at both sites, one every 20 ms, until told
+/// to stop (or 3,000 doses, or a minute, whichever comes first).
+fn drive_traffic(server: &TestServer, stop: Arc<AtomicBool>, recorded: Arc<AtomicU64>) {
+    let client = server.client.clone();
+    let base = server.base.clone();
+    let registrar = server.registrar.clone();
+    let sites = [
+        (server.site.clone(), "FK100"),
+        (server.site2.clone(), "MD200"),
+    ];
+    tokio::spawn(async move {
+        let started = Instant::now();
+        let mut pace = tokio::time::interval(Duration::from_millis(20));
+        for i in 0..3_000u32 {
+            if stop.load(Ordering::Acquire) || started.elapsed() > Duration::from_secs(60) {
+                break;
+            }
+            pace.tick().await;
+            let code = format!("E2E{i:05}");
+            let registered = client
+                .post(format!("{base}/v1/registrations"))
+                .bearer_auth(&registrar)
+                .json(&json!({"person_code": code, "name": "Trần Thị Bình", "birth_date": "1990-01-01",
+                    "area": {"province": "01", "district": "001"}, "priority_group": 5}))
+                .send()
+                .await;
+            if registered.is_err() {
+                break; // the server stopped
+            }
+            let (token, lot) = &sites[i as usize % 2];
+            let mut body = dose(&new_id(), &code, 1, now());
+            body["lot"] = json!(lot);
+            match client
+                .post(format!("{base}/v1/doses"))
+                .bearer_auth(token)
+                .json(&body)
+                .send()
+                .await
+            {
+                Ok(r) if r.status() == StatusCode::CREATED => {
+                    recorded.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_in_tmux_follows_live_traffic_and_drills_down() {
+    if !tmux_ready() {
+        eprintln!(
+            "SKIPPED console_in_tmux_follows_live_traffic_and_drills_down: tmux is not installed \
+             and `apt-get install -y tmux` failed; tests/run.sh installs it"
+        );
+        return;
+    }
+    let server = TestServer::start().await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let recorded = Arc::new(AtomicU64::new(0));
+    drive_traffic(&server, stop.clone(), recorded.clone());
+
+    // The shell reports the console's exit status on the screen once the console has given the
+    // terminal back. (tmux's own `pane_dead` proved unreliable here: it sometimes missed the
+    // exit and left a zombie.) Every value quoted here is letters, digits and `/:._-`.
+    let command = format!(
+        "NO_COLOR=1 VAXCAMP_LOG=warn VAXCAMP_TOKEN='{}' '{}' console --server '{}'; \
+         echo \"console exited with status $?\"; exec sleep 3600",
+        server.observer,
+        env!("CARGO_BIN_EXE_vaxcamp"),
+        server.base
+    );
+    let tmux = tokio::task::block_in_place(|| Tmux::start(&command, 100, 30));
+    let wait = Duration::from_secs(30);
+
+    tokio::task::block_in_place(|| {
+        // The overview comes up live, and the count of doses today moves.
+        let first = tmux.wait_for("the live overview", wait, |s| {
+            s.contains("● live").then(|| doses_today(s)).flatten()
+        });
+        let later = tmux.wait_for("the dose count to move", wait, |s| {
+            doses_today(s).filter(|n| *n > first)
+        });
+        assert!(later > first);
+        assert!(recorded.load(Ordering::Relaxed) > 0);
+
+        // Areas: nation → province 01 → district 001 → the site, by key presses.
+        tmux.keys(&["Tab"]);
+        tmux.wait_for("provinces", wait, |s| {
+            (s.contains("> Province 01") && s.contains("Province 79")).then_some(())
+        });
+        tmux.keys(&["Enter"]);
+        tmux.wait_for("districts of province 01", wait, |s| {
+            (s.contains("Nation › 01") && s.contains("> District 001")).then_some(())
+        });
+        tmux.keys(&["Enter"]);
+        tmux.wait_for("sites of district 001", wait, |s| {
+            s.contains("> Bach Mai").then_some(())
+        });
+        tmux.keys(&["Enter"]);
+        let site = tmux.wait_for("the site's detail", wait, |s| {
+            s.contains("Bach Mai (hn-01) province 01 · district 001")
+                .then(|| s.to_owned())
+        });
+        assert!(site.contains("Nation › 01 › 001 › hn-01"), "{site}");
+        assert!(site.contains("COMIRNATY"), "{site}");
+        // Esc goes back up.
+        tmux.keys(&["Escape"]);
+        tmux.wait_for("back at the district", wait, |s| {
+            (s.contains("Nation › 01 › 001 ") && s.contains("> Bach Mai")).then_some(())
+        });
+        // One Escape at a time: two in a row read as Alt-Escape.
+        tmux.keys(&["Escape"]);
+        tmux.wait_for("back at the province", wait, |s| {
+            s.contains("> District 001").then_some(())
+        });
+        tmux.keys(&["Escape"]);
+        tmux.wait_for("back at the nation", wait, |s| {
+            s.contains("> Province 01").then_some(())
+        });
+        // The filter narrows the table.
+        tmux.keys(&["/", "7", "9", "Enter"]);
+        tmux.wait_for("the filtered table", wait, |s| {
+            (s.contains("filter \"79\"") && !s.contains("Province 01")).then_some(())
+        });
+    });
+
+    // The server goes away: the console says so and keeps trying.
+    stop.store(true, Ordering::Release);
+    server.stop().await;
+    tokio::task::block_in_place(|| {
+        tmux.wait_for("the offline banner", wait, |s| {
+            (s.contains("Offline:") && s.contains("offline, retry in")).then_some(())
+        });
+        // q quits with status 0, and the terminal is back on its normal screen.
+        tmux.keys(&["q"]);
+        let screen = tmux.wait_for("the console to exit", wait, |s| {
+            s.contains("console exited with status")
+                .then(|| s.to_owned())
+        });
+        assert!(
+            screen.contains("console exited with status 0"),
+            "the console exits cleanly: {screen}"
+        );
+        assert!(
+            !screen.contains("Overview"),
+            "the alternate screen is gone: {screen}"
+        );
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_reads_the_live_feed_of_a_real_server() {
+    let server = TestServer::start().await;
+    let (person, _) = server.register("001090099999", "Lê Văn Cường").await;
+    let (status, body) = server
+        .post(
+            "/v1/doses",
+            Some(&server.site),
+            &dose(&new_id(), &person, 1, now()),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+
+    // The snapshot, as the console's types read it.
+    let response = server
+        .client
+        .get(server.url("/v1/live"))
+        .bearer_auth(&server.observer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let snapshot: console::Snapshot = response.json().await.unwrap();
+    assert_eq!(snapshot.doses.today, 1);
+    assert_eq!(snapshot.doses.since_start, 1);
+    assert_eq!(snapshot.certificates.partial, 1);
+    assert_eq!(snapshot.registrations.since_start, 1);
+    assert_eq!(snapshot.queues.depths.len(), 2);
+    let hn = snapshot
+        .sites
+        .iter()
+        .find(|s| s.site_id == "hn-01")
+        .unwrap();
+    assert_eq!((hn.province.as_str(), hn.district.as_str()), ("01", "001"));
+    assert_eq!(hn.doses_today, 1);
+    assert!(hn.last_dose_at.is_some());
+    assert!(hn.stock.iter().any(|p| p.product == "COMIRNATY"));
+    // TINY1 at hn-01 has one dose and none used; FK100 100,000; EXPIRED1 100.
+    assert_eq!(hn.remaining, 100_000 - 1 + 100 + 1);
+
+    // Sites may not read it; the stream wants an event-stream client.
+    let (status, _) = server.get("/v1/live", Some(&server.site)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, body) = server.get("/v1/live/stream", Some(&server.observer)).await;
+    assert_eq!(status, StatusCode::NOT_ACCEPTABLE, "{body}");
+
+    // The console's feed follows the stream and delivers a snapshot.
+    let (sender, mut events) = tokio::sync::mpsc::channel(16);
+    let feed = tokio::spawn(console::feed::follow(
+        console::FeedConfig::new(server.base.clone(), server.observer.clone()),
+        sender,
+    ));
+    let got = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(event) = events.recv().await {
+            if let console::Event::Feed(console::FeedEvent::Snapshot(s)) = event {
+                return Some(s);
+            }
+        }
+        None
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(got.doses.since_start, 1);
+    feed.abort();
+    server.stop().await;
+}
