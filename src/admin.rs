@@ -425,7 +425,14 @@ fn purpose(text: &str) -> anyhow::Result<KeyPurpose> {
 }
 
 fn read_trust(dir: &Path) -> anyhow::Result<TrustList> {
-    Ok(Keystore::in_data_dir(dir).trust_list("")?)
+    let keys = Keystore::in_data_dir(dir);
+    anyhow::ensure!(
+        keys.dir().join("trust.json").is_file(),
+        "no keys in {}; run `vaxcamp init --data {}` (or `vaxcamp keys generate`) first",
+        keys.dir().display(),
+        dir.display()
+    );
+    Ok(keys.trust_list("")?)
 }
 
 pub fn keys(command: KeysCommand) -> anyhow::Result<()> {

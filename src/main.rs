@@ -126,11 +126,14 @@ impl ServeArgs {
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("VAXCAMP_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colours only for a person at a terminal: log files and CI get plain text.
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none();
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         // Standard error, but held back while the console is on screen.
         .with_writer(console::log_writer)
-        .with_ansi(std::env::var_os("NO_COLOR").is_none())
+        .with_ansi(colour)
         .init();
 }
 
