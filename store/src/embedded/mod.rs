@@ -111,7 +111,13 @@ impl std::fmt::Debug for EmbeddedStore {
 }
 
 fn keyspace(db: &Database, name: &str) -> Result<Keyspace> {
-    Ok(db.keyspace(name, KeyspaceCreateOptions::default)?)
+    // 8 MiB memtables instead of fjall's 64 MiB: the write path does several point lookups per
+    // dose, and a lookup in a large in-memory skiplist is a chain of cache misses; flushed
+    // tables answer misses from their bloom filters instead. ~14 % more doses/s through the
+    // shard writer (see BENCHMARKS.md).
+    Ok(db.keyspace(name, || {
+        KeyspaceCreateOptions::default().max_memtable_size(8 * 1024 * 1024)
+    })?)
 }
 
 fn open_database(path: &Path, cache_bytes: u64) -> Result<Database> {
