@@ -20,14 +20,12 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use prometheus_client::encoding::text::encode;
-use prometheus_client::registry::Registry;
 use serde::Serialize;
 use store::{Dose, ProductCode, Site, SiteId};
 use tokio::sync::watch;
 
 use crate::campaign::Campaign;
-use crate::metrics::{LatencySummary, Metrics};
+use crate::metrics::{LatencySummary, Metrics, OutcomeTotals};
 
 const SECONDS_PER_DAY: i64 = 86_400;
 /// Seconds of national doses/s history in a snapshot.
@@ -185,9 +183,8 @@ pub struct Live {
     campaign: Arc<Campaign>,
     config: LiveConfig,
     started_at: i64,
-    /// Just the dose outcome family, registered again here so that reading it encodes a few
-    /// lines rather than every metric the server has.
-    outcomes: Registry,
+    /// The dose outcome counts the request handlers keep in `Metrics`.
+    outcomes: OutcomeTotals,
     /// The newest snapshot as JSON: every stream subscriber shares one build per second.
     cache: Mutex<Option<(Instant, Arc<str>)>>,
     /// Turns true when the server shuts down, ending every live stream so that graceful
@@ -391,12 +388,7 @@ impl Live {
         config: LiveConfig,
         started_at: i64,
     ) -> Self {
-        let mut outcomes = Registry::default();
-        outcomes.register(
-            "dose_outcomes",
-            "Doses by outcome",
-            metrics.dose_outcomes.clone(),
-        );
+        let outcomes = metrics.outcome_totals();
         Self {
             state: Mutex::new(LiveState {
                 sites: HashMap::new(),
@@ -472,12 +464,9 @@ impl Live {
         }
     }
 
-    /// Cumulative dose outcomes by kind, read from the `dose_outcomes` metric.
+    /// Cumulative dose outcomes by kind (`outcome` or `outcome:rule`).
     pub fn outcome_counts(&self) -> BTreeMap<String, u64> {
-        let mut text = String::new();
-        // Writing to a String cannot fail.
-        let _ = encode(&mut text, &self.outcomes);
-        parse_outcomes(&text)
+        self.outcomes.counts()
     }
 
     /// The snapshot JSON built within `max_age`, if any.
@@ -845,43 +834,6 @@ fn minutes(seconds: i64) -> String {
     } else {
         format!("{} min", seconds / 60)
     }
-}
-
-/// Reads `dose_outcomes_total{outcome="refused",rule="too_early"} 3` lines of the text
-/// exposition into `{"refused:too_early": 3}`.
-fn parse_outcomes(text: &str) -> BTreeMap<String, u64> {
-    let mut counts = BTreeMap::new();
-    for line in text.lines() {
-        let Some(rest) = line.strip_prefix("dose_outcomes_total{") else {
-            continue;
-        };
-        let Some((labels, value)) = rest.split_once("} ") else {
-            continue;
-        };
-        let Ok(value) = value.trim().parse::<f64>() else {
-            continue;
-        };
-        let mut outcome = None;
-        let mut rule = None;
-        for pair in labels.split(',') {
-            let Some((key, quoted)) = pair.split_once('=') else {
-                continue;
-            };
-            let text = quoted.trim_matches('"');
-            match key {
-                "outcome" => outcome = Some(text),
-                "rule" => rule = Some(text),
-                _ => {}
-            }
-        }
-        let Some(outcome) = outcome else { continue };
-        let kind = match rule {
-            Some(rule) => format!("{outcome}:{rule}"),
-            None => outcome.to_owned(),
-        };
-        *counts.entry(kind).or_insert(0) += value as u64;
-    }
-    counts
 }
 
 fn unix_now() -> i64 {

@@ -29,6 +29,9 @@ pub struct Metrics {
     pub certificates_signed: Counter,
     /// Dose request latency in microseconds, from arrival to answer.
     dose_latency_us: Mutex<hdrhistogram::Histogram<u64>>,
+    /// The same counts as `dose_outcomes`, readable without encoding the exposition (the live
+    /// console reads them every second). Keys are static strings: no allocation per dose.
+    outcome_totals: OutcomeTotals,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -132,6 +135,7 @@ impl Metrics {
             checkins,
             certificates_signed,
             dose_latency_us: Mutex::new(dose_latency_us),
+            outcome_totals: OutcomeTotals::default(),
         }
     }
 
@@ -149,6 +153,12 @@ impl Metrics {
             labels.push(("rule", rule.to_owned()));
         }
         self.dose_outcomes.get_or_create(&labels).inc();
+        self.outcome_totals.add(outcome, rule);
+    }
+
+    /// A handle on the dose outcome counts, for readers that outlive a borrow of `Metrics`.
+    pub fn outcome_totals(&self) -> OutcomeTotals {
+        self.outcome_totals.clone()
     }
 
     pub fn record_dose_latency(&self, elapsed: Duration) {
@@ -177,6 +187,42 @@ impl Metrics {
             p999_ms: ms(histogram.value_at_quantile(0.999)),
             max_ms: ms(histogram.max()),
         }
+    }
+}
+
+/// (outcome, refusal rule): the labels of `dose_outcomes`.
+type OutcomeKey = (&'static str, Option<&'static str>);
+
+/// Cumulative dose outcomes by (outcome, rule), shared between `Metrics` and its readers.
+#[derive(Debug, Clone, Default)]
+pub struct OutcomeTotals(std::sync::Arc<Mutex<std::collections::BTreeMap<OutcomeKey, u64>>>);
+
+impl OutcomeTotals {
+    fn add(&self, outcome: &'static str, rule: Option<&'static str>) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry((outcome, rule))
+            .or_default() += 1;
+    }
+
+    /// Counts keyed `outcome` or `outcome:rule` (e.g. `refused:too_early`).
+    pub fn counts(&self) -> std::collections::BTreeMap<String, u64> {
+        let totals = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        totals
+            .iter()
+            .map(|(&(outcome, rule), &n)| {
+                let kind = match rule {
+                    Some(rule) => format!("{outcome}:{rule}"),
+                    None => outcome.to_owned(),
+                };
+                (kind, n)
+            })
+            .collect()
     }
 }
 
