@@ -200,10 +200,15 @@ async fn bulk_import_counts(store: Arc<dyn Store>) {
         (250, 250),
         "import: overlap counted"
     );
+    let totals = store.totals().await.expect("totals");
+    assert_eq!(totals.registrations, 750, "import: totals");
     assert_eq!(
-        store.totals().await.expect("totals").registrations,
-        750,
-        "import: totals"
+        totals
+            .registrations_by_district
+            .get(&area("01", "001").district_key())
+            .copied(),
+        Some(750),
+        "import: registrations counted in their district"
     );
     let mut duplicate_in_batch = vec![sample_registration(900), sample_registration(900)];
     duplicate_in_batch[1].name = "Other".into();
@@ -392,6 +397,28 @@ async fn corrections_replace_records_and_move_stock(store: Arc<dyn Store>) {
             .map(|p| p.name),
         Some(person.name.clone()),
         "correction: registration replaced"
+    );
+    let moved_to = area("79", "760");
+    person.area = moved_to.clone();
+    store
+        .correct_registration(&person)
+        .await
+        .expect("correct_registration area");
+    let by_district = store
+        .totals()
+        .await
+        .expect("totals")
+        .registrations_by_district;
+    assert_eq!(
+        (
+            by_district
+                .get(&area("01", "001").district_key())
+                .copied()
+                .unwrap_or(0),
+            by_district.get(&moved_to.district_key()).copied()
+        ),
+        (0, Some(1)),
+        "correction: a corrected district moves the person's count"
     );
     assert!(
         store

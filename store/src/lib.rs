@@ -63,6 +63,9 @@ pub struct Totals {
     pub doses: u64,
     /// Doses given from each lot, summed over shards.
     pub lot_usage: HashMap<LotKey, u64>,
+    /// Registrations per district of residence (moved by corrections that change the district).
+    /// The allocation planner reads the people still to vaccinate from these.
+    pub registrations_by_district: HashMap<District, u64>,
 }
 
 /// The campaign's persistent records.

@@ -166,6 +166,29 @@ pub struct Area {
     pub commune: Option<AreaCode>,
 }
 
+impl Area {
+    /// The district this area lies in (the level allocation and registration counts work at).
+    pub fn district_key(&self) -> District {
+        District {
+            province: self.province.clone(),
+            district: self.district.clone(),
+        }
+    }
+}
+
+/// A district, named with its province (district codes are only unique within a province).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct District {
+    pub province: AreaCode,
+    pub district: AreaCode,
+}
+
+impl std::fmt::Display for District {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.province, self.district)
+    }
+}
+
 /// A citizen's pre-registration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Registration {

@@ -8,7 +8,7 @@ use serde::de::DeserializeOwned;
 use time::OffsetDateTime;
 
 use crate::error::{Result, StoreError};
-use crate::model::{DoseId, LotKey, LotNumber, PersonCode, SiteId};
+use crate::model::{AreaCode, District, DoseId, LotKey, LotNumber, PersonCode, SiteId};
 
 const VALUE_TAG: u8 = 1;
 /// Audit records carry free-form JSON details, which postcard cannot represent; they are rare,
@@ -18,6 +18,7 @@ const JSON_TAG: u8 = 2;
 pub const REGISTRATIONS: &[u8] = b"registrations";
 pub const DOSES: &[u8] = b"doses";
 const LOT_COUNTER: &[u8] = b"lot:";
+const DISTRICT_COUNTER: &[u8] = b"district:";
 
 pub fn encode<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
     let out = vec![VALUE_TAG];
@@ -109,6 +110,24 @@ pub fn lot_counter_key_decode(key: &[u8]) -> Option<LotKey> {
     })
 }
 
+/// `district:`, province, 0x00, district: registrations living in that district.
+pub fn district_counter_key(district: &District) -> Vec<u8> {
+    let mut key = DISTRICT_COUNTER.to_vec();
+    key.extend_from_slice(district.province.as_str().as_bytes());
+    key.push(0);
+    key.extend_from_slice(district.district.as_str().as_bytes());
+    key
+}
+
+pub fn district_counter_key_decode(key: &[u8]) -> Option<District> {
+    let rest = key.strip_prefix(DISTRICT_COUNTER)?;
+    let split = rest.iter().position(|&b| b == 0)?;
+    Some(District {
+        province: AreaCode::new(std::str::from_utf8(&rest[..split]).ok()?).ok()?,
+        district: AreaCode::new(std::str::from_utf8(&rest[split + 1..]).ok()?).ok()?,
+    })
+}
+
 /// Big-endian time then a sequence number: audit records sort by time.
 pub fn audit_key(at: OffsetDateTime, sequence: u32) -> Vec<u8> {
     let nanos = at.unix_timestamp_nanos().clamp(0, i128::from(u64::MAX)) as u64;
@@ -129,6 +148,15 @@ mod tests {
         };
         assert_eq!(lot_counter_key_decode(&lot_counter_key(&lot)), Some(lot));
         assert_eq!(lot_counter_key_decode(b"doses"), None);
+        let district = District {
+            province: AreaCode::new("01").expect("valid"),
+            district: AreaCode::new("001").expect("valid"),
+        };
+        assert_eq!(
+            district_counter_key_decode(&district_counter_key(&district)),
+            Some(district)
+        );
+        assert_eq!(district_counter_key_decode(b"doses"), None);
     }
 
     #[test]

@@ -30,8 +30,8 @@ use time::OffsetDateTime;
 
 use crate::error::{Result, StoreError};
 use crate::model::{
-    AuditRecord, Credential, Dose, DoseId, Lot, LotKey, PersonCode, Product, Registration,
-    Revocation, Site,
+    AuditRecord, Credential, District, Dose, DoseId, Lot, LotKey, PersonCode, Product,
+    Registration, Revocation, Site,
 };
 use crate::{ImportCounts, Registered, Store, Totals, shard_of};
 use codec::{decode, encode, encode_json};
@@ -77,6 +77,7 @@ struct ShardCounters {
     registrations: u64,
     doses: u64,
     lots: HashMap<LotKey, u64>,
+    districts: HashMap<District, u64>,
 }
 
 struct Shard {
@@ -311,8 +312,23 @@ impl EmbeddedStore {
         if created > 0 {
             let total = counters.registrations + created;
             batch.insert(&shard.counters, codec::REGISTRATIONS, total.to_le_bytes());
+            let mut districts: HashMap<District, u64> = HashMap::new();
+            for registration in pending.values() {
+                *districts
+                    .entry(registration.area.district_key())
+                    .or_default() += 1;
+            }
+            for (district, n) in &mut districts {
+                *n += counters.districts.get(district).copied().unwrap_or(0);
+                batch.insert(
+                    &shard.counters,
+                    codec::district_counter_key(district),
+                    n.to_le_bytes(),
+                );
+            }
             batch.commit()?;
             counters.registrations = total;
+            counters.districts.extend(districts);
         }
         Ok((outcomes, created))
     }
@@ -339,6 +355,8 @@ fn load_counters(counters: &Keyspace) -> Result<ShardCounters> {
             loaded.doses = count;
         } else if let Some(lot) = codec::lot_counter_key_decode(&key) {
             loaded.lots.insert(lot, count);
+        } else if let Some(district) = codec::district_counter_key_decode(&key) {
+            loaded.districts.insert(district, count);
         }
     }
     Ok(loaded)
@@ -557,23 +575,58 @@ impl Store for EmbeddedStore {
             for (lot, n) in &counters.lots {
                 *totals.lot_usage.entry(lot.clone()).or_default() += n;
             }
+            for (district, n) in &counters.districts {
+                *totals
+                    .registrations_by_district
+                    .entry(district.clone())
+                    .or_default() += n;
+            }
         }
         Ok(totals)
     }
 
     async fn correct_registration(&self, registration: &Registration) -> Result<()> {
         let shard = self.shard_for(&registration.person_code);
-        let _counters = Self::lock(shard);
+        let mut counters = Self::lock(shard);
         let key = registration.person_code.as_str().as_bytes();
-        if shard.people.get(key)?.is_none() {
+        let Some(bytes) = shard.people.get(key)? else {
             return Err(StoreError::Engine(format!(
                 "no registration {} to correct",
                 registration.person_code
             )));
-        }
+        };
+        let previous: Registration = decode(key, &bytes)?;
         let mut batch = durable(&shard.db);
         batch.insert(&shard.people, key, encode(registration));
-        Ok(batch.commit()?)
+        // A corrected address moves the person between districts' counts.
+        let (from, to) = (
+            previous.area.district_key(),
+            registration.area.district_key(),
+        );
+        let mut moved = Vec::new();
+        if from != to {
+            let left = counters
+                .districts
+                .get(&from)
+                .copied()
+                .unwrap_or(0)
+                .saturating_sub(1);
+            let arrived = counters.districts.get(&to).copied().unwrap_or(0) + 1;
+            batch.insert(
+                &shard.counters,
+                codec::district_counter_key(&from),
+                left.to_le_bytes(),
+            );
+            batch.insert(
+                &shard.counters,
+                codec::district_counter_key(&to),
+                arrived.to_le_bytes(),
+            );
+            moved = vec![(from, left), (to, arrived)];
+        }
+        batch.commit()?;
+        counters.districts.extend(moved);
+        Ok(())
     }
 
     async fn correct_dose(&self, shard_index: usize, corrected: &Dose) -> Result<()> {
