@@ -559,6 +559,8 @@ async fn public_and_monitoring_endpoints() {
         "/v1/stats",
         "/v1/live",
         "/v1/live/stream",
+        "/v1/allocation",
+        "/v1/analytics/uptake",
         "/v1/audit",
         "/v1/people/{person_code}/corrections",
         "/v1/doses/{dose_id}/corrections",

@@ -211,11 +211,20 @@ fn shard_writer(c: &mut Criterion) {
                 &metrics,
                 vaxcamp_ingest::live::LiveConfig::default(),
             ));
+            // So is the analytics outbox: one more fsync'd append per group commit.
+            let outbox = Arc::new(
+                analytics::Outbox::open(&dir.path().join("analytics-outbox"), 1 << 34).unwrap(),
+            );
+            let feed = Arc::new(vaxcamp_ingest::feed::AnalyticsFeed::new(
+                outbox,
+                campaign.clone(),
+            ));
             let write_path = WritePath::start(
                 store.clone(),
                 campaign,
                 metrics,
                 live,
+                Some(feed),
                 &config,
                 tokio::runtime::Handle::current(),
             )

@@ -12,6 +12,18 @@
 //! retry_after_seconds = 1
 //! certificate_validity_days = 365
 //! certificate_cache_entries = 10000
+//!
+//! [analytics]
+//! clickhouse = "http://127.0.0.1:8123"   # unset: the embedded rollups in <data>/analytics
+//! database = "vaxcamp"
+//! user = "default"                       # password: VAXCAMP_CLICKHOUSE_PASSWORD only
+//! outbox_max_bytes = 1073741824          # 1 GiB of rows waiting for ClickHouse, then dropped
+//! lag_alert_seconds = 60
+//!
+//! [allocation]
+//! unit_doses = 10                         # allocations in whole vials/boxes of this many doses
+//! window_days = 7                         # uptake window
+//! horizon_days = 14                       # days of need a shipment should cover
 //! ```
 
 use std::net::SocketAddr;
@@ -37,6 +49,55 @@ pub struct ServerConfig {
     pub retry_after_seconds: u32,
     pub certificate_validity_days: u32,
     pub certificate_cache_entries: usize,
+    pub analytics: AnalyticsSettings,
+    pub allocation: AllocationSettings,
+}
+
+/// Where committed doses are counted for analytics.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AnalyticsSettings {
+    /// ClickHouse HTTP URL; `None` uses the embedded rollups.
+    pub clickhouse: Option<String>,
+    pub database: String,
+    pub user: Option<String>,
+    /// Never in the file: from `VAXCAMP_CLICKHOUSE_PASSWORD`.
+    #[serde(skip)]
+    pub password: Option<String>,
+    pub outbox_max_bytes: u64,
+    pub lag_alert_seconds: u64,
+}
+
+impl Default for AnalyticsSettings {
+    fn default() -> Self {
+        Self {
+            clickhouse: None,
+            database: "vaxcamp".into(),
+            user: None,
+            password: None,
+            outbox_max_bytes: 1 << 30,
+            lag_alert_seconds: 60,
+        }
+    }
+}
+
+/// Defaults of the allocation planner (each can be given per request).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AllocationSettings {
+    pub unit_doses: u32,
+    pub window_days: u32,
+    pub horizon_days: u32,
+}
+
+impl Default for AllocationSettings {
+    fn default() -> Self {
+        Self {
+            unit_doses: 10,
+            window_days: 7,
+            horizon_days: 14,
+        }
+    }
 }
 
 impl Default for ServerConfig {
@@ -53,6 +114,8 @@ impl Default for ServerConfig {
             retry_after_seconds: api.retry_after_seconds,
             certificate_validity_days: 365,
             certificate_cache_entries: 10_000,
+            analytics: AnalyticsSettings::default(),
+            allocation: AllocationSettings::default(),
         }
     }
 }
@@ -98,6 +161,22 @@ impl ServerConfig {
         if self.max_body_bytes < 4096 {
             return Err("max_body_bytes must be at least 4096".into());
         }
+        if self.analytics.outbox_max_bytes < 1 << 20 {
+            return Err("analytics.outbox_max_bytes must be at least 1048576 (1 MiB)".into());
+        }
+        if let Some(url) = &self.analytics.clickhouse
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(format!(
+                "analytics.clickhouse must be an http:// URL of ClickHouse's HTTP interface, not {url:?}"
+            ));
+        }
+        let a = &self.allocation;
+        if a.unit_doses == 0 || a.window_days == 0 || a.horizon_days == 0 {
+            return Err(
+                "allocation.unit_doses, window_days and horizon_days must be at least 1".into(),
+            );
+        }
         Ok(())
     }
 
@@ -134,6 +213,23 @@ mod tests {
             config.max_commit_batch,
             ServerConfig::default().max_commit_batch
         );
+
+        std::fs::write(
+            &path,
+            "[analytics]\nclickhouse = \"http://127.0.0.1:8123\"\n[allocation]\nunit_doses = 6\n",
+        )
+        .expect("write");
+        let config = ServerConfig::from_file(&path).expect("parse");
+        assert_eq!(
+            config.analytics.clickhouse.as_deref(),
+            Some("http://127.0.0.1:8123")
+        );
+        assert_eq!(config.allocation.unit_doses, 6);
+        assert_eq!(config.allocation.window_days, 7);
+
+        std::fs::write(&path, "[analytics]\nclickhouse = \"127.0.0.1:8123\"\n").expect("write");
+        let err = ServerConfig::from_file(&path).expect_err("not a URL");
+        assert!(err.to_string().contains("http://"), "{err}");
 
         std::fs::write(&path, "queue_capacty = 8\n").expect("write");
         let err = ServerConfig::from_file(&path).expect_err("typo refused");

@@ -14,6 +14,7 @@
 //! - [`setup`]: init, sites, lots, tokens, shared by the CLI and the admin API.
 //! - [`import`]: bulk import of registrations from CSV.
 //! - [`metrics`]: Prometheus families and the dose latency histogram.
+//! - [`feed`]: rows for the analytics outbox, built by the shard writers after each commit.
 //! - [`live`]: live aggregates for the console, moved at commit time (no store scans).
 //! - [`openapi`]: the API description served at `/openapi.json`.
 
@@ -26,6 +27,7 @@ pub mod campaign;
 pub mod certificates;
 pub mod config;
 pub mod error;
+pub mod feed;
 pub mod import;
 pub mod keystore;
 pub mod live;

@@ -218,6 +218,26 @@ pub struct LiveInputs {
     pub latency: LatencySummary,
     /// Cumulative dose outcomes by kind (`outcome` or `outcome:rule`), successes included.
     pub outcomes: BTreeMap<String, u64>,
+    pub analytics: AnalyticsFigures,
+}
+
+/// The analytics side: how far behind the dose path it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct AnalyticsFigures {
+    /// `clickhouse` or `embedded`.
+    pub backend: String,
+    /// Rows committed but not yet in the analytics backend.
+    pub outbox_rows: u64,
+    pub outbox_bytes: u64,
+    pub outbox_max_bytes: u64,
+    /// Age of the oldest row waiting, in milliseconds: the analytics lag.
+    pub lag_ms: u64,
+    /// Rows dropped because the outbox was full (since start).
+    pub dropped_rows: u64,
+    /// The backend's last refusal, cleared by the next success.
+    pub last_error: Option<String>,
+    /// A lag above this many seconds raises `analytics_lagging`.
+    pub lag_alert_s: u64,
 }
 
 /// One lot's stock at a site.
@@ -252,6 +272,7 @@ pub struct LiveSnapshot {
     pub stock: StockFigures,
     /// Every site, ordered by site id.
     pub sites: Vec<SiteLive>,
+    pub analytics: AnalyticsFigures,
     /// Most severe first.
     pub alerts: Vec<Alert>,
 }
@@ -369,7 +390,8 @@ pub enum Severity {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Alert {
     pub severity: Severity,
-    /// `site_silent`, `error_spike`, `queue_near_full`, `low_stock` or `out_of_stock`.
+    /// `site_silent`, `error_spike`, `queue_near_full`, `low_stock`, `out_of_stock`,
+    /// `analytics_lagging` or `analytics_rows_dropped`.
     pub kind: &'static str,
     pub site_id: Option<SiteId>,
     pub message: String,
@@ -757,6 +779,41 @@ impl Live {
             history_per_s,
             history_end: now,
         };
+        let analytics = inputs.analytics;
+        if analytics.dropped_rows > 0 {
+            alerts.push(Alert {
+                severity: Severity::Critical,
+                kind: "analytics_rows_dropped",
+                site_id: None,
+                message: format!(
+                    "{} dose rows were dropped because the analytics outbox was full: analytics undercount until they are shipped again from the store",
+                    analytics.dropped_rows
+                ),
+            });
+        }
+        if analytics.lag_ms > analytics.lag_alert_s * 1_000 {
+            let full =
+                analytics.outbox_bytes as f64 * 100.0 / analytics.outbox_max_bytes.max(1) as f64;
+            alerts.push(Alert {
+                severity: if full > 80.0 {
+                    Severity::Critical
+                } else {
+                    Severity::Warning
+                },
+                kind: "analytics_lagging",
+                site_id: None,
+                message: format!(
+                    "analytics {} s behind, {} rows waiting ({full:.0}% of the outbox){}",
+                    analytics.lag_ms / 1_000,
+                    analytics.outbox_rows,
+                    analytics
+                        .last_error
+                        .as_ref()
+                        .map(|e| format!(": {e}"))
+                        .unwrap_or_default()
+                ),
+            });
+        }
         alerts.sort_by(|a, b| {
             a.severity
                 .cmp(&b.severity)
@@ -797,6 +854,7 @@ impl Live {
                 by_product,
             },
             sites,
+            analytics,
             alerts,
         }
     }

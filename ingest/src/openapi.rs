@@ -126,6 +126,35 @@ pub fn document() -> Value {
         ("200", ""),
         &["400", "401", "403"],
     );
+    let mut allocation = op(
+        "Proposes how to split a shipment of one product between sites, districts or provinces: from recent uptake, stock on hand, doses owed, people still to start and site capacity; never more than the shipment, in whole units, with days of supply before and after",
+        "admin, observer",
+        None,
+        ("200", "AllocationAnswer"),
+        &["400", "401", "403", "404", "409", "503"],
+    );
+    allocation["parameters"] = json!([
+        {"name": "product", "in": "query", "required": true, "schema": {"type": "string"}},
+        {"name": "quantity", "in": "query", "required": true, "description": "doses in the shipment", "schema": {"type": "integer", "minimum": 0}},
+        {"name": "level", "in": "query", "schema": {"type": "string", "enum": ["site", "district", "province"], "default": "site"}},
+        {"name": "unit", "in": "query", "description": "doses per vial or box (server default: allocation.unit_doses)", "schema": {"type": "integer", "minimum": 1}},
+        {"name": "window_days", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 366}},
+        {"name": "horizon_days", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 366}}
+    ]);
+    let mut uptake = op(
+        "Doses per area per day or hour (UTC buckets), from the analytics rollups",
+        "admin, observer",
+        None,
+        ("200", "UptakeAnswer"),
+        &["400", "401", "403", "503"],
+    );
+    uptake["parameters"] = json!([
+        {"name": "level", "in": "query", "schema": {"type": "string", "enum": ["province", "district", "site"], "default": "province"}},
+        {"name": "granularity", "in": "query", "schema": {"type": "string", "enum": ["day", "hour"], "default": "day"}},
+        {"name": "days", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 366, "default": 14}},
+        {"name": "product", "in": "query", "schema": {"type": "string"}},
+        {"name": "province", "in": "query", "schema": {"type": "string"}}
+    ]);
     audit["parameters"] = json!([{"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 10000, "default": 100}}]);
     let mut metrics = op(
         "Prometheus metrics",
@@ -188,6 +217,8 @@ pub fn document() -> Value {
             "/v1/stats": {"get": op("Live counters for the console", "admin, observer", None, ("200", "Stats"), &["401", "403"])},
             "/v1/live": {"get": op("The campaign now, for the console: doses/s and history, totals, per-site figures, stock and days of supply, latency, queues, errors, alerts", "admin, observer", None, ("200", "LiveSnapshot"), &["401", "403"])},
             "/v1/live/stream": {"get": live_stream},
+            "/v1/allocation": {"get": allocation},
+            "/v1/analytics/uptake": {"get": uptake},
         }
     })
 }
@@ -268,6 +299,22 @@ fn schemas() -> Value {
         "Lot": {"type": "object", "required": ["lot_number", "site_id", "product", "expires", "quantity"], "additionalProperties": false, "properties": {
             "lot_number": {"type": "string"}, "site_id": {"type": "string"}, "product": {"type": "string"}, "expires": date, "quantity": {"type": "integer"}}},
         "Stats": {"type": "object"},
+        "AllocationAnswer": {"type": "object", "description": "see analytics/src/allocation.rs for the method", "properties": {
+            "analytics_backend": {"type": "string"}, "generated_at": {"type": "integer"},
+            "plan": {"type": "object", "properties": {
+                "request": {"type": "object"}, "need_doses": {"type": "integer"}, "allocated_doses": {"type": "integer"},
+                "held_back_doses": {"type": "integer"}, "unmet_need_doses": {"type": "integer"}, "fill_level_days": {"type": "number", "nullable": true},
+                "unplaced_registrations": {"type": "integer"}, "notes": {"type": "array", "items": {"type": "string"}},
+                "lines": {"type": "array", "items": {"type": "object", "properties": {
+                    "area": {"type": "string"}, "name": {"type": "string"}, "site_count": {"type": "integer"}, "daily_rate": {"type": "number"},
+                    "stock_on_hand": {"type": "integer"}, "owed_doses": {"type": "integer"}, "remaining_registrations": {"type": "integer"},
+                    "planned_doses": {"type": "integer"}, "need_doses": {"type": "integer"}, "allocated_doses": {"type": "integer"},
+                    "days_of_supply_before": {"type": "number", "nullable": true}, "days_of_supply_after": {"type": "number", "nullable": true}}}}}}}},
+        "UptakeAnswer": {"type": "object", "properties": {
+            "analytics_backend": {"type": "string"}, "level": {"type": "string"}, "granularity": {"type": "string"},
+            "since": {"type": "integer"}, "until": {"type": "integer"},
+            "points": {"type": "array", "items": {"type": "object", "properties": {
+                "area": {"type": "string"}, "bucket": {"type": "string", "format": "date-time"}, "doses": {"type": "integer"}}}}}},
         "LiveSnapshot": {"type": "object", "description": "Times are unix seconds, days UTC; \"since start\" counts from the server's start (see ingest/src/live.rs)", "properties": {
             "generated_at": {"type": "integer"}, "started_at": {"type": "integer"}, "today_since": {"type": "integer"}, "backend": {"type": "string"},
             "thresholds": {"type": "object"},

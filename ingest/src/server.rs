@@ -11,6 +11,10 @@ use std::path::Path;
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
+use analytics::shipper::ShipperConfig;
+use analytics::{
+    Analytics, ClickHouseAnalytics, ClickHouseConfig, EmbeddedAnalytics, Outbox, Shipper,
+};
 use certify::{KeyPurpose, RevocationList, Signer};
 use store::Store;
 use tokio::net::TcpListener;
@@ -20,6 +24,7 @@ use crate::auth::Credentials;
 use crate::campaign::Campaign;
 use crate::certificates::{CertificateDesk, IssuerSettings};
 use crate::config::ServerConfig;
+use crate::feed::AnalyticsFeed;
 use crate::keystore::{Keystore, KeystoreError};
 use crate::live::{Live, LiveConfig};
 use crate::metrics::Metrics;
@@ -43,6 +48,8 @@ pub enum ServeError {
     },
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Analytics(#[from] analytics::AnalyticsError),
 }
 
 /// Builds the shared state over an open store: catalogue, credentials, keys, write path.
@@ -77,11 +84,13 @@ pub async fn build_state(
             ..LiveConfig::default()
         },
     ));
+    let (analytics, feed, shipper) = start_analytics(data, config, &campaign)?;
     let write_path = WritePath::start(
         store.clone(),
         campaign.clone(),
         metrics.clone(),
         live.clone(),
+        Some(feed.clone()),
         &config.writer(),
         tokio::runtime::Handle::current(),
     )?;
@@ -97,6 +106,7 @@ pub async fn build_state(
     );
     tracing::info!(
         backend = store.backend_name(),
+        analytics = analytics.backend_name(),
         shards = store.shard_count(),
         certificate_kid = %certificates_kid(&trust, KeyPurpose::Certificate),
         "server state ready"
@@ -112,9 +122,51 @@ pub async fn build_state(
         revocations: RwLock::new(revocations),
         metrics,
         live,
+        analytics,
+        feed,
+        shipper,
+        allocation: config.allocation,
+        analytics_lag_alert_s: config.analytics.lag_alert_seconds,
         config: config.api(),
         started: Instant::now(),
     }))
+}
+
+/// Opens the outbox and the analytics backend and starts shipping. Every lot in the catalogue
+/// is announced as received (movement ids are content hashes, so this is idempotent).
+fn start_analytics(
+    data: &Path,
+    config: &ServerConfig,
+    campaign: &Arc<Campaign>,
+) -> Result<(Arc<dyn Analytics>, Arc<AnalyticsFeed>, Shipper), ServeError> {
+    let settings = &config.analytics;
+    let outbox = Arc::new(Outbox::open(
+        &data.join("analytics-outbox"),
+        settings.outbox_max_bytes,
+    )?);
+    let backend: Arc<dyn Analytics> = match &settings.clickhouse {
+        Some(url) => Arc::new(ClickHouseAnalytics::new(&ClickHouseConfig {
+            url: url.clone(),
+            database: settings.database.clone(),
+            user: settings.user.clone(),
+            password: settings.password.clone(),
+            ..ClickHouseConfig::new(url.clone())
+        })),
+        None => Arc::new(EmbeddedAnalytics::open(&data.join("analytics"))?),
+    };
+    let feed = Arc::new(AnalyticsFeed::new(outbox.clone(), campaign.clone()));
+    for stock in campaign.lots() {
+        feed.lot_received(&stock.lot);
+    }
+    let pending = outbox.status();
+    if pending.rows > 0 {
+        tracing::info!(
+            rows = pending.rows,
+            "analytics rows left from the last run will be shipped first"
+        );
+    }
+    let shipper = Shipper::spawn(outbox, backend.clone(), ShipperConfig::default());
+    Ok((backend, feed, shipper))
 }
 
 fn certificates_kid(trust: &certify::TrustList, purpose: KeyPurpose) -> String {
@@ -148,6 +200,19 @@ pub async fn serve(
     let draining = state.clone();
     // Joining writer threads blocks; keep it off the async workers.
     let _ = tokio::task::spawn_blocking(move || draining.write_path.close()).await;
+    // The outbox holds everything committed; one last shipment, bounded, then it waits on disk.
+    if tokio::time::timeout(std::time::Duration::from_secs(10), state.shipper.stop())
+        .await
+        .is_err()
+    {
+        tracing::warn!("analytics backend did not answer in 10 s; rows stay in the outbox");
+    }
+    if let Err(e) = state.feed.outbox().close() {
+        tracing::error!(error = %e, "could not flush the analytics outbox");
+    }
+    if let Err(e) = state.analytics.close().await {
+        tracing::error!(error = %e, "could not flush the analytics rollups");
+    }
     state.store.close().await?;
     tracing::info!("stopped cleanly");
     result.map_err(ServeError::Io)

@@ -25,6 +25,7 @@ use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 
 use crate::campaign::{Campaign, LotStock};
+use crate::feed::{AnalyticsFeed, Committed};
 use crate::live::Live;
 use crate::metrics::Metrics;
 use crate::rules::{self, Refusal};
@@ -197,6 +198,7 @@ impl WritePath {
         campaign: Arc<Campaign>,
         metrics: Arc<Metrics>,
         live: Arc<Live>,
+        feed: Option<Arc<AnalyticsFeed>>,
         config: &WriterConfig,
         runtime: Handle,
     ) -> std::io::Result<Self> {
@@ -213,6 +215,7 @@ impl WritePath {
                 campaign: campaign.clone(),
                 metrics: metrics.clone(),
                 live: live.clone(),
+                feed: feed.clone(),
                 counters: counters.clone(),
                 in_flight: in_flight.clone(),
                 max_batch: config.max_commit_batch.max(1),
@@ -321,6 +324,8 @@ struct ShardWriter {
     campaign: Arc<Campaign>,
     metrics: Arc<Metrics>,
     live: Arc<Live>,
+    /// The analytics outbox; `None` only in benchmarks that measure the store path alone.
+    feed: Option<Arc<AnalyticsFeed>>,
     counters: Arc<WriterCounters>,
     in_flight: Arc<InFlight>,
     max_batch: usize,
@@ -366,6 +371,18 @@ impl ShardWriter {
                 Job::Correct { correction, reply } => {
                     self.commit_group(std::mem::take(&mut group));
                     let outcome = self.runtime.block_on(self.correct(correction));
+                    if let (
+                        Some(feed),
+                        CorrectionOutcome::Corrected {
+                            person_before,
+                            person_after,
+                            before,
+                            after,
+                        },
+                    ) = (&self.feed, &outcome)
+                    {
+                        feed.corrected(person_before, person_after, before, after);
+                    }
                     let _ = reply.send(outcome);
                 }
             }
@@ -693,15 +710,42 @@ impl ShardWriter {
                 }
             });
         }
-        outcomes
+        let outcomes: Vec<DoseOutcome> = outcomes
             .into_iter()
             .map(|o| {
                 o.unwrap_or_else(|| {
                     DoseOutcome::Failed("no decision was made for this dose".into())
                 })
             })
-            .collect()
+            .collect();
+        if let Some(feed) = &self.feed {
+            feed_committed(feed, &outcomes);
+        }
+        outcomes
     }
+}
+
+/// Hands the doses now durable — new ones and retries of stored ones — to the analytics outbox,
+/// each once, before anyone is answered.
+fn feed_committed(feed: &AnalyticsFeed, outcomes: &[DoseOutcome]) {
+    let mut seen = HashSet::new();
+    feed.committed(outcomes.iter().filter_map(|outcome| match outcome {
+        DoseOutcome::Created {
+            dose,
+            person,
+            series,
+        }
+        | DoseOutcome::Duplicate {
+            dose,
+            person,
+            series,
+        } if seen.insert(dose.dose_id) => Some(Committed {
+            dose,
+            person,
+            history: series,
+        }),
+        _ => None,
+    }));
 }
 
 fn fail_all(n: usize, error: &store::StoreError) -> Vec<DoseOutcome> {

@@ -19,7 +19,7 @@ use tokio::time::MissedTickBehavior;
 use super::{Shared, unix_now};
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::live::{LiveInputs, LiveSnapshot, LotLevel};
+use crate::live::{AnalyticsFigures, LiveInputs, LiveSnapshot, LotLevel};
 
 /// How often the stream sends a snapshot.
 const STREAM_INTERVAL: Duration = Duration::from_secs(1);
@@ -55,8 +55,23 @@ pub async fn snapshot(state: &Shared) -> Result<LiveSnapshot, ApiError> {
         queue_depths: state.write_path.queue_depths(),
         latency: state.metrics.dose_latency(),
         outcomes: state.live.outcome_counts(),
+        analytics: analytics_figures(state),
     };
     Ok(state.live.snapshot_at(unix_now(), inputs))
+}
+
+fn analytics_figures(state: &Shared) -> AnalyticsFigures {
+    let outbox = state.feed.outbox().status();
+    AnalyticsFigures {
+        backend: state.analytics.backend_name().to_owned(),
+        outbox_rows: outbox.rows,
+        outbox_bytes: outbox.bytes,
+        outbox_max_bytes: outbox.max_bytes,
+        lag_ms: outbox.oldest_age_ms,
+        dropped_rows: outbox.dropped_rows,
+        last_error: state.shipper.status().last_error,
+        lag_alert_s: state.analytics_lag_alert_s,
+    }
 }
 
 /// A fresh snapshot as JSON, also kept for the streams.

@@ -14,6 +14,7 @@
 //! | `GET /v1/live`, `GET /v1/live/stream` (server-sent events) | admin, observer | the console's live feed |
 //! | `GET /openapi.json` | any token | this API, as OpenAPI 3 |
 
+mod analytics;
 mod corrections;
 mod doses;
 pub mod live;
@@ -34,10 +35,14 @@ use certify::{Limits, RevocationList, Signer, TrustList};
 use serde::de::DeserializeOwned;
 use store::Store;
 
+use ::analytics::{Analytics, Shipper};
+
 use crate::auth::{Credentials, HasCredentials};
 use crate::campaign::Campaign;
 use crate::certificates::CertificateDesk;
+use crate::config::AllocationSettings;
 use crate::error::{self, ApiError};
+use crate::feed::AnalyticsFeed;
 use crate::live::Live;
 use crate::metrics::Metrics;
 use crate::writer::WritePath;
@@ -81,6 +86,15 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Live aggregates for the console, moved by the shard writers at commit time.
     pub live: Arc<Live>,
+    /// Where committed doses are counted (ClickHouse or the embedded rollups).
+    pub analytics: Arc<dyn Analytics>,
+    /// The write path's side of the analytics outbox.
+    pub feed: Arc<AnalyticsFeed>,
+    /// Ships the outbox to `analytics`.
+    pub shipper: Shipper,
+    pub allocation: AllocationSettings,
+    /// Analytics lag that raises an alert, seconds.
+    pub analytics_lag_alert_s: u64,
     pub config: ApiConfig,
     pub started: Instant,
 }
@@ -140,6 +154,8 @@ pub fn router(state: Shared) -> Router {
         .route("/v1/stats", get(public::stats))
         .route("/v1/live", get(live::live))
         .route("/v1/live/stream", get(live::stream))
+        .route("/v1/allocation", get(analytics::allocation))
+        .route("/v1/analytics/uptake", get(analytics::uptake))
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(middleware::from_fn_with_state(

@@ -149,6 +149,11 @@ pub async fn stats(State(state): State<Shared>, caller: Caller) -> Result<Respon
             "queue_depths": state.write_path.queue_depths(),
             "dose_latency": state.metrics.dose_latency(),
             "stock": lots,
+            "analytics": {
+                "backend": state.analytics.backend_name(),
+                "outbox": state.feed.outbox().status(),
+                "shipper": state.shipper.status(),
+            },
         }),
     ))
 }

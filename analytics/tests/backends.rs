@@ -1,0 +1,482 @@
+//! The analytics contract, checked on both backends: replays never count twice, corrections
+//! replace, owed doses follow the person, and ClickHouse and the embedded rollups give the same
+//! answers — down to the allocation plan — on the same doses.
+//!
+//! The ClickHouse half needs a server: `VAXCAMP_TEST_CLICKHOUSE=http://127.0.0.1:PORT` (set by
+//! `tests/run.sh`, which starts one). Without it those checks are skipped with a message, unless
+//! `VAXCAMP_REQUIRE_CLICKHOUSE=1` (CI) makes that a failure.
+
+use std::collections::{BTreeMap, HashMap};
+
+use std::sync::Arc;
+use vaxcamp_analytics as analytics;
+
+use analytics::allocation::{Level, PlanRequest};
+use analytics::planner::{self, Figures};
+use analytics::{
+    Analytics, AreaLevel, ClickHouseAnalytics, ClickHouseConfig, DoseRow, EmbeddedAnalytics, Event,
+    Granularity, UptakeQuery,
+};
+use store::{Area, AreaCode, District, Site, SiteId};
+use time::macros::datetime;
+use time::{Duration, OffsetDateTime};
+use uuid::Uuid;
+
+const NOW: OffsetDateTime = datetime!(2026-11-20 15:30 UTC);
+
+fn clickhouse_url() -> Option<String> {
+    match std::env::var("VAXCAMP_TEST_CLICKHOUSE") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            assert!(
+                std::env::var("VAXCAMP_REQUIRE_CLICKHOUSE").as_deref() != Ok("1"),
+                "VAXCAMP_REQUIRE_CLICKHOUSE=1 but VAXCAMP_TEST_CLICKHOUSE is not set"
+            );
+            eprintln!(
+                "skipped the ClickHouse half: set VAXCAMP_TEST_CLICKHOUSE (bash tests/run.sh does)"
+            );
+            None
+        }
+    }
+}
+
+/// A fresh database on the test server.
+async fn clickhouse() -> Option<ClickHouseAnalytics> {
+    let url = clickhouse_url()?;
+    let config = ClickHouseConfig {
+        database: format!("vaxcamp_test_{}", Uuid::new_v4().simple()),
+        ..ClickHouseConfig::new(url)
+    };
+    Some(
+        ClickHouseAnalytics::connect(&config)
+            .await
+            .expect("ClickHouse at VAXCAMP_TEST_CLICKHOUSE"),
+    )
+}
+
+fn embedded() -> (tempfile::TempDir, EmbeddedAnalytics) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let analytics = EmbeddedAnalytics::open(dir.path()).expect("open");
+    (dir, analytics)
+}
+
+struct SiteSpec {
+    id: &'static str,
+    province: &'static str,
+    district: &'static str,
+}
+
+const SITES: [SiteSpec; 5] = [
+    SiteSpec {
+        id: "hn-01",
+        province: "01",
+        district: "001",
+    },
+    SiteSpec {
+        id: "hn-02",
+        province: "01",
+        district: "001",
+    },
+    SiteSpec {
+        id: "hn-03",
+        province: "01",
+        district: "002",
+    },
+    SiteSpec {
+        id: "hcm-01",
+        province: "79",
+        district: "760",
+    },
+    SiteSpec {
+        id: "hcm-02",
+        province: "79",
+        district: "761",
+    },
+];
+
+/// A dose row; `previous` is (site, product) of the dose before in the series.
+#[allow(clippy::too_many_arguments)]
+fn row(
+    id: u128,
+    person: u32,
+    product: &str,
+    series: u8,
+    number: u8,
+    site: &SiteSpec,
+    home: (&str, &str),
+    previous: Option<(&str, &str)>,
+    at: OffsetDateTime,
+) -> DoseRow {
+    DoseRow {
+        dose_id: Uuid::from_u128(id),
+        person_code: format!("P{person:09}"),
+        product: product.into(),
+        lot_number: "LOT1".into(),
+        dose_number: number,
+        series_doses: series,
+        site_id: site.id.into(),
+        site_province: site.province.into(),
+        site_district: site.district.into(),
+        home_province: home.0.into(),
+        home_district: home.1.into(),
+        previous_site: previous.map(|p| p.0.to_owned()).unwrap_or_default(),
+        previous_product: previous.map(|p| p.1.to_owned()).unwrap_or_default(),
+        administered_at: at,
+        recorded_at: at,
+        version: u64::try_from(at.unix_timestamp_nanos()).expect("after 1970"),
+    }
+}
+
+/// A deterministic campaign: 600 people over 10 days; two-dose COMIRNATY for most, one-dose
+/// JANSSEN for every seventh; second doses 3 days later, sometimes at another site.
+fn campaign() -> Vec<DoseRow> {
+    let mut rows = Vec::new();
+    let mut id = 1u128;
+    let mut state = 0x2545_f491_u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for person in 0..600u32 {
+        let site = &SITES[(next() % 5) as usize];
+        let home = (site.province, site.district);
+        let first = NOW - Duration::hours((next() % 240) as i64) - Duration::minutes(7);
+        let (product, series) = if person % 7 == 0 {
+            ("JANSSEN", 1)
+        } else {
+            ("COMIRNATY", 2)
+        };
+        rows.push(row(id, person, product, series, 1, site, home, None, first));
+        id += 1;
+        let second = first + Duration::days(3);
+        if series == 2 && second < NOW && next() % 3 != 0 {
+            let back = if next() % 4 == 0 {
+                &SITES[(next() % 5) as usize]
+            } else {
+                site
+            };
+            rows.push(row(
+                id,
+                person,
+                product,
+                series,
+                2,
+                back,
+                home,
+                Some((site.id, product)),
+                second,
+            ));
+            id += 1;
+        }
+    }
+    rows
+}
+
+/// What the rows say, computed directly: the answers both backends must give.
+struct Expected {
+    doses: u64,
+    in_window: BTreeMap<String, u64>,
+    owed: BTreeMap<String, i64>,
+    started: BTreeMap<(String, String), u64>,
+}
+
+fn expected(rows: &[DoseRow], product: &str, since: OffsetDateTime) -> Expected {
+    let mut e = Expected {
+        doses: rows.len() as u64,
+        in_window: BTreeMap::new(),
+        owed: BTreeMap::new(),
+        started: BTreeMap::new(),
+    };
+    for r in rows {
+        if r.product == product && r.administered_at >= since {
+            *e.in_window.entry(r.site_id.clone()).or_default() += 1;
+        }
+        if r.product == product && r.dose_number < r.series_doses {
+            *e.owed.entry(r.site_id.clone()).or_default() += 1;
+        }
+        if r.previous_product == product && !r.previous_site.is_empty() {
+            *e.owed.entry(r.previous_site.clone()).or_default() -= 1;
+        }
+        if r.dose_number == 1 {
+            *e.started
+                .entry((r.home_province.clone(), r.home_district.clone()))
+                .or_default() += 1;
+        }
+    }
+    e
+}
+
+async fn check_against(backend: &dyn Analytics, rows: &[DoseRow], label: &str) {
+    let since = analytics::hour_floor(NOW) - Duration::days(7);
+    let e = expected(rows, "COMIRNATY", since);
+    assert_eq!(
+        backend.dose_count().await.expect("count"),
+        e.doses,
+        "{label}: dose count"
+    );
+    let activity = backend
+        .site_activity("COMIRNATY", since)
+        .await
+        .expect("site_activity");
+    let in_window: BTreeMap<String, u64> = activity
+        .iter()
+        .filter(|a| a.doses_in_window > 0)
+        .map(|a| (a.site_id.clone(), a.doses_in_window))
+        .collect();
+    assert_eq!(in_window, e.in_window, "{label}: doses in window per site");
+    let owed: BTreeMap<String, i64> = activity
+        .iter()
+        .filter(|a| a.owed_doses > 0)
+        .map(|a| (a.site_id.clone(), a.owed_doses as i64))
+        .collect();
+    let want_owed: BTreeMap<String, i64> = e.owed.into_iter().filter(|(_, n)| *n > 0).collect();
+    assert_eq!(owed, want_owed, "{label}: owed doses per site");
+    let started: BTreeMap<(String, String), u64> = backend
+        .started_by_district()
+        .await
+        .expect("started")
+        .into_iter()
+        .map(|(d, n)| ((d.province.to_string(), d.district.to_string()), n))
+        .collect();
+    assert_eq!(started, e.started, "{label}: started by home district");
+}
+
+fn events(rows: &[DoseRow]) -> Vec<Event> {
+    rows.iter().cloned().map(Event::Dose).collect()
+}
+
+/// Applies `rows` in uneven batches, then replays a shuffled half of them.
+async fn load(backend: &dyn Analytics, rows: &[DoseRow]) {
+    let all = events(rows);
+    for chunk in all.chunks(97) {
+        backend.apply(chunk).await.expect("apply");
+    }
+    let replay: Vec<Event> = all.iter().rev().step_by(2).cloned().collect();
+    for chunk in replay.chunks(31) {
+        backend.apply(chunk).await.expect("replay");
+    }
+}
+
+#[tokio::test]
+async fn embedded_counts_each_dose_once_however_often_it_is_replayed() {
+    let rows = campaign();
+    let (_dir, backend) = embedded();
+    load(&backend, &rows).await;
+    check_against(&backend, &rows, "embedded").await;
+    // The whole set once more, in one batch, and it still counts once.
+    backend.apply(&events(&rows)).await.expect("apply all");
+    check_against(&backend, &rows, "embedded, replayed").await;
+}
+
+#[tokio::test]
+async fn clickhouse_counts_each_dose_once_however_often_it_is_replayed() {
+    let Some(backend) = clickhouse().await else {
+        return;
+    };
+    let rows = campaign();
+    load(&backend, &rows).await;
+    check_against(&backend, &rows, "clickhouse").await;
+    assert!(
+        backend.physical_dose_rows().await.expect("rows") >= rows.len() as u64,
+        "the replays really were inserted (and are absorbed by the reads)"
+    );
+}
+
+/// A second dose at another site settles what was owed at the first; a correction that moves a
+/// dose replaces it everywhere.
+async fn owed_doses_follow_the_person_and_corrections_replace(backend: &dyn Analytics) {
+    let [a, b, ..] = &SITES;
+    let t = NOW - Duration::days(5);
+    let first = row(1, 1, "COMIRNATY", 2, 1, a, ("01", "001"), None, t);
+    backend
+        .apply(&[Event::Dose(first.clone())])
+        .await
+        .expect("apply");
+    let owed = |v: Vec<analytics::SiteActivity>| -> Vec<(String, u64)> {
+        v.into_iter()
+            .filter(|s| s.owed_doses > 0)
+            .map(|s| (s.site_id, s.owed_doses))
+            .collect()
+    };
+    let since = NOW - Duration::days(7);
+    assert_eq!(
+        owed(backend.site_activity("COMIRNATY", since).await.expect("q")),
+        vec![("hn-01".to_owned(), 1)],
+        "dose 1 of 2 leaves dose 2 owed where it was given"
+    );
+    let second = row(
+        2,
+        1,
+        "COMIRNATY",
+        2,
+        2,
+        b,
+        ("01", "001"),
+        Some(("hn-01", "COMIRNATY")),
+        t + Duration::days(3),
+    );
+    backend
+        .apply(&[Event::Dose(second.clone())])
+        .await
+        .expect("apply");
+    assert!(
+        owed(backend.site_activity("COMIRNATY", since).await.expect("q")).is_empty(),
+        "dose 2 at another site settles it"
+    );
+    // The first dose was really given at hn-03 in another district: corrected.
+    let mut moved = row(1, 1, "COMIRNATY", 2, 1, &SITES[2], ("01", "001"), None, t);
+    moved.version = first.version + 1_000;
+    backend
+        .apply(&[Event::DoseCorrected {
+            previous: first.clone(),
+            corrected: moved.clone(),
+        }])
+        .await
+        .expect("correct");
+    // Replaying the stale original changes nothing.
+    backend
+        .apply(&[Event::Dose(first.clone())])
+        .await
+        .expect("stale replay");
+    let activity: BTreeMap<String, u64> = backend
+        .site_activity("COMIRNATY", since)
+        .await
+        .expect("q")
+        .into_iter()
+        .filter(|s| s.doses_in_window > 0)
+        .map(|s| (s.site_id, s.doses_in_window))
+        .collect();
+    assert_eq!(
+        activity,
+        BTreeMap::from([("hn-02".to_owned(), 1), ("hn-03".to_owned(), 1)]),
+        "the corrected dose counts at its new site only"
+    );
+    assert_eq!(backend.dose_count().await.expect("count"), 2);
+}
+
+#[tokio::test]
+async fn embedded_owed_doses_and_corrections() {
+    let (_dir, backend) = embedded();
+    owed_doses_follow_the_person_and_corrections_replace(&backend).await;
+}
+
+#[tokio::test]
+async fn clickhouse_owed_doses_and_corrections() {
+    let Some(backend) = clickhouse().await else {
+        return;
+    };
+    owed_doses_follow_the_person_and_corrections_replace(&backend).await;
+}
+
+fn store_sites() -> Vec<Site> {
+    SITES
+        .iter()
+        .map(|s| Site {
+            site_id: SiteId::new(s.id).expect("valid"),
+            name: format!("Site {}", s.id),
+            area: Area {
+                province: AreaCode::new(s.province).expect("valid"),
+                district: AreaCode::new(s.district).expect("valid"),
+                commune: None,
+            },
+            daily_capacity: 40,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn clickhouse_and_embedded_give_the_same_answers_and_the_same_plan() {
+    let Some(clickhouse) = clickhouse().await else {
+        return;
+    };
+    let (_dir, embedded) = embedded();
+    let rows = campaign();
+    let backends: [(&str, Arc<dyn Analytics>); 2] = [
+        ("clickhouse", Arc::new(clickhouse)),
+        ("embedded", Arc::new(embedded)),
+    ];
+    for (_, backend) in &backends {
+        load(backend.as_ref(), &rows).await;
+    }
+    let sites = store_sites();
+    let stock: HashMap<SiteId, u64> = sites
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.site_id.clone(), 30 * i as u64))
+        .collect();
+    let registrations: HashMap<District, u64> = SITES
+        .iter()
+        .map(|s| {
+            (
+                District {
+                    province: AreaCode::new(s.province).expect("valid"),
+                    district: AreaCode::new(s.district).expect("valid"),
+                },
+                400,
+            )
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for (name, backend) in &backends {
+        let mut answer = Vec::new();
+        for level in [AreaLevel::Province, AreaLevel::District, AreaLevel::Site] {
+            for granularity in [Granularity::Day, Granularity::Hour] {
+                for since in [
+                    NOW - Duration::days(10),
+                    NOW.replace_time(time::Time::MIDNIGHT) - Duration::days(5),
+                ] {
+                    let points = backend
+                        .uptake(&UptakeQuery {
+                            level,
+                            granularity,
+                            since,
+                            until: NOW.replace_time(time::Time::MIDNIGHT) + Duration::days(1),
+                            product: None,
+                            province: None,
+                        })
+                        .await
+                        .expect("uptake");
+                    answer.push(format!("{level:?} {granularity:?} {since}: {points:?}"));
+                }
+            }
+        }
+        for level in [Level::Site, Level::District, Level::Province] {
+            for quantity in [0, 150, 600, 5_000] {
+                let plan = planner::propose(
+                    backend.as_ref(),
+                    &PlanRequest {
+                        product: "COMIRNATY".into(),
+                        shipment_doses: quantity,
+                        unit_doses: 6,
+                        window_days: 7,
+                        horizon_days: 14,
+                        level,
+                    },
+                    Figures {
+                        sites: &sites,
+                        stock_on_hand: &stock,
+                        registrations_by_district: &registrations,
+                        now: NOW,
+                    },
+                )
+                .await
+                .expect("plan");
+                assert!(
+                    plan.allocated_doses <= quantity,
+                    "{name}: never more than the shipment"
+                );
+                answer.push(serde_json::to_string(&plan).expect("json"));
+            }
+        }
+        answers.push(answer);
+    }
+    assert!(
+        answers[0].iter().any(|a| a.contains("doses")),
+        "the answers are not empty"
+    );
+    for (ch, emb) in answers[0].iter().zip(&answers[1]) {
+        assert_eq!(ch, emb, "ClickHouse and embedded differ");
+    }
+}
