@@ -20,6 +20,8 @@ pub mod model;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
+#[cfg(feature = "scylla")]
+pub mod scylla;
 
 use std::collections::HashMap;
 
@@ -29,6 +31,8 @@ use sha2::{Digest, Sha256};
 pub use embedded::{EmbeddedOptions, EmbeddedStore};
 pub use error::{Result, StoreError};
 pub use model::*;
+#[cfg(feature = "scylla")]
+pub use scylla::{ScyllaConfig, ScyllaStore};
 
 /// Which shard holds a person's records. Stable across versions and machines: changing it would
 /// strand every stored record, so it is fixed here and tested.

@@ -1,0 +1,494 @@
+//! Exactly-once writes per shard: a redo journal and versioned, absolute totals.
+//!
+//! Every write that moves a total (`commit_doses`, `register`, `import_registrations`, the two
+//! corrections) runs as one *attempt* on its shard, under the shard's lock, at version
+//! `next = stored version + 1`:
+//!
+//! 1. each entry (a dose, a registration, a correction) is written to
+//!    `shard_journal ((shard, next), entry)` first;
+//! 2. then the entry's claim is made with an LWT that carries `next`: `INSERT INTO dose_ids ...
+//!    IF NOT EXISTS` for a dose, `INSERT INTO people ... IF NOT EXISTS` for a registration. The
+//!    claim is *ours* when it applied, or when it did not apply but the row it found carries
+//!    `next` (our own earlier, ambiguously failed attempt at this version, or a resend by the
+//!    driver). A row carrying an older version was counted by an earlier snapshot: skip it;
+//! 3. the rows the entry owns are written (dose by person, dose by site and day; registration by
+//!    bucket); corrections rewrite theirs;
+//! 4. when every entry is through, the shard's totals are written as **absolute values** with
+//!    version `next`, in one single-partition batch (atomic and isolated within the partition);
+//! 5. the journal partition is deleted (best effort: a stale one is never read again).
+//!
+//! Steps 1–4 are all idempotent, so the driver may resend any of them. After any failure the
+//! shard is marked *in doubt*, and before its next write it recovers: it reads the stored totals
+//! (the failed attempt's step 4 may have landed: then they carry `next` and are adopted) and
+//! replays whatever is in `shard_journal (shard, stored + 1)` through steps 2–5. A claim carrying
+//! version `v` is therefore counted exactly when the totals with version `v` are written: totals
+//! are never incremented, only replaced by values computed from the previous snapshot plus the
+//! claims of this version, so a resent or replayed snapshot write cannot count anything twice,
+//! and a claim whose snapshot never landed is found again in the journal.
+//!
+//! Why not CQL counters: an increment that times out may or may not have been applied, and
+//! neither resending it nor dropping it is right; counters cannot be made exactly-once. The price
+//! of absolute totals is that each shard needs one writer at a time (the lock here within a
+//! process; across processes, one ingest process owns the keyspace). Reads of the totals and of
+//! the journal must see the last acknowledged write, so the read and write consistency levels
+//! must overlap (LOCAL_QUORUM for both, the default).
+
+use std::collections::HashMap;
+
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+
+use super::ScyllaStore;
+use super::rows::{self, corrupt, to_i32};
+use crate::error::{Result, StoreError};
+use crate::model::{District, Dose, LotKey, Registration};
+use crate::{Registered, shard_of};
+
+/// A shard's totals as of one version. Kept in memory by the shard's writer and mirrored in
+/// `shard_totals`.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Snapshot {
+    pub version: i64,
+    pub doses: i64,
+    pub registrations: i64,
+    pub lots: HashMap<LotKey, i64>,
+    pub districts: HashMap<District, i64>,
+}
+
+/// What one shard's writer knows. `None`: in doubt, recover before the next write.
+pub(crate) type ShardState = Option<Snapshot>;
+
+/// One write in an attempt, as stored in the journal (JSON).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) enum Entry {
+    Dose(Dose),
+    Register(Registration),
+    /// A registration replaced; `from` is the district it was counted in before.
+    CorrectPerson {
+        registration: Registration,
+        from: District,
+    },
+    /// A dose replaced; `old` is the record it replaces.
+    CorrectDose {
+        corrected: Dose,
+        old: Dose,
+    },
+}
+
+impl Entry {
+    fn key(&self) -> String {
+        match self {
+            Entry::Dose(d) => format!("dose/{}", d.dose_id),
+            Entry::Register(r) => format!("register/{}", r.person_code),
+            Entry::CorrectPerson { registration, .. } => {
+                format!("correct-person/{}", registration.person_code)
+            }
+            Entry::CorrectDose { corrected, .. } => format!("correct-dose/{}", corrected.dose_id),
+        }
+    }
+}
+
+/// What an entry changed, to be folded into the next snapshot.
+#[derive(Debug, Default)]
+struct Delta {
+    doses: i64,
+    registrations: i64,
+    lots: HashMap<LotKey, i64>,
+    districts: HashMap<District, i64>,
+}
+
+impl Delta {
+    fn add(&mut self, other: Delta) {
+        self.doses += other.doses;
+        self.registrations += other.registrations;
+        for (k, v) in other.lots {
+            *self.lots.entry(k).or_default() += v;
+        }
+        for (k, v) in other.districts {
+            *self.districts.entry(k).or_default() += v;
+        }
+    }
+}
+
+/// How an entry went: its outcome for a registration, and what it moved.
+pub(crate) struct Applied {
+    pub registered: Option<Registered>,
+    delta: Delta,
+}
+
+impl ScyllaStore {
+    /// Runs `entries` as one attempt on `shard` and returns one outcome per entry, in order.
+    /// Recovers the shard first if it is in doubt.
+    pub(crate) async fn run_attempt(
+        &self,
+        shard: usize,
+        entries: Vec<Entry>,
+    ) -> Result<Vec<Applied>> {
+        let Some(lock) = self.shards.get(shard) else {
+            return Err(StoreError::Engine(format!("no shard {shard}")));
+        };
+        let mut state = lock.lock().await;
+        let current = match state.take() {
+            Some(snapshot) => snapshot,
+            None => self.recover(shard).await?,
+        };
+        match self.attempt(shard, &current, &entries, false).await {
+            Ok((next, outcomes)) => {
+                *state = Some(next);
+                Ok(outcomes)
+            }
+            Err(e) => {
+                // `state` stays `None`: the next write on this shard recovers first.
+                tracing::warn!(shard, error = %e, "shard write failed; it will be recovered before the next write");
+                Err(e)
+            }
+        }
+    }
+
+    /// Reads the stored snapshot and finishes the attempt its journal holds, if any.
+    pub(crate) async fn recover(&self, shard: usize) -> Result<Snapshot> {
+        let stored = self.load_snapshot(shard).await?;
+        let next = stored.version + 1;
+        let records: Vec<(String,)> = self
+            .rows(
+                &self.statements.journal_get,
+                (to_i32(shard, "shard")?, next),
+            )
+            .await?;
+        if records.is_empty() {
+            return Ok(stored);
+        }
+        let entries = records
+            .into_iter()
+            .map(|(record,)| {
+                serde_json::from_str::<Entry>(&record).map_err(|e| corrupt("shard_journal", e))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        tracing::info!(
+            shard,
+            version = next,
+            entries = entries.len(),
+            "replaying an interrupted shard write"
+        );
+        let (snapshot, _) = self.attempt(shard, &stored, &entries, true).await?;
+        Ok(snapshot)
+    }
+
+    /// Steps 1–5 of the module docs. `replay`: the entries come from the journal already.
+    async fn attempt(
+        &self,
+        shard: usize,
+        base: &Snapshot,
+        entries: &[Entry],
+        replay: bool,
+    ) -> Result<(Snapshot, Vec<Applied>)> {
+        let next = base.version + 1;
+        let shard_i32 = to_i32(shard, "shard")?;
+        // Every entry runs to completion (no request is left in flight when this returns, so
+        // nothing from this attempt can land after a recovery has read the journal).
+        // Owned entries: a closure over borrowed ones trips the higher-ranked `Send` check
+        // that `async_trait` needs.
+        let results: Vec<Result<Applied>> = futures_util::stream::iter(entries.iter().cloned())
+            .map(move |entry| async move { self.apply(shard_i32, next, &entry, replay).await })
+            .buffered(self.max_in_flight)
+            .collect()
+            .await;
+        let mut outcomes = Vec::with_capacity(results.len());
+        let mut delta = Delta::default();
+        for result in results {
+            let mut applied = result?;
+            delta.add(std::mem::take(&mut applied.delta));
+            outcomes.push(applied);
+        }
+        let snapshot = self.write_snapshot(shard_i32, base, next, delta).await?;
+        if let Err(e) = self
+            .session
+            .execute_unpaged(&self.statements.journal_clear, (shard_i32, next))
+            .await
+        {
+            tracing::warn!(shard, version = next, error = %e, "could not delete a finished journal; it is never read again");
+        }
+        Ok((snapshot, outcomes))
+    }
+
+    async fn apply(&self, shard: i32, next: i64, entry: &Entry, replay: bool) -> Result<Applied> {
+        if !replay {
+            let record = serde_json::to_string(entry).map_err(|e| {
+                StoreError::Engine(format!("could not encode a journal entry: {e}"))
+            })?;
+            self.execute(
+                &self.statements.journal_put,
+                (shard, next, entry.key(), record),
+            )
+            .await?;
+        }
+        match entry {
+            Entry::Dose(dose) => self.apply_dose(shard, next, dose).await,
+            Entry::Register(registration) => self.apply_register(next, registration).await,
+            Entry::CorrectPerson { registration, from } => {
+                self.write_person(registration, true).await?;
+                let mut delta = Delta::default();
+                let to = registration.area.district_key();
+                if *from != to {
+                    delta.districts.insert(from.clone(), -1);
+                    delta.districts.insert(to, 1);
+                }
+                Ok(Applied {
+                    registered: None,
+                    delta,
+                })
+            }
+            Entry::CorrectDose { corrected, old } => {
+                self.execute(&self.statements.dose_put, rows::dose_values(corrected))
+                    .await?;
+                let old_row = rows::site_day_values(old);
+                if (&old_row.0, old_row.1, old_row.2)
+                    != (
+                        &corrected.site_id.to_string(),
+                        rows::dose_day(corrected),
+                        corrected.administered_at,
+                    )
+                {
+                    self.execute(
+                        &self.statements.site_day_delete,
+                        (old_row.0, old_row.1, old_row.2, old_row.3),
+                    )
+                    .await?;
+                }
+                self.execute(
+                    &self.statements.site_day_put,
+                    rows::site_day_values(corrected),
+                )
+                .await?;
+                let mut delta = Delta::default();
+                if old.lot_key() != corrected.lot_key() {
+                    delta.lots.insert(old.lot_key(), -1);
+                    delta.lots.insert(corrected.lot_key(), 1);
+                }
+                Ok(Applied {
+                    registered: None,
+                    delta,
+                })
+            }
+        }
+    }
+
+    async fn apply_dose(&self, shard: i32, next: i64, dose: &Dose) -> Result<Applied> {
+        let claim = self
+            .execute(
+                &self.statements.dose_claim,
+                (dose.dose_id.0, dose.person_code.as_str(), shard, next),
+            )
+            .await?;
+        let (applied, version) = lwt_outcome(claim, "dose_ids")?;
+        let mut delta = Delta::default();
+        if applied || version == Some(next) {
+            self.execute(&self.statements.dose_put, rows::dose_values(dose))
+                .await?;
+            self.execute(&self.statements.site_day_put, rows::site_day_values(dose))
+                .await?;
+            delta.doses = 1;
+            delta.lots.insert(dose.lot_key(), 1);
+        }
+        // Otherwise the id was claimed and counted by an earlier snapshot: a retry, a no-op.
+        Ok(Applied {
+            registered: None,
+            delta,
+        })
+    }
+
+    async fn apply_register(&self, next: i64, registration: &Registration) -> Result<Applied> {
+        let (code, name, birth, phone, province, district, commune, group, at) =
+            rows::person_values(registration);
+        let claim = self
+            .execute(
+                &self.statements.person_claim,
+                (
+                    code, name, birth, phone, province, district, commune, group, at, next,
+                ),
+            )
+            .await?;
+        let (applied, version) = lwt_outcome(claim, "people")?;
+        if applied || version == Some(next) {
+            self.write_person(registration, false).await?;
+            let mut delta = Delta {
+                registrations: 1,
+                ..Delta::default()
+            };
+            delta.districts.insert(registration.area.district_key(), 1);
+            return Ok(Applied {
+                registered: Some(Registered::Created(registration.clone())),
+                delta,
+            });
+        }
+        let existing = self
+            .fetch_person(&registration.person_code)
+            .await?
+            .ok_or_else(|| corrupt("people", "an LWT found a row that a read did not"))?;
+        Ok(Applied {
+            registered: Some(Registered::Existing(existing)),
+            delta: Delta::default(),
+        })
+    }
+
+    /// Writes a registration's listing row and, for a correction, its main row.
+    async fn write_person(&self, registration: &Registration, main_row: bool) -> Result<()> {
+        let (code, name, birth, phone, province, district, commune, group, at) =
+            rows::person_values(registration);
+        if main_row {
+            self.execute(
+                &self.statements.person_update,
+                (
+                    name.as_str(),
+                    birth,
+                    phone.as_deref(),
+                    province.as_str(),
+                    district.as_str(),
+                    commune.as_deref(),
+                    group,
+                    at,
+                    code.as_str(),
+                ),
+            )
+            .await?;
+        }
+        let bucket = to_i32(
+            shard_of(&registration.person_code, self.people_buckets),
+            "bucket",
+        )?;
+        self.execute(
+            &self.statements.bucket_put,
+            (
+                bucket, code, name, birth, phone, province, district, commune, group, at,
+            ),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Step 4: the new absolute totals, one single-partition batch.
+    async fn write_snapshot(
+        &self,
+        shard: i32,
+        base: &Snapshot,
+        next: i64,
+        delta: Delta,
+    ) -> Result<Snapshot> {
+        let mut snapshot = base.clone();
+        snapshot.version = next;
+        snapshot.doses += delta.doses;
+        snapshot.registrations += delta.registrations;
+        let mut values: Vec<(i32, &str, String, String, i64)> = vec![
+            (shard, "meta", "version".into(), String::new(), next),
+            (shard, "meta", "doses".into(), String::new(), snapshot.doses),
+            (
+                shard,
+                "meta",
+                "registrations".into(),
+                String::new(),
+                snapshot.registrations,
+            ),
+        ];
+        for (lot, n) in delta.lots {
+            let total = snapshot.lots.entry(lot.clone()).or_default();
+            *total += n;
+            values.push((
+                shard,
+                "lot",
+                lot.site_id.to_string(),
+                lot.lot_number.to_string(),
+                *total,
+            ));
+        }
+        for (district, n) in delta.districts {
+            let total = snapshot.districts.entry(district.clone()).or_default();
+            *total += n;
+            values.push((
+                shard,
+                "district",
+                district.province.to_string(),
+                district.district.to_string(),
+                *total,
+            ));
+        }
+        let mut batch =
+            scylla::statement::batch::Batch::new(scylla::statement::batch::BatchType::Unlogged);
+        for _ in &values {
+            batch.append_statement(self.statements.totals_put.clone());
+        }
+        batch.set_consistency(self.levels.write);
+        // Absolute values: resending the batch writes the same values again.
+        batch.set_is_idempotent(true);
+        self.session
+            .batch(&batch, values)
+            .await
+            .map_err(|e| unavailable("writing shard totals", e))?;
+        Ok(snapshot)
+    }
+
+    /// Reads one shard's stored totals (version 0 and zeros when it has none yet).
+    pub(crate) async fn load_snapshot(&self, shard: usize) -> Result<Snapshot> {
+        let found: Vec<(String, String, String, i64)> = self
+            .rows(&self.statements.totals_get, (to_i32(shard, "shard")?,))
+            .await?;
+        let mut snapshot = Snapshot::default();
+        for (kind, a, b, value) in found {
+            match (kind.as_str(), a.as_str()) {
+                ("meta", "version") => snapshot.version = value,
+                ("meta", "doses") => snapshot.doses = value,
+                ("meta", "registrations") => snapshot.registrations = value,
+                ("lot", _) => {
+                    snapshot
+                        .lots
+                        .insert(rows::lot_key(a, b, "shard_totals")?, value);
+                }
+                ("district", _) => {
+                    snapshot
+                        .districts
+                        .insert(rows::district(a, b, "shard_totals")?, value);
+                }
+                _ => return Err(corrupt("shard_totals", format!("unknown row {kind}/{a}"))),
+            }
+        }
+        Ok(snapshot)
+    }
+}
+
+pub(crate) fn unavailable(what: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(format!("{what}: {e}"))
+}
+
+/// `[applied]` and, when not applied, the `version` of the row that was there.
+fn lwt_outcome(
+    result: scylla::response::query_result::QueryResult,
+    table: &str,
+) -> Result<(bool, Option<i64>)> {
+    use scylla::value::{CqlValue, Row};
+    let rows = result
+        .into_rows_result()
+        .map_err(|e| corrupt(table, format!("LWT answered without rows: {e}")))?;
+    let specs = rows.column_specs();
+    let applied_at = specs
+        .get_by_name("[applied]")
+        .map(|(i, _)| i)
+        .ok_or_else(|| corrupt(table, "LWT answer without [applied]"))?;
+    let version_at = specs.get_by_name("version").map(|(i, _)| i);
+    let row: Row = rows
+        .first_row()
+        .map_err(|e| corrupt(table, format!("LWT answer: {e}")))?;
+    let applied = matches!(
+        row.columns.get(applied_at),
+        Some(Some(CqlValue::Boolean(true)))
+    );
+    let version = version_at.and_then(|i| match row.columns.get(i) {
+        Some(Some(CqlValue::BigInt(v))) => Some(*v),
+        _ => None,
+    });
+    if !applied && version_at.is_none() {
+        return Err(corrupt(
+            table,
+            "a refused LWT did not return the existing row; the server is not ScyllaDB-compatible",
+        ));
+    }
+    Ok((applied, version))
+}

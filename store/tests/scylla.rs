@@ -1,0 +1,417 @@
+//! The ScyllaDB backend against the in-process CQL test node (`cqlnode`), with the real driver.
+//!
+//! Run: `cargo test -p vaxcamp-store --features scylla,conformance --test scylla`.
+//!
+//! Against a real cluster instead: set `VAXCAMP_SCYLLA_NODES=host:9042,host2:9042` (and
+//! `VAXCAMP_SCYLLA_RF=1` for a single node; default 3; `VAXCAMP_SCYLLA_DC` to name the
+//! datacenter). Every store gets its own keyspace, `vaxcamp_t<pid>_<time>_<n>`, left behind for
+//! inspection (drop them with `DROP KEYSPACE`). The fault tests need the test node's fault
+//! injection and run only against it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use vaxcamp_store::conformance::{run_all, sample_dose, sample_registration};
+use vaxcamp_store::{ScyllaConfig, ScyllaStore, Store, StoreError, shard_of};
+
+static KEYSPACES: AtomicU32 = AtomicU32::new(0);
+
+fn unique_keyspace_name() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    format!(
+        "vaxcamp_t{}_{}_{}",
+        std::process::id(),
+        secs,
+        KEYSPACES.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A real cluster from the environment, if one is given.
+fn cluster_from_env() -> Option<ScyllaConfig> {
+    let nodes = std::env::var("VAXCAMP_SCYLLA_NODES").ok()?;
+    let replication_factor = std::env::var("VAXCAMP_SCYLLA_RF")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    Some(ScyllaConfig {
+        nodes: nodes.split(',').map(|n| n.trim().to_owned()).collect(),
+        datacenter: std::env::var("VAXCAMP_SCYLLA_DC").ok(),
+        replication_factor,
+        ..ScyllaConfig::default()
+    })
+}
+
+/// Where the tests run: the test node (kept alive for the test) or a real cluster.
+struct Target {
+    base: ScyllaConfig,
+    node: Option<cqlnode::CqlNode>,
+}
+
+async fn target() -> Target {
+    if let Some(base) = cluster_from_env() {
+        return Target { base, node: None };
+    }
+    let node = cqlnode::CqlNode::start(cqlnode::NodeConfig::default())
+        .await
+        .expect("start the CQL test node");
+    let base = ScyllaConfig {
+        nodes: vec![node.addr().to_string()],
+        replication_factor: 1,
+        ..ScyllaConfig::default()
+    };
+    Target {
+        base,
+        node: Some(node),
+    }
+}
+
+impl Target {
+    /// A config for a fresh keyspace: small shard and bucket counts keep the tests quick.
+    fn fresh(&self) -> ScyllaConfig {
+        ScyllaConfig {
+            keyspace: unique_keyspace_name(),
+            shards: 4,
+            people_buckets: 16,
+            max_in_flight_per_shard: 32,
+            request_timeout: Duration::from_secs(2),
+            ..self.base.clone()
+        }
+    }
+}
+
+async fn connect(config: ScyllaConfig) -> ScyllaStore {
+    ScyllaStore::connect(config).await.expect("connect")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance() {
+    let target = target().await;
+    let target = &target;
+    run_all(|| async move { Arc::new(connect(target.fresh()).await) as Arc<dyn Store> }).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_with_the_default_bucket_count() {
+    // 256 buckets, as in production: `people` merges them all.
+    let target = target().await;
+    let config = ScyllaConfig {
+        people_buckets: 256,
+        ..target.fresh()
+    };
+    let store = connect(config).await;
+    let batch: Vec<_> = (0..50).map(sample_registration).collect();
+    store.import_registrations(&batch).await.expect("import");
+    let page = store.people(None, 20).await.expect("people");
+    let codes: Vec<_> = page.iter().map(|r| r.person_code.clone()).collect();
+    let expected: Vec<_> = batch
+        .iter()
+        .take(20)
+        .map(|r| r.person_code.clone())
+        .collect();
+    assert_eq!(codes, expected);
+    assert_eq!(store.backend_name(), "scylla");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reopening_checks_the_shard_count() {
+    let target = target().await;
+    let config = target.fresh();
+    let store = connect(config.clone()).await;
+    let person = sample_registration(1).person_code;
+    let dose = sample_dose(&person, 1);
+    store
+        .commit_doses(shard_of(&person, 4), std::slice::from_ref(&dose))
+        .await
+        .expect("commit");
+    drop(store);
+
+    let other = ScyllaConfig {
+        shards: 5,
+        ..config.clone()
+    };
+    match ScyllaStore::connect(other).await {
+        Err(StoreError::Engine(message)) => {
+            assert!(message.contains("shards"), "{message}")
+        }
+        other => panic!("expected a shard count refusal, got {other:?}"),
+    }
+    let reopened = connect(config).await;
+    assert_eq!(reopened.totals().await.expect("totals").doses, 1);
+    assert_eq!(
+        reopened.find_doses(&[dose.dose_id]).await.expect("find"),
+        vec![dose]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_configuration_is_refused_before_connecting() {
+    let bad = ScyllaConfig {
+        keyspace: "no spaces; please".into(),
+        ..ScyllaConfig::default()
+    };
+    assert!(matches!(
+        ScyllaStore::connect(bad).await,
+        Err(StoreError::Engine(_))
+    ));
+    let tls = ScyllaConfig {
+        tls: true,
+        ..ScyllaConfig::default()
+    };
+    match ScyllaStore::connect(tls).await {
+        Err(StoreError::Engine(message)) => assert!(message.contains("TLS"), "{message}"),
+        other => panic!("expected TLS to be refused, got {other:?}"),
+    }
+}
+
+// Fault tests: the test node's fault injection, at the store level.
+
+use cqlnode::{Fault, FaultRule, StatementKind};
+use vaxcamp_store::{Dose, PersonCode};
+
+/// Doses for `people` people, one each, grouped in batches of `batch` per shard.
+fn dose_batches(
+    people: std::ops::Range<u32>,
+    shards: usize,
+    batch: usize,
+) -> Vec<(usize, Vec<Dose>)> {
+    let mut by_shard: Vec<Vec<Dose>> = vec![Vec::new(); shards];
+    for n in people {
+        let person = sample_registration(n).person_code;
+        by_shard[shard_of(&person, shards)].push(sample_dose(&person, 1));
+    }
+    by_shard
+        .into_iter()
+        .enumerate()
+        .flat_map(|(shard, doses)| {
+            doses
+                .chunks(batch)
+                .map(|c| (shard, c.to_vec()))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// Commits a batch, retrying the same batch after every error, as the shard writer's caller
+/// does; returns how many attempts failed.
+async fn commit_until_ok(store: &ScyllaStore, shard: usize, doses: &[Dose]) -> u32 {
+    let mut failures = 0;
+    loop {
+        match store.commit_doses(shard, doses).await {
+            Ok(()) => return failures,
+            Err(_) if failures < 200 => {
+                failures += 1;
+                // Give a dropped connection a moment to come back.
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            Err(e) => panic!("commit kept failing: {e}"),
+        }
+    }
+}
+
+/// Every dose stored once, found once, counted once; stock used once per dose.
+async fn assert_exactly_once(
+    store: &ScyllaStore,
+    node: &cqlnode::CqlNode,
+    doses: &[Dose],
+    what: &str,
+) {
+    let ids: Vec<_> = doses.iter().map(|d| d.dose_id).collect();
+    let found = store.find_doses(&ids).await.expect("find_doses");
+    assert_eq!(found.len(), doses.len(), "{what}: every dose found once");
+    for dose in doses {
+        let of: Vec<Dose> = store.doses_of(&dose.person_code).await.expect("doses_of");
+        assert_eq!(of.len(), 1, "{what}: one dose for {}", dose.person_code);
+        assert!(
+            of[0].same_event_as(dose),
+            "{what}: the stored dose is the one sent"
+        );
+    }
+    let totals = store.totals().await.expect("totals");
+    let n = doses.len() as u64;
+    assert_eq!(totals.doses, n, "{what}: doses counted once");
+    assert_eq!(
+        totals.lot_usage.get(&doses[0].lot_key()).copied(),
+        Some(n),
+        "{what}: stock used once per dose"
+    );
+    let ks = store.keyspace();
+    for table in ["dose_ids", "doses_by_person", "doses_by_site_day"] {
+        assert_eq!(
+            node.row_count(ks, table),
+            Some(doses.len()),
+            "{what}: one row per dose in {table}"
+        );
+    }
+}
+
+async fn commits_survive(fault: Fault, probability: f64, what: &str) {
+    let target = target().await;
+    let Some(node) = &target.node else { return };
+    let store = connect(target.fresh()).await;
+    let batches = dose_batches(0..120, store.shard_count(), 10);
+    let rule = node.faults().add(
+        FaultRule::new(fault)
+            .on(StatementKind::Write)
+            .on(StatementKind::Batch)
+            .on(StatementKind::Read)
+            .probability(probability),
+    );
+    let mut failures = 0;
+    for (shard, doses) in &batches {
+        failures += commit_until_ok(&store, *shard, doses).await;
+    }
+    // Send everything once more: every dose is already stored, so nothing may move.
+    for (shard, doses) in &batches {
+        failures += commit_until_ok(&store, *shard, doses).await;
+    }
+    let fired = node.faults().fired(rule);
+    node.faults().clear();
+    assert!(fired > 0, "{what}: the fault was injected");
+    let all: Vec<Dose> = batches.into_iter().flat_map(|(_, d)| d).collect();
+    assert_exactly_once(&store, node, &all, what).await;
+    eprintln!("{what}: {fired} faults injected, {failures} commits retried");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_timeouts_that_were_applied_count_once() {
+    commits_survive(
+        Fault::WriteTimeout { applied: true },
+        0.03,
+        "applied timeouts",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_timeouts_that_were_not_applied_count_once() {
+    commits_survive(Fault::WriteTimeout { applied: false }, 0.03, "timeouts").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overloaded_and_unavailable_count_once() {
+    commits_survive(Fault::Overloaded, 0.03, "overloaded").await;
+    commits_survive(
+        Fault::Unavailable {
+            required: 2,
+            alive: 1,
+        },
+        0.03,
+        "unavailable",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_connections_count_once() {
+    commits_survive(
+        Fault::DropConnection { applied: true },
+        0.01,
+        "dropped after applying",
+    )
+    .await;
+    commits_survive(Fault::DropConnection { applied: false }, 0.01, "dropped").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registrations_under_faults_count_once() {
+    let target = target().await;
+    let Some(node) = &target.node else { return };
+    let store = connect(target.fresh()).await;
+    node.faults().add(
+        FaultRule::new(Fault::WriteTimeout { applied: true })
+            .on(StatementKind::Write)
+            .on(StatementKind::Batch)
+            .probability(0.03),
+    );
+    let people: Vec<_> = (0..200).map(sample_registration).collect();
+    for chunk in people.chunks(25) {
+        let mut tries = 0;
+        while store.import_registrations(chunk).await.is_err() {
+            tries += 1;
+            assert!(tries < 200, "import kept failing");
+        }
+    }
+    node.faults().clear();
+    let totals = store.totals().await.expect("totals");
+    assert_eq!(totals.registrations, 200, "registrations counted once");
+    let district = people[0].area.district_key();
+    assert_eq!(
+        totals.registrations_by_district.get(&district).copied(),
+        Some(200)
+    );
+    let mut listed: Vec<PersonCode> = Vec::new();
+    let mut after: Option<PersonCode> = None;
+    loop {
+        let page = store.people(after.as_ref(), 64).await.expect("people");
+        let Some(last) = page.last() else { break };
+        after = Some(last.person_code.clone());
+        listed.extend(page.into_iter().map(|r| r.person_code));
+    }
+    assert_eq!(listed.len(), 200, "every registration listed once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_commit_is_finished_by_the_next_process() {
+    let target = target().await;
+    let Some(node) = &target.node else { return };
+    let config = target.fresh();
+    let store = connect(config.clone()).await;
+    let batches = dose_batches(0..12, store.shard_count(), 100);
+    let (shard, doses) = batches.first().cloned().expect("a batch");
+    // The totals batch never lands: every dose is journaled and claimed, none is counted.
+    let rule = node.faults().add(
+        FaultRule::new(Fault::WriteTimeout { applied: false })
+            .on(StatementKind::Batch)
+            .always(),
+    );
+    assert!(store.commit_doses(shard, &doses).await.is_err());
+    assert_eq!(store.totals().await.expect("totals").doses, 0);
+    node.faults().remove(rule);
+    drop(store);
+
+    // A new process finishes the journal at start-up, before anyone retries.
+    let reopened = connect(config).await;
+    assert_eq!(
+        reopened.totals().await.expect("totals").doses,
+        doses.len() as u64
+    );
+    // The client's retry is then a no-op.
+    reopened.commit_doses(shard, &doses).await.expect("retry");
+    assert_exactly_once(&reopened, node, &doses, "recovered").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_responses_within_the_timeout_succeed_and_slower_ones_fail_cleanly() {
+    let target = target().await;
+    let Some(node) = &target.node else { return };
+    let config = ScyllaConfig {
+        request_timeout: Duration::from_millis(500),
+        ..target.fresh()
+    };
+    let store = connect(config).await;
+    let batches = dose_batches(0..20, store.shard_count(), 100);
+    let (first, rest) = batches.split_first().expect("batches");
+
+    let slow = node.faults().delay_all(Duration::from_millis(30));
+    store
+        .commit_doses(first.0, &first.1)
+        .await
+        .expect("slow but within the timeout");
+    node.faults().remove(slow);
+
+    let too_slow = node.faults().delay_all(Duration::from_millis(800));
+    let (shard, doses) = rest.first().expect("a second batch");
+    assert!(
+        store.commit_doses(*shard, doses).await.is_err(),
+        "past the timeout: an error"
+    );
+    node.faults().remove(too_slow);
+    for (shard, doses) in rest {
+        commit_until_ok(&store, *shard, doses).await;
+    }
+    let all: Vec<Dose> = batches.into_iter().flat_map(|(_, d)| d).collect();
+    assert_exactly_once(&store, node, &all, "slow").await;
+}
