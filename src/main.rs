@@ -1,6 +1,7 @@
 //! `vaxcamp`: the one command. It parses arguments and calls the crates; the logic lives there.
 
 mod admin;
+mod allocate;
 mod demo;
 
 /// mimalloc instead of the system allocator: the request path allocates many small strings, and
@@ -60,6 +61,8 @@ enum Command {
     Verify(admin::VerifyArgs),
     /// Drive a server with a campaign workload and report latency truthfully.
     Loadtest(LoadtestCommand),
+    /// Ask a running server how to split a vaccine shipment between sites, districts or provinces.
+    Allocate(allocate::AllocateArgs),
     /// The live console for a running server: doses/s, areas, stock, alerts (needs a terminal).
     Console(console::ConsoleArgs),
 }
@@ -98,6 +101,17 @@ struct ServeArgs {
     /// Most doses per group commit.
     #[arg(long, env = "VAXCAMP_MAX_COMMIT_BATCH")]
     max_commit_batch: Option<usize>,
+    /// ClickHouse for analytics (its HTTP interface, e.g. http://127.0.0.1:8123). Without it,
+    /// the embedded rollups in the data directory. The password comes from
+    /// VAXCAMP_CLICKHOUSE_PASSWORD only.
+    #[arg(long, env = "VAXCAMP_CLICKHOUSE")]
+    clickhouse: Option<String>,
+    /// ClickHouse database. Default: vaxcamp
+    #[arg(long, env = "VAXCAMP_CLICKHOUSE_DATABASE")]
+    clickhouse_database: Option<String>,
+    /// ClickHouse user. Default: ClickHouse's default user.
+    #[arg(long, env = "VAXCAMP_CLICKHOUSE_USER")]
+    clickhouse_user: Option<String>,
 }
 
 impl ServeArgs {
@@ -118,6 +132,16 @@ impl ServeArgs {
         if let Some(n) = self.max_commit_batch {
             config.max_commit_batch = n;
         }
+        if let Some(url) = &self.clickhouse {
+            config.analytics.clickhouse = Some(url.clone());
+        }
+        if let Some(database) = &self.clickhouse_database {
+            config.analytics.database.clone_from(database);
+        }
+        if let Some(user) = &self.clickhouse_user {
+            config.analytics.user = Some(user.clone());
+        }
+        config.analytics.password = std::env::var("VAXCAMP_CLICKHOUSE_PASSWORD").ok();
         config.validate().map_err(anyhow::Error::msg)?;
         Ok(config)
     }
@@ -164,6 +188,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Keys(command) => admin::keys(command),
         Command::Verify(args) => admin::verify(args).await,
         Command::Console(args) => Ok(console::run(args).await?),
+        Command::Allocate(args) => allocate::run(args).await,
         Command::Loadtest(LoadtestCommand {
             sub: Some(LoadtestSub::CheckLedger(args)),
             ..
