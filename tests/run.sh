@@ -21,6 +21,18 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "tmux (the console's end-to-end test drives it)"
 command -v tmux >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tmux; }
 
+step "ClickHouse (the analytics tests run against a real server)"
+if ! command -v clickhouse-server >/dev/null 2>&1 && ! command -v clickhouse >/dev/null 2>&1; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq clickhouse-server
+fi
+command -v curl >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl; }
+# Our own server on a free loopback port with a temporary data directory, never the system
+# service; stopped however this script ends.
+eval "$(bash tests/support/clickhouse.sh start)"
+trap 'bash tests/support/clickhouse.sh stop "$VAXCAMP_TEST_CLICKHOUSE_DIR"' EXIT
+export VAXCAMP_REQUIRE_CLICKHOUSE=1
+echo "ClickHouse $(curl -fsS "$VAXCAMP_TEST_CLICKHOUSE/?query=SELECT%20version()") at $VAXCAMP_TEST_CLICKHOUSE"
+
 step "cargo test"
 cargo test --workspace --locked
 

@@ -196,7 +196,8 @@ impl Analytics for EmbeddedAnalytics {
         let mut batch = self.db.batch().durability(Some(PersistMode::SyncData));
         for event in events {
             let row = match event {
-                Event::Dose(row) | Event::DoseCorrected { corrected: row, .. } => row,
+                Event::Dose(row) => row,
+                Event::DoseCorrected { corrected, .. } => corrected.as_ref(),
                 Event::Stock(movement) => {
                     batch.insert(
                         &self.stock,

@@ -133,8 +133,8 @@ pub enum Event {
     Dose(DoseRow),
     /// A dose corrected: `corrected` replaces `previous` (same dose id, higher version).
     DoseCorrected {
-        previous: DoseRow,
-        corrected: DoseRow,
+        previous: Box<DoseRow>,
+        corrected: Box<DoseRow>,
     },
     Stock(StockMovement),
 }

@@ -330,8 +330,8 @@ async fn owed_doses_follow_the_person_and_corrections_replace(backend: &dyn Anal
     moved.version = first.version + 1_000;
     backend
         .apply(&[Event::DoseCorrected {
-            previous: first.clone(),
-            corrected: moved.clone(),
+            previous: Box::new(first.clone()),
+            corrected: Box::new(moved.clone()),
         }])
         .await
         .expect("correct");

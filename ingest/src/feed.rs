@@ -118,8 +118,8 @@ impl AnalyticsFeed {
             } == corrected;
             if !unchanged {
                 events.push(Event::DoseCorrected {
-                    previous,
-                    corrected,
+                    previous: Box::new(previous),
+                    corrected: Box::new(corrected),
                 });
             }
         }

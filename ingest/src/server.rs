@@ -84,7 +84,11 @@ pub async fn build_state(
             ..LiveConfig::default()
         },
     ));
-    let (analytics, feed, shipper) = start_analytics(data, config, &campaign)?;
+    let AnalyticsParts {
+        backend: analytics,
+        feed,
+        shipper,
+    } = start_analytics(data, config, &campaign)?;
     let write_path = WritePath::start(
         store.clone(),
         campaign.clone(),
@@ -132,13 +136,20 @@ pub async fn build_state(
     }))
 }
 
+/// The analytics side of the server, started.
+struct AnalyticsParts {
+    backend: Arc<dyn Analytics>,
+    feed: Arc<AnalyticsFeed>,
+    shipper: Shipper,
+}
+
 /// Opens the outbox and the analytics backend and starts shipping. Every lot in the catalogue
 /// is announced as received (movement ids are content hashes, so this is idempotent).
 fn start_analytics(
     data: &Path,
     config: &ServerConfig,
     campaign: &Arc<Campaign>,
-) -> Result<(Arc<dyn Analytics>, Arc<AnalyticsFeed>, Shipper), ServeError> {
+) -> Result<AnalyticsParts, ServeError> {
     let settings = &config.analytics;
     let outbox = Arc::new(Outbox::open(
         &data.join("analytics-outbox"),
@@ -166,7 +177,11 @@ fn start_analytics(
         );
     }
     let shipper = Shipper::spawn(outbox, backend.clone(), ShipperConfig::default());
-    Ok((backend, feed, shipper))
+    Ok(AnalyticsParts {
+        backend,
+        feed,
+        shipper,
+    })
 }
 
 fn certificates_kid(trust: &certify::TrustList, purpose: KeyPurpose) -> String {

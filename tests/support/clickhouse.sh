@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Starts a throw-away ClickHouse server for the tests: loopback only, a free port, a temporary data
 # directory, never the system service. Prints `export VAXCAMP_TEST_CLICKHOUSE=http://127.0.0.1:PORT`
-# lines for the caller to eval. `stop DIR` stops it and removes its directory.
+# lines for the caller to eval. `stop DIR` stops it and removes its directory; `halt DIR` kills
+# it keeping its data (an outage) and `resume DIR` starts it again on the same ports and data.
 #
 #   eval "$(bash tests/support/clickhouse.sh start)"
 #   ...
@@ -53,25 +54,40 @@ XML
     <quotas><default><interval><duration>3600</duration><queries>0</queries><errors>0</errors><result_rows>0</result_rows><read_rows>0</read_rows><execution_time>0</execution_time></interval></default></quotas>
 </yandex>
 XML
+    echo "$server" >"$dir/server"
+    echo "$http" >"$dir/http_port"
+    launch "$dir"
+    echo "export VAXCAMP_TEST_CLICKHOUSE=http://127.0.0.1:$http"
+    echo "export VAXCAMP_TEST_CLICKHOUSE_DIR=$dir"
+}
+
+# Starts the server of DIR and waits until it answers.
+launch() {
+    local dir="$1" server http
+    server="$(cat "$dir/server")"
+    http="$(cat "$dir/http_port")"
     if [ "$(basename "$server")" = clickhouse ]; then
-        "$server" server --config-file="$dir/config.xml" >"$dir/log/stdout.log" 2>&1 &
+        "$server" server --config-file="$dir/config.xml" >>"$dir/log/stdout.log" 2>&1 &
     else
-        "$server" --config-file="$dir/config.xml" >"$dir/log/stdout.log" 2>&1 &
+        "$server" --config-file="$dir/config.xml" >>"$dir/log/stdout.log" 2>&1 &
     fi
     echo $! >"$dir/pid"
-    for _ in $(seq 1 100); do
+    for _ in $(seq 1 150); do
         if curl -fsS "http://127.0.0.1:$http/ping" >/dev/null 2>&1; then
-            echo "export VAXCAMP_TEST_CLICKHOUSE=http://127.0.0.1:$http"
-            echo "export VAXCAMP_TEST_CLICKHOUSE_DIR=$dir"
-            echo "export VAXCAMP_TEST_CLICKHOUSE_CONFIG=$dir/config.xml"
-            echo "export VAXCAMP_TEST_CLICKHOUSE_SERVER=$server"
             return 0
         fi
         sleep 0.2
     done
-    echo "ClickHouse did not answer on port $http within 20 s; its log:" >&2
+    echo "ClickHouse did not answer on port $http within 30 s; its log:" >&2
     tail -n 30 "$dir/log/stdout.log" "$dir/log/error.log" >&2 || true
     exit 1
+}
+
+halt() {
+    local dir="$1" pid
+    pid="$(cat "$dir/pid")"
+    kill -9 "$pid" 2>/dev/null || true
+    while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
 }
 
 stop() {
@@ -91,5 +107,7 @@ stop() {
 case "${1:-}" in
     start) start ;;
     stop) stop "${2:?directory}" ;;
-    *) echo "usage: $0 start | stop DIR" >&2; exit 2 ;;
+    halt) halt "${2:?directory}" ;;
+    resume) launch "${2:?directory}" ;;
+    *) echo "usage: $0 start | stop DIR | halt DIR | resume DIR" >&2; exit 2 ;;
 esac
