@@ -1,8 +1,10 @@
 //! End-to-end: the real `vaxcamp console` in a real terminal (tmux) against a real server with
 //! live traffic. Reads the screen with `tmux capture-pane`, sees the dose count move, drills
-//! down with `tmux send-keys`, sees the server go away, and quits with the terminal restored.
+//! down with `tmux send-keys`, types a shipment and reads the allocation proposal, sees the
+//! server go away, and quits with the terminal restored.
 //!
-//! Also: the server's live feed, read by the console's own feed code over real HTTP.
+//! Also: the server's live feed and its allocation planner, read by the console's own code over
+//! real HTTP.
 //!
 //! tmux comes from Debian's package; `tests/run.sh` installs it. If it is missing here, the
 //! test installs it with apt-get, and skips (saying so) only if that fails.
@@ -277,6 +279,34 @@ async fn console_in_tmux_follows_live_traffic_and_drills_down() {
         tmux.wait_for("the filtered table", wait, |s| {
             (s.contains("filter \"79\"") && !s.contains("Province 01")).then_some(())
         });
+
+        // Stock: pick COMIRNATY's row with the filter, type a shipment of it, and read the
+        // proposal the server's planner makes.
+        tmux.keys(&["3"]);
+        tmux.wait_for("the stock view", wait, |s| {
+            s.contains("Press a to propose").then_some(())
+        });
+        tmux.keys(&["/", "COMIRNATY", "Enter"]);
+        tmux.wait_for("the COMIRNATY rows", wait, |s| {
+            (s.contains("filter \"COMIRNATY\"") && !s.contains("Cho Ray")).then_some(())
+        });
+        tmux.keys(&["a"]);
+        tmux.wait_for("the shipment form", wait, |s| {
+            s.contains("Product COMIRNATY").then_some(())
+        });
+        tmux.keys(&["1000", "Enter"]);
+        let proposal = tmux.wait_for("the proposal", wait, |s| {
+            (s.contains("Shipment allocation · COMIRNATY, 1,000 doses, by site")
+                && s.contains("of 1,000  held back"))
+            .then(|| s.to_owned())
+        });
+        assert!(proposal.contains("Bach Mai"), "{proposal}");
+        assert!(proposal.contains("Days now → after"), "{proposal}");
+        // Esc closes the proposal: the by-site table is back.
+        tmux.keys(&["Escape"]);
+        tmux.wait_for("the by-site table", wait, |s| {
+            (s.contains("By site") && s.contains("Press a to propose")).then_some(())
+        });
     });
 
     // The server goes away: the console says so and keeps trying.
@@ -342,6 +372,32 @@ async fn console_reads_the_live_feed_of_a_real_server() {
     assert!(hn.stock.iter().any(|p| p.product == "COMIRNATY"));
     // TINY1 at hn-01 has one dose and none used; FK100 100,000; EXPIRED1 100.
     assert_eq!(hn.remaining, 100_000 - 1 + 100 + 1);
+
+    // The analytics figures, and the allocation planner through the console's own client.
+    let analytics = snapshot.analytics.as_ref().unwrap();
+    assert_eq!(analytics.backend, "embedded");
+    assert_eq!(analytics.dropped_rows, 0);
+    let planner =
+        console::allocation::AllocationClient::new(server.base.clone(), server.observer.clone())
+            .unwrap();
+    let shipment = |product: &str| console::allocation::AllocationQuery {
+        product: product.into(),
+        quantity: 1_000,
+        level: console::allocation::Level::District,
+    };
+    let answer = planner.propose(&shipment("COMIRNATY")).await.unwrap();
+    assert_eq!(answer.plan.request.shipment_doses, 1_000);
+    assert_eq!(
+        answer.plan.request.level,
+        console::allocation::Level::District
+    );
+    assert!(
+        answer.plan.lines.iter().any(|l| l.area == "01/001"),
+        "{answer:?}"
+    );
+    assert!(answer.plan.allocated_doses <= 1_000);
+    let refused = planner.propose(&shipment("NOPE")).await.unwrap_err();
+    assert!(refused.contains("no product NOPE"), "{refused}");
 
     // Sites may not read it; the stream wants an event-stream client.
     let (status, _) = server.get("/v1/live", Some(&server.site)).await;

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
+use crate::allocation::{AllocationAnswer, AllocationQuery, Level};
 use crate::feed::{Alert, FeedEvent, SiteLive, Snapshot};
 use crate::theme::Theme;
 
@@ -22,6 +23,11 @@ pub enum Event {
     Tick { now: i64 },
     /// The data feed reported something.
     Feed(FeedEvent),
+    /// The answer to allocation request `id`: a proposal, or why there is none.
+    Allocation {
+        id: u64,
+        answer: Result<Box<AllocationAnswer>, String>,
+    },
 }
 
 /// The console's views, in Tab order.
@@ -225,6 +231,87 @@ pub fn is_low(remaining: u64, days: Option<f64>, threshold: f64) -> bool {
     remaining == 0 || days.is_some_and(|d| d < threshold)
 }
 
+/// The fields of the shipment form, in Tab order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShipmentField {
+    Product,
+    Quantity,
+    Level,
+}
+
+impl ShipmentField {
+    fn next(self) -> ShipmentField {
+        match self {
+            ShipmentField::Product => ShipmentField::Quantity,
+            ShipmentField::Quantity => ShipmentField::Level,
+            ShipmentField::Level => ShipmentField::Product,
+        }
+    }
+
+    fn previous(self) -> ShipmentField {
+        match self {
+            ShipmentField::Product => ShipmentField::Level,
+            ShipmentField::Quantity => ShipmentField::Product,
+            ShipmentField::Level => ShipmentField::Quantity,
+        }
+    }
+}
+
+/// The shipment being typed in the stock view (`a`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShipmentForm {
+    /// A product code, upper case as in the catalogue.
+    pub product: String,
+    /// Digits only.
+    pub quantity: String,
+    pub level: Level,
+    pub field: ShipmentField,
+    /// Why Enter did not send the request.
+    pub error: Option<String>,
+}
+
+impl Default for ShipmentForm {
+    fn default() -> Self {
+        Self {
+            product: String::new(),
+            quantity: String::new(),
+            level: Level::Site,
+            field: ShipmentField::Product,
+            error: None,
+        }
+    }
+}
+
+/// The allocation panel: nothing asked yet, waiting for the server, or its answer.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Proposal {
+    None,
+    Loading {
+        id: u64,
+        query: AllocationQuery,
+    },
+    Ready {
+        query: AllocationQuery,
+        answer: Box<AllocationAnswer>,
+    },
+    Failed {
+        query: AllocationQuery,
+        message: String,
+    },
+}
+
+impl Proposal {
+    /// The request being waited for or answered.
+    pub fn query(&self) -> Option<&AllocationQuery> {
+        match self {
+            Proposal::None => None,
+            Proposal::Loading { query, .. }
+            | Proposal::Ready { query, .. }
+            | Proposal::Failed { query, .. } => Some(query),
+        }
+    }
+}
+
 /// The console.
 #[derive(Debug, Clone)]
 pub struct App {
@@ -248,6 +335,19 @@ pub struct App {
     pub show_help: bool,
     /// `--low-stock-days`; otherwise the server's threshold.
     pub low_stock_days: Option<f64>,
+    /// The shipment form, while it is open (`a` in the stock view).
+    pub shipment: Option<ShipmentForm>,
+    /// The last shipment sent, to fill the form in again.
+    pub last_shipment: Option<ShipmentForm>,
+    /// The allocation panel's content. While it is not `None`, it takes the place of the
+    /// by-site table in the stock view.
+    pub proposal: Proposal,
+    /// The selected line of the proposal.
+    pub proposal_selected: usize,
+    /// A request the event loop has not started yet: taken by [`App::take_allocation_request`].
+    pending_request: Option<(u64, AllocationQuery)>,
+    /// Numbers the requests, so that a late answer to a replaced one is dropped.
+    next_request_id: u64,
     pub quit: bool,
 }
 
@@ -268,6 +368,12 @@ impl App {
             editing_filter: false,
             show_help: false,
             low_stock_days: None,
+            shipment: None,
+            last_shipment: None,
+            proposal: Proposal::None,
+            proposal_selected: 0,
+            pending_request: None,
+            next_request_id: 1,
             quit: false,
         }
     }
@@ -306,12 +412,165 @@ impl App {
                     retry_at,
                 };
             }
+            Event::Allocation { id, answer } => {
+                let Proposal::Loading { id: waiting, query } = &self.proposal else {
+                    return;
+                };
+                if *waiting != id {
+                    return; // an answer to a request the user has replaced since
+                }
+                let query = query.clone();
+                self.proposal_selected = 0;
+                self.proposal = match answer {
+                    Ok(answer) => Proposal::Ready { query, answer },
+                    Err(message) => Proposal::Failed { query, message },
+                };
+            }
         }
+    }
+
+    /// The allocation request the user has just sent, once: the event loop runs it in the
+    /// background and answers with [`Event::Allocation`] carrying the same id.
+    pub fn take_allocation_request(&mut self) -> Option<(u64, AllocationQuery)> {
+        self.pending_request.take()
+    }
+
+    /// Whether the allocation panel shows a proposal, an error or a wait (in the stock view it
+    /// then takes the by-site table's place, and the selection keys move through its lines).
+    pub fn proposal_open(&self) -> bool {
+        self.proposal != Proposal::None
+    }
+
+    /// The proposal's lines, filtered.
+    pub fn proposal_lines(&self) -> Vec<&crate::allocation::PlanLine> {
+        match &self.proposal {
+            Proposal::Ready { answer, .. } => answer
+                .plan
+                .lines
+                .iter()
+                .filter(|l| self.matches_filter(&[&l.area, &l.name]))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Opens the shipment form: the last shipment again, or the selected row's product.
+    fn open_shipment_form(&mut self) {
+        let mut form = self.last_shipment.clone().unwrap_or_default();
+        if form.product.is_empty()
+            && let Some(row) = self.stock_rows().get(self.selected[View::Stock.index()])
+        {
+            form.product = row.product.clone();
+        }
+        form.field = if form.product.is_empty() {
+            ShipmentField::Product
+        } else {
+            ShipmentField::Quantity
+        };
+        form.error = None;
+        self.shipment = Some(form);
+    }
+
+    fn on_shipment_key(&mut self, key: KeyEvent) {
+        let Some(form) = self.shipment.as_mut() else {
+            return;
+        };
+        match key.code {
+            KeyCode::Esc => {
+                self.shipment = None;
+                return;
+            }
+            KeyCode::Enter => {
+                self.send_shipment();
+                return;
+            }
+            KeyCode::Tab => form.field = form.field.next(),
+            KeyCode::BackTab => form.field = form.field.previous(),
+            KeyCode::Backspace => match form.field {
+                ShipmentField::Product => {
+                    form.product.pop();
+                }
+                ShipmentField::Quantity => {
+                    form.quantity.pop();
+                }
+                ShipmentField::Level => form.level = form.level.previous(),
+            },
+            KeyCode::Left | KeyCode::Right | KeyCode::Char(' ')
+                if form.field == ShipmentField::Level =>
+            {
+                form.level = if key.code == KeyCode::Left {
+                    form.level.previous()
+                } else {
+                    form.level.next()
+                };
+            }
+            KeyCode::Char(c) => match form.field {
+                ShipmentField::Product
+                    if (c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                        && form.product.len() < 32 =>
+                {
+                    form.product.push(c.to_ascii_uppercase());
+                }
+                ShipmentField::Quantity if c.is_ascii_digit() && form.quantity.len() < 12 => {
+                    if form.quantity == "0" {
+                        form.quantity.clear();
+                    }
+                    form.quantity.push(c);
+                }
+                // Quantities are often typed as 5,000 or 5_000.
+                ShipmentField::Quantity if c == ',' || c == '_' || c == '.' => {}
+                ShipmentField::Level => {
+                    if let Some(level) = Level::ALL
+                        .into_iter()
+                        .find(|l| l.as_str().starts_with(c.to_ascii_lowercase()))
+                    {
+                        form.level = level;
+                    }
+                }
+                _ => {}
+            },
+            _ => {}
+        }
+        form.error = None;
+    }
+
+    /// Checks the form and, if it is complete, asks for a proposal.
+    fn send_shipment(&mut self) {
+        let Some(form) = self.shipment.as_mut() else {
+            return;
+        };
+        if form.product.is_empty() {
+            form.error = Some("type a product code, e.g. COMIRNATY".into());
+            form.field = ShipmentField::Product;
+            return;
+        }
+        let Ok(quantity) = form.quantity.parse::<u64>() else {
+            form.error = Some("type the number of doses in the shipment".into());
+            form.field = ShipmentField::Quantity;
+            return;
+        };
+        let query = AllocationQuery {
+            product: form.product.clone(),
+            quantity,
+            level: form.level,
+        };
+        self.last_shipment = self.shipment.take();
+        // The filter was for the by-site table the proposal replaces.
+        self.filter.clear();
+        let id = self.next_request_id;
+        self.next_request_id += 1;
+        self.pending_request = Some((id, query.clone()));
+        self.proposal = Proposal::Loading { id, query };
+        self.proposal_selected = 0;
     }
 
     fn on_key(&mut self, key: KeyEvent) {
         if key.modifiers.contains(KeyModifiers::CONTROL) && key.code == KeyCode::Char('c') {
             self.quit = true;
+            return;
+        }
+        if self.shipment.is_some() {
+            self.on_shipment_key(key);
             return;
         }
         if self.editing_filter {
@@ -328,6 +587,7 @@ impl App {
                 _ => {}
             }
             self.selected[self.view.index()] = 0;
+            self.proposal_selected = 0;
             return;
         }
         if self.show_help {
@@ -350,13 +610,14 @@ impl App {
             KeyCode::Down | KeyCode::Char('j') => self.move_selection(1),
             KeyCode::PageUp => self.move_selection(-10),
             KeyCode::PageDown => self.move_selection(10),
-            KeyCode::Home | KeyCode::Char('g') => self.selected[self.view.index()] = 0,
+            KeyCode::Home | KeyCode::Char('g') => self.move_selection(i64::MIN / 2),
             KeyCode::End | KeyCode::Char('G') => self.move_selection(i64::MAX / 2),
             KeyCode::Enter => self.enter(),
             KeyCode::Esc => self.back(),
             KeyCode::Char('/') if self.view != View::Overview => {
                 self.editing_filter = true;
             }
+            KeyCode::Char('a') if self.view == View::Stock => self.open_shipment_form(),
             KeyCode::Char('s') => match self.view {
                 View::Areas => self.sort = self.sort.next(),
                 View::Stock => self.stock_sort = self.stock_sort.next(),
@@ -379,6 +640,7 @@ impl App {
             View::Overview => 0,
             View::Areas if self.path.len() >= 3 => 0,
             View::Areas => self.area_rows().len(),
+            View::Stock if self.proposal_open() => self.proposal_lines().len(),
             View::Stock => self.stock_rows().len(),
             View::Alerts => self.alerts().len(),
         }
@@ -386,7 +648,11 @@ impl App {
 
     fn move_selection(&mut self, by: i64) {
         let count = self.row_count();
-        let slot = &mut self.selected[self.view.index()];
+        let slot = if self.view == View::Stock && self.proposal_open() {
+            &mut self.proposal_selected
+        } else {
+            &mut self.selected[self.view.index()]
+        };
         if count == 0 {
             *slot = 0;
             return;
@@ -397,12 +663,14 @@ impl App {
 
     fn clamp_selection(&mut self) {
         let view = self.view;
+        let proposal = std::mem::replace(&mut self.proposal, Proposal::None);
         for v in View::ALL {
             self.view = v;
             let count = self.row_count();
             let slot = &mut self.selected[v.index()];
             *slot = (*slot).min(count.saturating_sub(1));
         }
+        self.proposal = proposal;
         self.view = view;
     }
 
@@ -428,6 +696,7 @@ impl App {
                     self.view = View::Areas;
                 }
             }
+            View::Stock if self.proposal_open() => {}
             View::Stock => {
                 let target = self
                     .stock_rows()
@@ -446,6 +715,12 @@ impl App {
     fn back(&mut self) {
         if !self.filter.is_empty() {
             self.filter.clear();
+            return;
+        }
+        if self.view == View::Stock && self.proposal_open() {
+            // Closing the panel drops the request too: its answer, if it comes, is ignored.
+            self.proposal = Proposal::None;
+            self.proposal_selected = 0;
             return;
         }
         if self.view == View::Areas

@@ -35,6 +35,8 @@ pub struct Snapshot {
     pub errors: Errors,
     pub stock: Stock,
     pub sites: Vec<SiteLive>,
+    /// How far the analytics side is behind the dose path; `None` from a server older than it.
+    pub analytics: Option<Analytics>,
     pub alerts: Vec<Alert>,
 }
 
@@ -155,12 +157,41 @@ pub struct SiteLive {
     pub stock: Vec<ProductStock>,
 }
 
+/// The analytics side: rows committed with the doses wait in an outbox until the analytics
+/// backend has them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Analytics {
+    /// `clickhouse` or `embedded`.
+    pub backend: String,
+    /// Rows committed but not yet in the analytics backend.
+    pub outbox_rows: u64,
+    pub outbox_bytes: u64,
+    pub outbox_max_bytes: u64,
+    /// Age of the oldest row waiting, in milliseconds: the analytics lag.
+    pub lag_ms: u64,
+    /// Rows dropped because the outbox was full (since the server started).
+    pub dropped_rows: u64,
+    /// The backend's last refusal, cleared by the next success.
+    pub last_error: Option<String>,
+    /// The server raises `analytics_lagging` above this many seconds of lag.
+    pub lag_alert_s: u64,
+}
+
+impl Analytics {
+    /// Behind by more than the server's alert threshold.
+    pub fn is_lagging(&self) -> bool {
+        self.lag_alert_s > 0 && self.lag_ms > self.lag_alert_s.saturating_mul(1_000)
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Alert {
     /// `critical` or `warning`.
     pub severity: String,
-    /// `site_silent`, `error_spike`, `queue_near_full`, `low_stock`, `out_of_stock`.
+    /// `site_silent`, `error_spike`, `queue_near_full`, `low_stock`, `out_of_stock`,
+    /// `analytics_lagging`, `analytics_rows_dropped`.
     pub kind: String,
     pub site_id: Option<String>,
     pub message: String,
@@ -400,7 +431,7 @@ async fn follow_once(
 
 /// A transport error in a few words: what failed and its root cause (reqwest's own message
 /// names the URL and hides the cause).
-fn describe(error: &reqwest::Error) -> String {
+pub(crate) fn describe(error: &reqwest::Error) -> String {
     let what = if error.is_connect() {
         "cannot connect"
     } else if error.is_timeout() {
@@ -422,7 +453,7 @@ fn describe(error: &reqwest::Error) -> String {
 }
 
 /// `5` for whole seconds, `0.3` otherwise.
-fn seconds(duration: Duration) -> String {
+pub(crate) fn seconds(duration: Duration) -> String {
     if duration.subsec_millis() == 0 {
         duration.as_secs().to_string()
     } else {
@@ -476,5 +507,16 @@ mod tests {
         assert_eq!(snapshot.doses.today, 3);
         assert_eq!(snapshot.sites[0].site_id, "a");
         assert_eq!(snapshot.thresholds.low_stock_days, 3.0);
+        assert_eq!(
+            snapshot.analytics, None,
+            "an older server sends no analytics"
+        );
+        let snapshot: Snapshot = serde_json::from_str(
+            r#"{"analytics": {"backend": "clickhouse", "lag_ms": 61000, "last_error": null, "lag_alert_s": 60}}"#,
+        )
+        .unwrap_or_default();
+        let analytics = snapshot.analytics.unwrap_or_default();
+        assert_eq!(analytics.backend, "clickhouse");
+        assert!(analytics.is_lagging());
     }
 }

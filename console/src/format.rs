@@ -79,6 +79,21 @@ pub fn ago(seconds: i64) -> String {
     }
 }
 
+/// A lag in milliseconds, short enough for the overview: `0.4 s` under ten seconds, then
+/// `42 s`, `12 min`, and hours with a decimal (`3.1 h`).
+pub fn lag(ms: u64) -> String {
+    let seconds = ms / 1_000;
+    if ms < 10_000 {
+        format!("{:.1} s", ms as f64 / 1_000.0)
+    } else if seconds < 120 {
+        format!("{seconds} s")
+    } else if seconds < 3_600 {
+        format!("{} min", seconds / 60)
+    } else {
+        format!("{:.1} h", ms as f64 / 3_600_000.0)
+    }
+}
+
 /// Cuts `text` to at most `width` characters, marking the cut with `…`.
 pub fn fit(text: &str, width: usize) -> String {
     if text.chars().count() <= width {
@@ -123,6 +138,11 @@ mod tests {
         assert_eq!(ago(42), "42 s");
         assert_eq!(ago(725), "12 min");
         assert_eq!(ago(11_100), "3 h 5 min");
+        assert_eq!(lag(420), "0.4 s");
+        assert_eq!(lag(9_949), "9.9 s");
+        assert_eq!(lag(75_000), "75 s");
+        assert_eq!(lag(725_000), "12 min");
+        assert_eq!(lag(11_100_000), "3.1 h");
         assert_eq!(fit("Bach Mai hospital", 8), "Bach Ma…");
         assert_eq!(fit("short", 8), "short");
     }

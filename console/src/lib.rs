@@ -4,12 +4,15 @@
 //! `vaxcamp console --server URL --token TOKEN` follows `GET /v1/live/stream` (server-sent
 //! events, one snapshot a second) with an observer or admin token, and shows doses per second,
 //! totals, latency, queues and errors; a drill-down from the nation to provinces, districts
-//! and sites; stock and days of supply; and the server's alerts. When the server goes away the
-//! console says so, keeps the last figures on screen and reconnects with backoff.
+//! and sites; stock and days of supply, with a proposal for splitting a shipment
+//! (`GET /v1/allocation`); the analytics lag; and the server's alerts. When the server goes away
+//! the console says so, keeps the last figures on screen and reconnects with backoff.
 //!
 //! # Layout
 //! - [`feed`]: the snapshot types (mirroring the server's JSON) and the task that follows the
 //!   event stream, parses it and reconnects.
+//! - [`allocation`]: the allocation proposal's types (mirroring the server's JSON) and the
+//!   request that asks for one, run on a task so that drawing never waits for it.
 //! - [`app`]: [`App`], the state; [`Event`], the one enum that keys, ticks and the feed send;
 //!   [`App::update`], the only place state changes. No I/O, no clock.
 //! - [`ui`]: drawing, as `impl Widget for &App`: header, banner, the four views, footer, help.
@@ -18,10 +21,12 @@
 //! - [`term`]: the terminal guard (raw mode, alternate screen, restored on drop and on panic) and
 //!   the log writer that holds log lines while the console is on screen.
 //!
-//! The event loop ([`run_until`]) joins three sources into one bounded channel: a thread
-//! reading keys, a task ticking once a second, and the feed task. It applies every waiting event,
-//! then draws once.
+//! The event loop ([`run_until`]) joins four sources into one bounded channel: a thread
+//! reading keys, a task ticking once a second, the feed task, and the allocation request the
+//! user last sent (one at a time; a new one replaces it). It applies every waiting event, starts
+//! a request if the state asks for one, then draws once.
 
+pub mod allocation;
 pub mod app;
 pub mod feed;
 pub mod format;
@@ -98,6 +103,10 @@ pub async fn run_until(
         sender.clone(),
     ));
     let ticker = tokio::spawn(tick(sender.clone()));
+    // Allocation requests answer on the same channel; `allocations` keeps a sender for them.
+    let allocations = sender.clone();
+    let allocation_client =
+        allocation::AllocationClient::new(args.server.clone(), args.token.clone());
     let keys_stop = Arc::new(AtomicBool::new(false));
     let keys = {
         let stop = keys_stop.clone();
@@ -118,24 +127,50 @@ pub async fn run_until(
         // terminal is restored rather than left in raw mode.
         let terminated = terminated();
         tokio::pin!(terminated);
-        loop {
+        // The allocation request in flight: aborted when the user sends another or quits.
+        let mut request: Option<tokio::task::JoinHandle<()>> = None;
+        let result = loop {
             tokio::select! {
-                () = &mut stop => break,
-                () = &mut terminated => break,
+                () = &mut stop => break Ok(()),
+                () = &mut terminated => break Ok(()),
                 event = events.recv() => {
-                    let Some(event) = event else { break };
+                    let Some(event) = event else { break Ok(()) };
                     app.update(event);
                     while let Ok(event) = events.try_recv() {
                         app.update(event);
                     }
                     if app.quit {
-                        break;
+                        break Ok(());
                     }
-                    guard.terminal.draw(|frame| frame.render_widget(&app, frame.area()))?;
+                    if let Some((id, query)) = app.take_allocation_request() {
+                        if let Some(previous) = request.take() {
+                            previous.abort();
+                        }
+                        match &allocation_client {
+                            Ok(client) => {
+                                request = Some(tokio::spawn(allocation::fetch(
+                                    client.clone(),
+                                    id,
+                                    query,
+                                    allocations.clone(),
+                                )));
+                            }
+                            Err(message) => app.update(Event::Allocation {
+                                id,
+                                answer: Err(message.clone()),
+                            }),
+                        }
+                    }
+                    if let Err(e) = guard.terminal.draw(|frame| frame.render_widget(&app, frame.area())) {
+                        break Err(e.into());
+                    }
                 }
             }
+        };
+        if let Some(request) = request {
+            request.abort();
         }
-        Ok::<(), ConsoleError>(())
+        result
     }
     .await;
 
@@ -144,6 +179,7 @@ pub async fn run_until(
     ticker.abort();
     // Dropping the receiver releases a key thread blocked on a full channel.
     drop(events);
+    drop(allocations);
     if keys.join().is_err() {
         tracing::warn!("the key reader panicked");
     }

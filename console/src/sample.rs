@@ -2,8 +2,8 @@
 //! same JSON shape the server sends, with figures that are easy to check by eye.
 
 use crate::feed::{
-    Alert, Doses, ErrorCount, Errors, Latency, ProductStock, Queues, Registrations, SeriesCounts,
-    SiteLive, Snapshot, Stock, Thresholds,
+    Alert, Analytics, Doses, ErrorCount, Errors, Latency, ProductStock, Queues, Registrations,
+    SeriesCounts, SiteLive, Snapshot, Stock, Thresholds,
 };
 
 /// 2030-01-02 08:00:00 UTC.
@@ -154,6 +154,16 @@ pub fn campaign(sites: usize, now: i64) -> Snapshot {
             by_product,
         },
         sites: all,
+        analytics: Some(Analytics {
+            backend: "embedded".into(),
+            outbox_rows: 12,
+            outbox_bytes: 1_536,
+            outbox_max_bytes: 256 << 20,
+            lag_ms: 400,
+            dropped_rows: 0,
+            last_error: None,
+            lag_alert_s: 60,
+        }),
         alerts,
     }
 }

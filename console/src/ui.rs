@@ -18,9 +18,13 @@ use ratatui::widgets::{
     TableState, Widget, Wrap,
 };
 
-use crate::app::{App, AreaRow, Connection, SortColumn, StockSort, View, is_low};
-use crate::feed::{SiteLive, Snapshot};
-use crate::format::{ago, clock, days, fit, millis, percent, rate, rate_short, thousands};
+use crate::allocation::{Level, Plan};
+use crate::app::{
+    App, AreaRow, Connection, Proposal, ShipmentField, ShipmentForm, SortColumn, StockSort, View,
+    is_low,
+};
+use crate::feed::{Analytics, SiteLive, Snapshot};
+use crate::format::{ago, clock, days, fit, lag, millis, percent, rate, rate_short, thousands};
 
 impl Widget for &App {
     fn render(self, area: Rect, buf: &mut Buffer) {
@@ -165,7 +169,22 @@ impl App {
 
     fn render_footer(&self, area: Rect, buf: &mut Buffer) {
         let theme = &self.theme;
-        let line = if self.editing_filter {
+        let line = if let Some(form) = &self.shipment {
+            match &form.error {
+                Some(error) => Line::from(vec![
+                    Span::styled(" Shipment: ", theme.title),
+                    Span::styled(error.clone(), theme.bad),
+                    Span::styled("   Esc cancel", theme.dim),
+                ]),
+                None => Line::from(vec![
+                    Span::styled(" Shipment: ", theme.title),
+                    Span::styled(
+                        "Tab next field · ←→ level · Enter propose · Esc cancel",
+                        theme.dim,
+                    ),
+                ]),
+            }
+        } else if self.editing_filter {
             Line::from(vec![
                 Span::styled(" Filter: ", theme.title),
                 Span::raw(self.filter.clone()),
@@ -173,16 +192,29 @@ impl App {
                 Span::styled("   Enter keep · Esc clear", theme.dim),
             ])
         } else {
-            let keys: &[(&str, &str)] = &[
+            let proposal_keys: &[(&str, &str)] = &[
                 ("Tab", "view"),
                 ("↑↓", "move"),
-                ("Enter", "open"),
-                ("Esc", "back"),
+                ("a", "shipment"),
+                ("Esc", "close"),
                 ("/", "filter"),
-                ("s", "sort"),
                 ("?", "help"),
                 ("q", "quit"),
             ];
+            let keys: &[(&str, &str)] = if self.view == View::Stock && self.proposal_open() {
+                proposal_keys
+            } else {
+                &[
+                    ("Tab", "view"),
+                    ("↑↓", "move"),
+                    ("Enter", "open"),
+                    ("Esc", "back"),
+                    ("/", "filter"),
+                    ("s", "sort"),
+                    ("?", "help"),
+                    ("q", "quit"),
+                ]
+            };
             let mut spans = vec![Span::raw(" ")];
             for (key, what) in keys {
                 spans.push(Span::styled(*key, theme.title));
@@ -356,6 +388,13 @@ impl App {
                     queue_style,
                 ),
             ]),
+        ];
+        if let Some(analytics) = &s.analytics {
+            server.extend(
+                self.analytics_lines(analytics, usize::from(right.width.saturating_sub(2))),
+            );
+        }
+        server.extend([
             Line::from(vec![
                 label("Errors"),
                 Span::styled(thousands(s.errors.total), theme.value),
@@ -372,7 +411,7 @@ impl App {
                     },
                 ),
             ]),
-        ];
+        ]);
         let inner_width = right.width.saturating_sub(2) as usize;
         for error in &s.errors.by_kind {
             let count = thousands(error.count);
@@ -391,6 +430,53 @@ impl App {
             let table = self.area_table(&self.province_rows(), 0, block);
             Widget::render(table, provinces_area, buf);
         }
+    }
+
+    /// The analytics side in the server box: backend and lag (`LATE` above the server's alert
+    /// threshold), rows waiting, and rows dropped or the backend's last error when there are.
+    fn analytics_lines(&self, analytics: &Analytics, width: usize) -> Vec<Line<'static>> {
+        let theme = &self.theme;
+        let label = |text: &str| Span::raw(format!(" {text:<10}"));
+        let lagging = analytics.is_lagging();
+        let mut lines = vec![
+            Line::from(vec![
+                label("Analytics"),
+                Span::raw(format!("{} lag ", analytics.backend)),
+                Span::styled(
+                    lag(analytics.lag_ms),
+                    if lagging { theme.warn } else { theme.value },
+                ),
+                Span::styled(if lagging { " LATE" } else { "" }, theme.warn),
+            ]),
+            Line::from(vec![
+                label(""),
+                Span::styled(thousands(analytics.outbox_rows), theme.value),
+                Span::raw(if analytics.outbox_rows == 1 {
+                    " row waiting"
+                } else {
+                    " rows waiting"
+                }),
+            ]),
+        ];
+        if analytics.dropped_rows > 0 {
+            lines.push(Line::from(vec![
+                label(""),
+                Span::styled(
+                    format!("{} rows dropped", thousands(analytics.dropped_rows)),
+                    theme.bad,
+                ),
+            ]));
+        }
+        if let Some(error) = &analytics.last_error {
+            lines.push(Line::from(vec![
+                label(""),
+                Span::styled(
+                    fit(&format!("error: {error}"), width.saturating_sub(11)),
+                    theme.warn,
+                ),
+            ]));
+        }
+        lines
     }
 
     /// The area table for rows at `depth` (0 provinces, 1 districts, 2 sites).
@@ -688,10 +774,16 @@ impl App {
             products.sort_by(|a, b| a.0.cmp(&b.0));
         }
         let summary_height = (products.len().clamp(1, 4) + 2) as u16;
+        // A proposal (or its wait, or its error) takes the by-site table's place; otherwise the
+        // allocation panel is a line at the bottom: a hint, or the shipment form.
         let [summary_area, table_area, plan_area] = Layout::vertical([
             Constraint::Length(summary_height),
-            Constraint::Fill(1),
-            Constraint::Length(3),
+            Constraint::Fill(if self.proposal_open() { 0 } else { 1 }),
+            if self.proposal_open() {
+                Constraint::Fill(1)
+            } else {
+                Constraint::Length(3)
+            },
         ])
         .areas(area);
         let mut lines: Vec<Line> = products
@@ -724,6 +816,15 @@ impl App {
         ]));
         Paragraph::new(lines).block(block).render(summary_area, buf);
 
+        if !self.proposal_open() {
+            self.render_stock_table(table_area, buf);
+        }
+        self.render_allocation(plan_area, buf);
+    }
+
+    /// Every site × product in scope, lowest days of supply first.
+    fn render_stock_table(&self, table_area: Rect, buf: &mut Buffer) {
+        let theme = &self.theme;
         let rows = self.stock_rows();
         let mut title = vec![Span::styled(
             format!(" By site · by {} ", self.stock_sort.label()),
@@ -806,16 +907,235 @@ impl App {
             let mut state = TableState::default().with_selected(Some(self.selected[2]));
             StatefulWidget::render(table, table_area, buf, &mut state);
         }
+    }
 
-        // The allocation planner is a separate component this server does not have yet; the
-        // panel says so rather than showing made-up numbers.
-        let block = Block::bordered().title(Span::styled(" Shipment allocation ", theme.title));
-        Paragraph::new(Line::styled(
-            " No proposal: this server has no allocation planner yet.",
-            theme.dim,
-        ))
-        .block(block)
-        .render(plan_area, buf);
+    /// The shipment allocation panel: a hint, the shipment form (`a`), the wait for the
+    /// server, its refusal, or the proposal with its totals and notes.
+    fn render_allocation(&self, area: Rect, buf: &mut Buffer) {
+        let theme = &self.theme;
+        let mut title = vec![Span::styled(" Shipment allocation ", theme.title)];
+        if let Some(query) = self.proposal.query() {
+            title.push(Span::styled(
+                format!(
+                    "· {}, {} doses, by {} ",
+                    query.product,
+                    thousands(query.quantity),
+                    query.level.as_str()
+                ),
+                theme.dim,
+            ));
+        }
+        if let Proposal::Ready { answer, .. } = &self.proposal {
+            title.push(Span::styled(
+                format!("· {} UTC ", clock(answer.generated_at)),
+                theme.dim,
+            ));
+        }
+        if self.proposal_open() && !self.filter.is_empty() {
+            title.push(Span::styled(
+                format!("· filter \"{}\" ", self.filter),
+                theme.warn,
+            ));
+        }
+        let block = Block::bordered().title(Line::from(title));
+        let mut inner = block.inner(area);
+        block.render(area, buf);
+        if let Some(form) = &self.shipment {
+            let [line, rest] =
+                Layout::vertical([Constraint::Length(1), Constraint::Fill(1)]).areas(inner);
+            self.shipment_line(form).render(line, buf);
+            inner = rest;
+        }
+        let width = usize::from(inner.width);
+        match &self.proposal {
+            Proposal::None if self.shipment.is_none() => {
+                Line::styled(
+                    " Press a to propose how to split a shipment of one product.",
+                    theme.dim,
+                )
+                .render(inner, buf);
+            }
+            Proposal::None => {}
+            Proposal::Loading { query, .. } => {
+                Paragraph::new(Line::raw(format!(
+                    " Asking the server how to split {} doses of {} by {}…",
+                    thousands(query.quantity),
+                    query.product,
+                    query.level.as_str()
+                )))
+                .wrap(Wrap { trim: false })
+                .render(inner, buf);
+            }
+            Proposal::Failed { message, .. } => {
+                let mut lines: Vec<Line> = wrap(
+                    &format!("No proposal: {message}"),
+                    width.saturating_sub(2),
+                    4,
+                )
+                .into_iter()
+                .map(|l| Line::styled(format!(" {l}"), theme.bad))
+                .collect();
+                lines.push(Line::styled(
+                    " a changes the shipment · Esc closes this panel",
+                    theme.dim,
+                ));
+                Paragraph::new(lines).render(inner, buf);
+            }
+            Proposal::Ready { answer, .. } => self.render_plan(&answer.plan, inner, buf),
+        }
+    }
+
+    /// The form: product, doses, level; the field being typed is highlighted.
+    fn shipment_line(&self, form: &ShipmentForm) -> Line<'static> {
+        let theme = &self.theme;
+        let field = |text: String, width: usize, active: bool| {
+            let text = if active && !matches!(form.field, ShipmentField::Level) {
+                format!("{text}_")
+            } else {
+                text
+            };
+            Span::styled(
+                format!("{:<width$}", fit(&text, width)),
+                if active { theme.selected } else { theme.value },
+            )
+        };
+        Line::from(vec![
+            Span::styled(" Product ", theme.title),
+            field(
+                form.product.clone(),
+                14,
+                form.field == ShipmentField::Product,
+            ),
+            Span::styled("  Doses ", theme.title),
+            field(
+                // Digits as typed, shown with separators: 5,000.
+                form.quantity
+                    .parse::<u64>()
+                    .map_or_else(|_| form.quantity.clone(), thousands),
+                10,
+                form.field == ShipmentField::Quantity,
+            ),
+            Span::styled("  Level ", theme.title),
+            field(
+                format!("‹ {} ›", form.level.as_str()),
+                12,
+                form.field == ShipmentField::Level,
+            ),
+        ])
+    }
+
+    /// The proposal: totals, one line per area (need, stock, days before → after), notes.
+    fn render_plan(&self, plan: &Plan, area: Rect, buf: &mut Buffer) {
+        let theme = &self.theme;
+        let width = usize::from(area.width);
+        let totals = Line::from(vec![
+            Span::raw(" Need "),
+            Span::styled(thousands(plan.need_doses), theme.value),
+            Span::raw("  allocated "),
+            Span::styled(thousands(plan.allocated_doses), theme.value),
+            Span::raw(format!(
+                " of {}  held back ",
+                thousands(plan.request.shipment_doses)
+            )),
+            Span::styled(thousands(plan.held_back_doses), theme.value),
+            Span::raw("  unmet need "),
+            Span::styled(
+                thousands(plan.unmet_need_doses),
+                if plan.unmet_need_doses > 0 {
+                    theme.warn
+                } else {
+                    theme.value
+                },
+            ),
+        ]);
+        // Notes go under the table, each wrapped; they get at most a third of the panel so that
+        // the table always shows some lines.
+        let notes: Vec<Line> = plan
+            .notes
+            .iter()
+            .flat_map(|note| {
+                wrap(note, width.saturating_sub(4).max(10), 3)
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, l)| {
+                        Line::styled(
+                            format!(" {} {l}", if i == 0 { "•" } else { " " }),
+                            theme.dim,
+                        )
+                    })
+            })
+            .collect();
+        let notes_height = (notes.len() as u16).min((area.height / 3).max(1));
+        let [totals_area, table_area, notes_area] = Layout::vertical([
+            Constraint::Length(1),
+            Constraint::Fill(1),
+            Constraint::Length(notes_height),
+        ])
+        .areas(area);
+        totals.render(totals_area, buf);
+        Paragraph::new(notes).render(notes_area, buf);
+
+        let lines = self.proposal_lines();
+        if lines.is_empty() {
+            let text = if plan.lines.is_empty() {
+                " No area can receive this product."
+            } else {
+                " Nothing matches the filter. Esc clears it."
+            };
+            Line::raw(text).render(table_area, buf);
+            return;
+        }
+        let area_label = match plan.request.level {
+            Level::Site => "Site",
+            Level::District => "District",
+            Level::Province => "Province",
+        };
+        let right = |text: String| Cell::from(Line::from(text).right_aligned());
+        let header = Row::new(vec![
+            Cell::from(area_label),
+            right("Allocated".into()),
+            right("Need".into()),
+            right("Stock".into()),
+            right("Days now → after".into()),
+        ])
+        .style(theme.title);
+        let rows: Vec<Row> = lines
+            .iter()
+            .map(|line| {
+                let label = if plan.request.level == Level::Site && !line.name.is_empty() {
+                    line.name.clone()
+                } else {
+                    line.area.clone()
+                };
+                Row::new(vec![
+                    Cell::from(label),
+                    right(thousands(line.allocated_doses)),
+                    right(thousands(line.need_doses)),
+                    right(thousands(line.stock_on_hand)),
+                    right(format!(
+                        "{} → {}",
+                        days(line.days_of_supply_before),
+                        days(line.days_of_supply_after)
+                    )),
+                ])
+            })
+            .collect();
+        let table = Table::new(
+            rows,
+            [
+                Constraint::Min(12),
+                Constraint::Length(9),
+                Constraint::Length(9),
+                Constraint::Length(9),
+                Constraint::Length(16),
+            ],
+        )
+        .header(header)
+        .row_highlight_style(theme.selected)
+        .highlight_symbol("> ")
+        .highlight_spacing(HighlightSpacing::Always);
+        let mut state = TableState::default().with_selected(Some(self.proposal_selected));
+        StatefulWidget::render(table, table_area, buf, &mut state);
     }
 
     fn render_alerts(&self, s: &Snapshot, area: Rect, buf: &mut Buffer) {
@@ -862,10 +1182,12 @@ impl App {
                     ("WARN", theme.warn)
                 };
                 let message = wrap(&alert.message, message_width, 3);
-                let height = message.len() as u16;
+                // `analytics rows dropped` and the like take two lines of the kind column.
+                let kind = wrap(&alert.kind.replace('_', " "), 15, 2);
+                let height = message.len().max(kind.len()) as u16;
                 Row::new(vec![
                     Cell::from(severity).style(style),
-                    Cell::from(alert.kind.replace('_', " ")),
+                    Cell::from(kind.into_iter().map(Line::from).collect::<Vec<_>>()),
                     Cell::from(message.into_iter().map(Line::from).collect::<Vec<_>>()),
                 ])
                 .height(height.max(1))
@@ -894,9 +1216,12 @@ impl App {
             ("Tab, Shift-Tab, 1-4", "switch view"),
             ("↑ ↓, j k, PgUp PgDn", "move the selection"),
             ("Enter", "open the area, site or alert"),
-            ("Esc", "clear the filter, or go up"),
+            ("Esc", "clear the filter, go up, close"),
             ("/", "filter rows (Enter keeps it)"),
             ("s", "sort by the next column"),
+            ("a", "plan a shipment (Stock view)"),
+            ("  Tab, ← →", "next field; change the level"),
+            ("  Enter, Esc", "ask for a proposal; cancel"),
             ("?", "this help (any key closes)"),
             ("q, Ctrl-C", "quit"),
         ];

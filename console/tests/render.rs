@@ -8,10 +8,13 @@ use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 use ratatui::buffer::Buffer;
 use ratatui::style::{Color, Modifier};
+use vaxcamp_console::allocation::{
+    AllocationAnswer, AllocationQuery, Level, Plan, PlanLine, PlanRequest,
+};
 use vaxcamp_console::app::{App, Event};
 use vaxcamp_console::feed::{
-    Alert, Doses, ErrorCount, Errors, FeedEvent, Latency, ProductStock, Queues, Registrations,
-    SeriesCounts, SiteLive, Snapshot, Stock, Thresholds,
+    Alert, Analytics, Doses, ErrorCount, Errors, FeedEvent, Latency, ProductStock, Queues,
+    Registrations, SeriesCounts, SiteLive, Snapshot, Stock, Thresholds,
 };
 use vaxcamp_console::theme::Theme;
 
@@ -145,6 +148,8 @@ fn campaign() -> Snapshot {
             by_product: vec![product("COMIRNATY", 130_000, 26_000.0), product("SPIKEVAX", 308_000, 54_000.0)],
         },
         sites,
+        // As an older server sends it: no analytics figures.
+        analytics: None,
         alerts: vec![
             Alert { severity: "critical".into(), kind: "out_of_stock".into(), site_id: Some("hn-03".into()), message: "hn-03 (Thanh Nhan): no doses left in stock".into() },
             Alert { severity: "warning".into(), kind: "low_stock".into(), site_id: Some("hn-01".into()), message: "hn-01 (Bach Mai): 2.0 days of supply (48000 doses)".into() },
@@ -467,7 +472,7 @@ fn stock_view_puts_low_stock_first_and_highlights_it() {
             "│                                                                              │",
             "└──────────────────────────────────────────────────────────────────────────────┘",
             "┌ Shipment allocation ─────────────────────────────────────────────────────────┐",
-            "│ No proposal: this server has no allocation planner yet.                      │",
+            "│ Press a to propose how to split a shipment of one product.                   │",
             "└──────────────────────────────────────────────────────────────────────────────┘",
             " Tab view  ↑↓ move  Enter open  Esc back  / filter  s sort  ? help  q quit      ",
         ],
@@ -606,21 +611,21 @@ fn help_overlays_the_view_and_any_key_closes_it() {
             "┌ Alerts · 3 ──────────────────────────────────────────────────────────────────┐",
             "│  Sev  Kind            What                                                   │",
             "│> CRIT out of stock    hn-03 (Thanh Nhan): no doses left in stock             │",
-            "│  WARN low stock       hn-01 (Bach Mai): 2.0 days of supply (48000 doses)     │",
-            "│  WARN site silent     hn-03 (Thanh Nhan): no dose since the server started   │",
-            "│           ┌ Keys ────────────────────────────────────────────────┐           │",
-            "│           │ Tab, Shift-Tab, 1-4  switch view                     │           │",
+            "│  WARN low ┌ Keys ────────────────────────────────────────────────┐doses)     │",
+            "│  WARN site│ Tab, Shift-Tab, 1-4  switch view                     │ started   │",
             "│           │ ↑ ↓, j k, PgUp PgDn  move the selection              │           │",
             "│           │ Enter                open the area, site or alert    │           │",
-            "│           │ Esc                  clear the filter, or go up      │           │",
+            "│           │ Esc                  clear the filter, go up, close  │           │",
             "│           │ /                    filter rows (Enter keeps it)    │           │",
             "│           │ s                    sort by the next column         │           │",
+            "│           │ a                    plan a shipment (Stock view)    │           │",
+            "│           │   Tab, ← →           next field; change the level    │           │",
+            "│           │   Enter, Esc         ask for a proposal; cancel      │           │",
             "│           │ ?                    this help (any key closes)      │           │",
             "│           │ q, Ctrl-C            quit                            │           │",
             "│           │                                                      │           │",
             "│           │ Sites under 3 days of supply are marked LOW.         │           │",
             "│           └──────────────────────────────────────────────────────┘           │",
-            "│                                                                              │",
             "│                                                                              │",
             "│                                                                              │",
             "│                                                                              │",
@@ -724,7 +729,7 @@ fn empty_campaign_in_every_view() {
             "│                                                                              │",
             "└──────────────────────────────────────────────────────────────────────────────┘",
             "┌ Shipment allocation ─────────────────────────────────────────────────────────┐",
-            "│ No proposal: this server has no allocation planner yet.                      │",
+            "│ Press a to propose how to split a shipment of one product.                   │",
             "└──────────────────────────────────────────────────────────────────────────────┘",
             " Tab view  ↑↓ move  Enter open  Esc back  / filter  s sort  ? help  q quit      ",
         ],
@@ -898,4 +903,433 @@ fn keys_move_and_clamp_the_selection() {
         KeyModifiers::CONTROL,
     )));
     assert!(app.quit);
+}
+
+// ---- Shipment allocation (issue 7) ----
+
+fn shipment_answer() -> AllocationAnswer {
+    let line =
+        |area: &str, name: &str, rate: f64, stock: u64, need: u64, allocated: u64| PlanLine {
+            area: area.into(),
+            name: name.into(),
+            site_count: 1,
+            daily_rate: rate,
+            stock_on_hand: stock,
+            need_doses: need,
+            allocated_doses: allocated,
+            days_of_supply_before: (rate > 0.0).then(|| stock as f64 / rate),
+            days_of_supply_after: (rate > 0.0).then(|| (stock + allocated) as f64 / rate),
+            ..PlanLine::default()
+        };
+    AllocationAnswer {
+        analytics_backend: "embedded".into(),
+        generated_at: NOW + 5,
+        plan: Plan {
+            request: PlanRequest {
+                product: "COMIRNATY".into(),
+                shipment_doses: 5_000,
+                unit_doses: 10,
+                window_days: 7,
+                horizon_days: 14,
+                level: Level::District,
+            },
+            lines: vec![
+                line("01/001", "001", 3_000.0, 40_000, 2_000, 2_000),
+                line("01/005", "005", 500.0, 0, 7_000, 3_000),
+                line("01/009", "009", 0.0, 500, 0, 0),
+            ],
+            need_doses: 9_000,
+            allocated_doses: 5_000,
+            held_back_doses: 0,
+            unmet_need_doses: 4_000,
+            fill_level_days: Some(6.0),
+            unplaced_registrations: 120,
+            notes: vec![
+                "the shipment is 4000 doses short of the need: every line with a need was filled to about 6.0 of 14 days of planned use, lowest cover first".into(),
+                "120 registrations in 48/490 have no site for this product".into(),
+            ],
+        },
+    }
+}
+
+/// The stock view with the shipment typed: COMIRNATY (from the selected row), 5,000 doses, by
+/// district.
+fn typed_shipment(theme: Theme) -> App {
+    let mut app = app_with(campaign(), theme);
+    key(&mut app, KeyCode::Char('3'));
+    key(&mut app, KeyCode::Char('a'));
+    for c in "5,000".chars() {
+        key(&mut app, KeyCode::Char(c));
+    }
+    key(&mut app, KeyCode::Tab);
+    key(&mut app, KeyCode::Right);
+    app
+}
+
+/// The stock view, top: unchanged by the allocation panel below it.
+const STOCK_TOP: [&str; 5] = [
+    " vaxcamp   Overview  Areas  Stock  Alerts 3                 ● live 08:00:00 UTC ",
+    "┌ Stock · Nation · under 3 days highlighted ───────────────────────────────────┐",
+    "│ COMIRNATY         130,000 doses     26,000/day    5.0 days                   │",
+    "│ SPIKEVAX          308,000 doses     54,000/day    5.7 days                   │",
+    "└──────────────────────────────────────────────────────────────────────────────┘",
+];
+
+fn stock_screen(rest: &[&'static str]) -> Vec<&'static str> {
+    STOCK_TOP
+        .iter()
+        .copied()
+        .chain(rest.iter().copied())
+        .collect()
+}
+
+#[test]
+fn allocation_form_sends_one_request_and_waits_for_it() {
+    let mut app = typed_shipment(Theme::colour());
+    // The product comes from the selected row; the quantity is typed with a separator.
+    let screen = draw(&app, 80, 24);
+    assert_lines(
+        &screen,
+        19,
+        &[
+            "└──────────────────────────────────────────────────────────────────────────────┘",
+            "┌ Shipment allocation ─────────────────────────────────────────────────────────┐",
+            "│ Product COMIRNATY       Doses 5,000       Level ‹ district ›                 │",
+            "└──────────────────────────────────────────────────────────────────────────────┘",
+            " Shipment: Tab next field · ←→ level · Enter propose · Esc cancel               ",
+        ],
+    );
+    assert_eq!(screen[(50, 21)].bg, Color::Blue, "the field being typed");
+    assert_eq!(
+        app.take_allocation_request(),
+        None,
+        "nothing sent while typing"
+    );
+
+    key(&mut app, KeyCode::Enter);
+    let query = AllocationQuery {
+        product: "COMIRNATY".into(),
+        quantity: 5_000,
+        level: Level::District,
+    };
+    assert_eq!(app.take_allocation_request(), Some((1, query)));
+    assert_eq!(app.take_allocation_request(), None, "handed over once");
+    let mut loading = stock_screen(&[
+        "┌ Shipment allocation · COMIRNATY, 5,000 doses, by district ───────────────────┐",
+        "│ Asking the server how to split 5,000 doses of COMIRNATY by district…         │",
+    ]);
+    loading.extend(
+        ["│                                                                              │"; 15],
+    );
+    loading.extend([
+        "└──────────────────────────────────────────────────────────────────────────────┘",
+        " Tab view  ↑↓ move  a shipment  Esc close  / filter  ? help  q quit             ",
+    ]);
+    assert_screen(&draw(&app, 80, 24), &loading);
+
+    // Esc closes the panel; an answer arriving afterwards is dropped.
+    key(&mut app, KeyCode::Esc);
+    app.update(Event::Allocation {
+        id: 1,
+        answer: Ok(Box::new(shipment_answer())),
+    });
+    assert!(!app.proposal_open());
+    assert_lines(
+        &draw(&app, 80, 24),
+        20,
+        &[
+            "┌ Shipment allocation ─────────────────────────────────────────────────────────┐",
+            "│ Press a to propose how to split a shipment of one product.                   │",
+        ],
+    );
+}
+
+#[test]
+fn allocation_form_checks_what_is_typed() {
+    let mut app = app_with(campaign(), Theme::colour());
+    key(&mut app, KeyCode::Char('3'));
+    key(&mut app, KeyCode::Char('a'));
+    key(&mut app, KeyCode::Enter);
+    assert_lines(
+        &draw(&app, 80, 24),
+        23,
+        &[" Shipment: type the number of doses in the shipment   Esc cancel                "],
+    );
+    key(&mut app, KeyCode::BackTab);
+    for _ in 0.."COMIRNATY".len() {
+        key(&mut app, KeyCode::Backspace);
+    }
+    for c in "vaxzevria".chars() {
+        key(&mut app, KeyCode::Char(c));
+    }
+    key(&mut app, KeyCode::Tab);
+    key(&mut app, KeyCode::Char('x'));
+    key(&mut app, KeyCode::Char('7'));
+    key(&mut app, KeyCode::Tab);
+    key(&mut app, KeyCode::Char('p'));
+    assert_lines(
+        &draw(&app, 80, 24),
+        21,
+        &["│ Product VAXZEVRIA       Doses 7           Level ‹ province ›                 │"],
+    );
+    key(&mut app, KeyCode::Esc);
+    assert_eq!(app.shipment, None, "Esc cancels");
+    assert_eq!(app.take_allocation_request(), None);
+    assert!(!app.quit);
+}
+
+#[test]
+fn allocation_proposal_shows_lines_totals_and_notes() {
+    let mut app = typed_shipment(Theme::colour());
+    key(&mut app, KeyCode::Enter);
+    let (id, _) = app.take_allocation_request().unwrap();
+    app.update(Event::Allocation {
+        id,
+        answer: Ok(Box::new(shipment_answer())),
+    });
+    let mut proposal = stock_screen(&[
+        "┌ Shipment allocation · COMIRNATY, 5,000 doses, by district · 08:00:05 UTC ────┐",
+        "│ Need 9,000  allocated 5,000 of 5,000  held back 0  unmet need 4,000          │",
+        "│  District                      Allocated      Need     Stock Days now → after│",
+        "│> 01/001                            2,000     2,000    40,000          13 → 14│",
+        "│  01/005                            3,000     7,000         0        0.0 → 6.0│",
+        "│  01/009                                0         0       500            - → -│",
+    ]);
+    proposal.extend(
+        ["│                                                                              │"; 8],
+    );
+    proposal.extend([
+        "│ • the shipment is 4000 doses short of the need: every line with a need was   │",
+        "│   filled to about 6.0 of 14 days of planned use, lowest cover first          │",
+        "│ • 120 registrations in 48/490 have no site for this product                  │",
+        "└──────────────────────────────────────────────────────────────────────────────┘",
+        " Tab view  ↑↓ move  a shipment  Esc close  / filter  ? help  q quit             ",
+    ]);
+    let screen = draw(&app, 80, 24);
+    assert_screen(&screen, &proposal);
+    assert_eq!(screen[(64, 6)].fg, Color::Yellow, "unmet need");
+
+    // The selection keys move through the proposal's lines, and the filter narrows them.
+    key(&mut app, KeyCode::Char('j'));
+    key(&mut app, KeyCode::Char('G'));
+    assert_eq!(app.proposal_selected, 2);
+    key(&mut app, KeyCode::Char('/'));
+    key(&mut app, KeyCode::Char('5'));
+    key(&mut app, KeyCode::Enter);
+    assert_lines(
+        &draw(&app, 80, 24),
+        5,
+        &[
+            "┌ Shipment allocation · COMIRNATY, 5,000 doses, by district · 08:00:05 UTC · fi┐",
+            "│ Need 9,000  allocated 5,000 of 5,000  held back 0  unmet need 4,000          │",
+            "│  District                      Allocated      Need     Stock Days now → after│",
+            "│> 01/005                            3,000     7,000         0        0.0 → 6.0│",
+            "│                                                                              │",
+        ],
+    );
+    // `a` again: the form over the proposal, filled with the last shipment.
+    key(&mut app, KeyCode::Esc);
+    key(&mut app, KeyCode::Char('a'));
+    assert_lines(
+        &draw(&app, 80, 24),
+        6,
+        &[
+            "│ Product COMIRNATY       Doses 5,000_      Level ‹ district ›                 │",
+            "│ Need 9,000  allocated 5,000 of 5,000  held back 0  unmet need 4,000          │",
+        ],
+    );
+    key(&mut app, KeyCode::Esc);
+    // Esc closes the proposal; the by-site table is back.
+    key(&mut app, KeyCode::Esc);
+    assert!(!app.proposal_open());
+    assert_lines(
+        &draw(&app, 80, 24),
+        5,
+        &["┌ By site · by days of supply ─────────────────────────────────────────────────┐"],
+    );
+}
+
+#[test]
+fn allocation_proposal_on_a_wall_screen_and_without_colour() {
+    let mut app = typed_shipment(Theme::monochrome());
+    key(&mut app, KeyCode::Enter);
+    let (id, _) = app.take_allocation_request().unwrap();
+    app.update(Event::Allocation {
+        id,
+        answer: Ok(Box::new(shipment_answer())),
+    });
+    for (width, height) in [(80, 24), (160, 50)] {
+        let screen = draw(&app, width, height);
+        assert!(
+            screen
+                .content()
+                .iter()
+                .all(|c| (c.fg, c.bg) == (Color::Reset, Color::Reset)),
+            "no colour at {width}×{height}"
+        );
+    }
+    let screen = draw(&app, 160, 50);
+    let text = lines(&screen);
+    assert!(text[7].starts_with("│  District "), "{}", text[7]);
+    assert!(text[8].starts_with("│> 01/001 "), "{}", text[8]);
+    assert!(
+        text[8].ends_with("2,000     2,000    40,000          13 → 14│"),
+        "{}",
+        text[8]
+    );
+    assert!(
+        screen[(3, 8)].modifier.contains(Modifier::REVERSED),
+        "the selection"
+    );
+    assert!(
+        text[47].starts_with("│ • 120 registrations in 48/490"),
+        "{}",
+        text[47]
+    );
+}
+
+#[test]
+fn allocation_error_is_shown_as_the_servers_message() {
+    let mut app = typed_shipment(Theme::colour());
+    key(&mut app, KeyCode::Enter);
+    let (first, _) = app.take_allocation_request().unwrap();
+    // A second shipment replaces the first before it is answered.
+    key(&mut app, KeyCode::Char('a'));
+    key(&mut app, KeyCode::Enter);
+    let (second, _) = app.take_allocation_request().unwrap();
+    assert_ne!(first, second);
+    app.update(Event::Allocation {
+        id: second,
+        answer: Err(
+            "no product COMIRNATY in the catalogue; GET /v1/stats lists the lots and products"
+                .into(),
+        ),
+    });
+    // The answer to the replaced request does not overwrite the newer one.
+    app.update(Event::Allocation {
+        id: first,
+        answer: Ok(Box::new(shipment_answer())),
+    });
+    let mut failed = stock_screen(&[
+        "┌ Shipment allocation · COMIRNATY, 5,000 doses, by district ───────────────────┐",
+        "│ No proposal: no product COMIRNATY in the catalogue; GET /v1/stats lists the  │",
+        "│ lots and products                                                            │",
+        "│ a changes the shipment · Esc closes this panel                               │",
+    ]);
+    failed.extend(
+        ["│                                                                              │"; 13],
+    );
+    failed.extend([
+        "└──────────────────────────────────────────────────────────────────────────────┘",
+        " Tab view  ↑↓ move  a shipment  Esc close  / filter  ? help  q quit             ",
+    ]);
+    let screen = draw(&app, 80, 24);
+    assert_screen(&screen, &failed);
+    assert_eq!(screen[(5, 6)].fg, Color::Red);
+}
+
+/// The campaign, from a server whose analytics backend has been refusing rows for a while.
+fn lagging() -> Snapshot {
+    let mut s = campaign();
+    s.analytics = Some(Analytics {
+        backend: "clickhouse".into(),
+        outbox_rows: 48_210,
+        outbox_bytes: 9 << 20,
+        outbox_max_bytes: 1 << 28,
+        lag_ms: 754_000,
+        dropped_rows: 1_200,
+        last_error: Some("connection refused (os error 111)".into()),
+        lag_alert_s: 60,
+    });
+    s.alerts.insert(0, Alert {
+        severity: "critical".into(),
+        kind: "analytics_rows_dropped".into(),
+        site_id: None,
+        message: "1200 dose rows were dropped because the analytics outbox was full: analytics undercount until they are shipped again from the store".into(),
+    });
+    s.alerts.insert(1, Alert {
+        severity: "warning".into(),
+        kind: "analytics_lagging".into(),
+        site_id: None,
+        message: "analytics 754 s behind, 48210 rows waiting (4% of the outbox): connection refused (os error 111)".into(),
+    });
+    s
+}
+
+#[test]
+fn overview_shows_the_analytics_lag() {
+    let mut healthy = campaign();
+    healthy.analytics = Some(Analytics {
+        backend: "embedded".into(),
+        lag_ms: 420,
+        outbox_max_bytes: 1 << 28,
+        lag_alert_s: 60,
+        ..Analytics::default()
+    });
+    let screen = draw(&app_with(healthy, Theme::colour()), 80, 24);
+    assert_lines(
+        &screen,
+        11,
+        &[
+            "│ Registered    1,000,000              ││ Queues    3 waiting in 2 shards      │",
+            "│               +420 since start       ││           fullest 3 of 1024 (0%)     │",
+            "│ Check-ins     4,100 since start      ││ Analytics embedded lag 0.4 s         │",
+            "│ Stock         438,000 doses          ││           0 rows waiting             │",
+            "│               5.5 days of supply     ││ Errors    12 since start             │",
+        ],
+    );
+    assert_eq!(screen[(66, 13)].fg, Color::Reset, "not lagging");
+
+    let screen = draw(&app_with(lagging(), Theme::colour()), 80, 24);
+    assert_lines(
+        &screen,
+        8,
+        &[
+            "┌ Campaign ────────────────────────────┐┌ Server ──────────────────────────────┐",
+            "│ Certificates  partial  2,600         ││ Latency   p50 2.10 ms  p99 9.80 ms   │",
+            "│               complete 1,300         ││           p99.9 24.5 ms  of 3,900    │",
+            "│ Registered    1,000,000              ││ Queues    3 waiting in 2 shards      │",
+            "│               +420 since start       ││           fullest 3 of 1024 (0%)     │",
+            "│ Check-ins     4,100 since start      ││ Analytics clickhouse lag 12 min LATE │",
+            "│ Stock         438,000 doses          ││           48,210 rows waiting        │",
+            "│               5.5 days of supply     ││           1,200 rows dropped         │",
+            "│ Alerts        5 (2 critical)         ││           error: connection refused …│",
+            "│                                      ││ Errors    12 since start             │",
+            "│                                      ││           2 in the last minute       │",
+            "│                                      ││   refused:too_early                 9│",
+            "│                                      ││   busy                              3│",
+            "│                                      ││                                      │",
+            "└──────────────────────────────────────┘└──────────────────────────────────────┘",
+        ],
+    );
+    assert_eq!(screen[(67, 13)].fg, Color::Yellow, "the lag");
+    assert_eq!(screen[(52, 15)].fg, Color::Red, "rows dropped");
+
+    // Without colour the state is still written: LATE, dropped.
+    let screen = draw(&app_with(lagging(), Theme::monochrome()), 80, 24);
+    assert!(screen.content().iter().all(|c| c.fg == Color::Reset));
+    assert!(screen[(67, 13)].modifier.contains(Modifier::BOLD));
+}
+
+#[test]
+fn alerts_view_shows_the_analytics_alerts() {
+    let mut app = app_with(lagging(), Theme::colour());
+    key(&mut app, KeyCode::Char('4'));
+    assert_lines(
+        &draw(&app, 80, 24),
+        1,
+        &[
+            "┌ Alerts · 5 ──────────────────────────────────────────────────────────────────┐",
+            "│  Sev  Kind            What                                                   │",
+            "│> CRIT analytics rows  1200 dose rows were dropped because the analytics      │",
+            "│       dropped         outbox was full: analytics undercount until they are   │",
+            "│                       shipped again from the store                           │",
+            "│  WARN analytics       analytics 754 s behind, 48210 rows waiting (4% of the  │",
+            "│       lagging         outbox): connection refused (os error 111)             │",
+            "│  CRIT out of stock    hn-03 (Thanh Nhan): no doses left in stock             │",
+        ],
+    );
+    // These alerts name no site: Enter stays in the alerts view.
+    key(&mut app, KeyCode::Enter);
+    assert_eq!(app.view, vaxcamp_console::View::Alerts);
 }
