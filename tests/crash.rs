@@ -243,6 +243,37 @@ async fn acknowledged_doses_survive_sigkill() {
         json!(sent.len()),
         "one stored dose per dose sent"
     );
+    // The analytics outbox survived the kill too: once it has drained, the embedded rollups hold
+    // every stored dose exactly once (replays of rows shipped before the kill are absorbed).
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let uptake = client
+            .get(format!(
+                "{base}/v1/analytics/uptake?level=site&granularity=day&days=366"
+            ))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap();
+        let counted: u64 = uptake["points"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["doses"].as_u64().unwrap())
+            .sum();
+        if counted == sent.len() as u64 {
+            break;
+        }
+        assert!(
+            counted < sent.len() as u64 && std::time::Instant::now() < deadline,
+            "analytics counted {counted} doses of {} stored",
+            sent.len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     child.kill().unwrap();
     child.wait().unwrap();
 }

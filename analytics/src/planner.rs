@@ -47,13 +47,14 @@ pub async fn propose(
     // The window ends at the current hour and is whole hours long, the rollups' finest bucket:
     // ClickHouse and the embedded rollups then count exactly the same doses.
     let since = hour_floor(figures.now) - Duration::days(i64::from(request.window_days));
-    let activity: HashMap<String, crate::SiteActivity> = analytics
-        .site_activity(&request.product, since)
-        .await?
+    let (activity, started) = tokio::try_join!(
+        analytics.site_activity(&request.product, since),
+        analytics.started_by_district()
+    )?;
+    let activity: HashMap<String, crate::SiteActivity> = activity
         .into_iter()
         .map(|a| (a.site_id.clone(), a))
         .collect();
-    let started = analytics.started_by_district().await?;
     let sites: Vec<SiteFigures> = figures
         .sites
         .iter()

@@ -15,6 +15,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::outbox::Outbox;
+use crate::row::nanos;
 use crate::{Analytics, Event};
 
 /// How the shipper batches and backs off.
@@ -48,6 +49,11 @@ pub struct ShipperStatus {
     pub batches: u64,
     #[serde(with = "time::serde::rfc3339::option")]
     pub last_shipped_at: Option<OffsetDateTime>,
+    /// Commit → visible in the backend, for the last batch shipped: from the append of its
+    /// oldest entry to the backend's acknowledgement, in milliseconds.
+    pub last_lag_ms: u64,
+    /// The largest `last_lag_ms` since start.
+    pub max_lag_ms: u64,
     /// The last failure, cleared by the next success.
     pub last_error: Option<String>,
     pub consecutive_failures: u32,
@@ -156,6 +162,8 @@ async fn run(
                 if let Err(e) = outbox.remove(&batch) {
                     tracing::warn!(error = %e, "shipped rows could not be removed from the outbox; they will be shipped again");
                 }
+                let oldest = batch.iter().map(|p| p.entry.appended_at).min().unwrap_or(0);
+                let lag_ms = nanos(OffsetDateTime::now_utc()).saturating_sub(oldest) / 1_000_000;
                 {
                     let mut s = status
                         .lock()
@@ -167,6 +175,8 @@ async fn run(
                         );
                     }
                     s.shipped_rows += rows as u64;
+                    s.last_lag_ms = lag_ms;
+                    s.max_lag_ms = s.max_lag_ms.max(lag_ms);
                     s.batches += 1;
                     s.last_shipped_at = Some(OffsetDateTime::now_utc());
                     s.last_error = None;
