@@ -1,22 +1,27 @@
 //! The set-up commands: init, sites, lots, products, tokens, imports, keys, verify.
 //!
-//! These work on a data directory directly, so the server must be stopped (the store refuses a
-//! second process with a clear message); on a running server, use the admin API instead.
+//! These work on the campaign's store directly: the embedded store in a data directory (the
+//! server must be stopped; the store refuses a second process with a clear message) or, with
+//! `--scylla`, the ScyllaDB keyspace (safe while servers run, but a running server learns of new
+//! sites, lots and products only through the admin API or a restart). Signing keys always live
+//! in the data directory, on disk.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use certify::{KeyPurpose, Limits, RevocationList, TrustList};
 use clap::{Args, Subcommand};
+use ingest::ServerConfig;
+use ingest::config::ScyllaSettings;
 use ingest::keystore::Keystore;
 use ingest::setup;
+use store::scylla::{Consistency, ScyllaConfig, ScyllaStore};
 use store::{
     Area, AreaCode, EmbeddedOptions, EmbeddedStore, Lot, LotNumber, Product, ProductCode, Role,
     Site, SiteId, Store,
 };
-
-use crate::open_store;
 
 fn default_data() -> PathBuf {
     PathBuf::from("./data")
@@ -29,11 +34,182 @@ pub struct DataDir {
     pub data: PathBuf,
 }
 
+/// Where the campaign's records are: the embedded store in the data directory (the default) or
+/// a ScyllaDB cluster. Shared by `serve`, `init` and the set-up commands. Each flag also reads an
+/// environment variable; flags and variables override the configuration file's `[scylla]`
+/// section, which overrides the defaults.
+#[derive(Debug, Clone, Args)]
+pub struct StoreArgs {
+    /// A TOML configuration file (see `ingest::config` for every key).
+    #[arg(long, env = "VAXCAMP_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Data directory: signing keys, the analytics outbox and, without --scylla, the embedded
+    /// store. Default: ./data
+    #[arg(long, env = "VAXCAMP_DATA")]
+    pub data: Option<PathBuf>,
+    /// Keep the campaign in ScyllaDB: contact points, host:port,host:port,...
+    #[arg(
+        long = "scylla",
+        env = "VAXCAMP_SCYLLA_NODES",
+        value_name = "HOST:PORT,...",
+        value_delimiter = ','
+    )]
+    pub scylla_nodes: Vec<String>,
+    /// ScyllaDB keyspace of the campaign. Default: vaxcamp
+    #[arg(long, env = "VAXCAMP_SCYLLA_KEYSPACE")]
+    pub scylla_keyspace: Option<String>,
+    /// The local datacenter (replicas placed there, requests prefer it). Default: none.
+    #[arg(long, env = "VAXCAMP_SCYLLA_DC")]
+    pub scylla_datacenter: Option<String>,
+    /// Copies of each row, when the keyspace is created. Default: 3
+    #[arg(long, env = "VAXCAMP_SCYLLA_RF")]
+    pub scylla_replication_factor: Option<u32>,
+    /// Consistency of writes, e.g. LOCAL_QUORUM (the default).
+    #[arg(long, env = "VAXCAMP_SCYLLA_WRITE_CONSISTENCY")]
+    pub scylla_write_consistency: Option<String>,
+    /// Consistency of reads, e.g. LOCAL_QUORUM (the default). Must overlap the writes'.
+    #[arg(long, env = "VAXCAMP_SCYLLA_READ_CONSISTENCY")]
+    pub scylla_read_consistency: Option<String>,
+    /// ScyllaDB user. The password comes from VAXCAMP_SCYLLA_PASSWORD only.
+    #[arg(long, env = "VAXCAMP_SCYLLA_USER")]
+    pub scylla_user: Option<String>,
+    /// Encrypt connections to ScyllaDB (not built yet: refused at start-up).
+    #[arg(long, env = "VAXCAMP_SCYLLA_TLS")]
+    pub scylla_tls: bool,
+}
+
+impl StoreArgs {
+    /// The configuration file (or the defaults) with these flags applied, validated. `serve`
+    /// applies its own flags on top and validates again.
+    pub fn server_config(&self) -> anyhow::Result<ServerConfig> {
+        let mut config = match &self.config {
+            Some(path) => ServerConfig::from_file(path)?,
+            None => ServerConfig::default(),
+        };
+        if let Some(data) = &self.data {
+            config.data.clone_from(data);
+        }
+        let scylla = &mut config.scylla;
+        let nodes: Vec<String> = self
+            .scylla_nodes
+            .iter()
+            .map(|n| n.trim().to_owned())
+            .filter(|n| !n.is_empty())
+            .collect();
+        if !nodes.is_empty() {
+            scylla.nodes = nodes;
+        }
+        if let Some(keyspace) = &self.scylla_keyspace {
+            scylla.keyspace.clone_from(keyspace);
+        }
+        if let Some(dc) = &self.scylla_datacenter {
+            scylla.datacenter = Some(dc.clone());
+        }
+        if let Some(rf) = self.scylla_replication_factor {
+            scylla.replication_factor = rf;
+        }
+        if let Some(level) = &self.scylla_write_consistency {
+            scylla.write_consistency = level.trim().to_ascii_uppercase();
+        }
+        if let Some(level) = &self.scylla_read_consistency {
+            scylla.read_consistency = level.trim().to_ascii_uppercase();
+        }
+        if let Some(user) = &self.scylla_user {
+            scylla.username = Some(user.clone());
+        }
+        if self.scylla_tls {
+            scylla.tls = true;
+        }
+        scylla.password = std::env::var("VAXCAMP_SCYLLA_PASSWORD").ok();
+        config.validate().map_err(anyhow::Error::msg)?;
+        Ok(config)
+    }
+}
+
+/// The store's connection settings from the validated `[scylla]` section.
+pub fn scylla_config(settings: &ScyllaSettings) -> anyhow::Result<ScyllaConfig> {
+    let level = |name: &str| -> anyhow::Result<Consistency> {
+        Ok(match name {
+            "ANY" => Consistency::Any,
+            "ONE" => Consistency::One,
+            "TWO" => Consistency::Two,
+            "THREE" => Consistency::Three,
+            "QUORUM" => Consistency::Quorum,
+            "ALL" => Consistency::All,
+            "LOCAL_QUORUM" => Consistency::LocalQuorum,
+            "EACH_QUORUM" => Consistency::EachQuorum,
+            "LOCAL_ONE" => Consistency::LocalOne,
+            other => bail!("{other:?} is not a consistency level"),
+        })
+    };
+    Ok(ScyllaConfig {
+        nodes: settings.nodes.clone(),
+        keyspace: settings.keyspace.clone(),
+        datacenter: settings.datacenter.clone(),
+        replication_factor: settings.replication_factor,
+        write_consistency: level(&settings.write_consistency)?,
+        read_consistency: level(&settings.read_consistency)?,
+        username: settings.username.clone(),
+        password: settings.password.clone(),
+        tls: settings.tls,
+        shards: settings.shards,
+        max_in_flight_per_shard: settings.max_in_flight_per_shard,
+        request_timeout: Duration::from_millis(settings.request_timeout_ms),
+        ..ScyllaConfig::default()
+    })
+}
+
+/// Connects to the ScyllaDB keyspace of `config` (creating its tables if needed).
+pub async fn connect_scylla(config: &ServerConfig) -> anyhow::Result<Arc<dyn Store>> {
+    let scylla = &config.scylla;
+    if scylla.username.is_some() && scylla.password.is_none() {
+        bail!("a ScyllaDB user is set but VAXCAMP_SCYLLA_PASSWORD is not; export the password");
+    }
+    let store = ScyllaStore::connect(scylla_config(scylla)?)
+        .await
+        .with_context(|| {
+            format!(
+                "opening the campaign in ScyllaDB keyspace {} at {}",
+                scylla.keyspace,
+                scylla.nodes.join(",")
+            )
+        })?;
+    Ok(Arc::new(store))
+}
+
+/// Opens the store of a campaign made by `vaxcamp init`: the embedded store in the data
+/// directory, or the ScyllaDB keyspace when `[scylla]` names nodes.
+pub async fn open_store(config: &ServerConfig) -> anyhow::Result<Arc<dyn Store>> {
+    if !config.scylla.enabled() {
+        let data = &config.data;
+        let store = EmbeddedStore::open(data, &EmbeddedOptions::default())
+            .with_context(|| format!("opening the campaign in {}", data.display()))?;
+        return Ok(Arc::new(store));
+    }
+    let store = connect_scylla(config).await?;
+    // Connecting creates missing tables, so an empty keyspace opens fine: refuse it here, as the
+    // embedded store refuses a directory without a campaign.
+    if store.setting("issuer").await?.is_none() {
+        let keyspace = &config.scylla.keyspace;
+        bail!(
+            "the ScyllaDB keyspace {keyspace} has no campaign; run `vaxcamp init --scylla {} --scylla-keyspace {keyspace}` first",
+            config.scylla.nodes.join(",")
+        );
+    }
+    Ok(store)
+}
+
+/// The store of the campaign a set-up command works on.
+async fn open(args: &StoreArgs) -> anyhow::Result<Arc<dyn Store>> {
+    open_store(&args.server_config()?).await
+}
+
 #[derive(Debug, Args)]
 pub struct InitArgs {
     #[command(flatten)]
-    pub dir: DataDir,
-    /// Shards of the embedded store (fixed for the campaign's life). Default: CPU cores, at least 2.
+    pub store: StoreArgs,
+    /// Shards of the store, fixed for the campaign's life. Embedded default: CPU cores, at least
+    /// 2; ScyllaDB default: `[scylla] shards` (16), which every later command must agree with.
     #[arg(long)]
     pub shards: Option<usize>,
     /// Issuer name written into certificates and the trust list.
@@ -45,21 +221,43 @@ pub struct InitArgs {
 }
 
 pub async fn init(args: InitArgs) -> anyhow::Result<()> {
-    let mut options = EmbeddedOptions::default();
-    if let Some(shards) = args.shards {
-        options.shards = shards;
-    }
-    let data = &args.dir.data;
-    let store = EmbeddedStore::create(data, &options)
-        .with_context(|| format!("creating the campaign in {}", data.display()))?;
-    let done = setup::init_campaign(&store, data, &args.issuer, &args.country).await?;
+    let mut config = args.store.server_config()?;
+    let data = config.data.clone();
+    let (store, place): (Arc<dyn Store>, String) = if config.scylla.enabled() {
+        if let Some(shards) = args.shards {
+            config.scylla.shards = shards;
+            config.validate().map_err(anyhow::Error::msg)?;
+        }
+        std::fs::create_dir_all(&data)
+            .with_context(|| format!("creating the data directory {}", data.display()))?;
+        let place = format!(
+            "ScyllaDB keyspace {} (keys in {})",
+            config.scylla.keyspace,
+            data.display()
+        );
+        (connect_scylla(&config).await?, place)
+    } else {
+        let mut options = EmbeddedOptions::default();
+        if let Some(shards) = args.shards {
+            options.shards = shards;
+        }
+        let store = EmbeddedStore::create(&data, &options)
+            .with_context(|| format!("creating the campaign in {}", data.display()))?;
+        (Arc::new(store), data.display().to_string())
+    };
+    let done = setup::init_campaign(store.as_ref(), &data, &args.issuer, &args.country).await?;
     store.close().await?;
     println!(
-        "campaign ready in {} ({} shards, {} new signing keys)",
-        data.display(),
+        "campaign ready in {place} ({} shards, {} new signing keys)",
         store.shard_count(),
         done.keys_made
     );
+    if config.scylla.enabled() {
+        println!(
+            "every `vaxcamp serve` replica needs a copy of {} (see deploy/README.md)",
+            Keystore::in_data_dir(&data).dir().display()
+        );
+    }
     match done.admin_token {
         Some(token) => {
             println!("admin token (shown once; only its hash is stored):");
@@ -85,7 +283,7 @@ pub enum SiteCommand {
     /// Add a site (or update it) and print its bearer token once.
     Add {
         #[command(flatten)]
-        dir: DataDir,
+        store: StoreArgs,
         /// Site id, e.g. hn-bachmai-01.
         #[arg(long)]
         id: String,
@@ -104,14 +302,14 @@ pub enum SiteCommand {
     /// List sites.
     List {
         #[command(flatten)]
-        dir: DataDir,
+        store: StoreArgs,
     },
 }
 
 pub async fn site(command: SiteCommand) -> anyhow::Result<()> {
     match command {
         SiteCommand::Add {
-            dir,
+            store: args,
             id,
             name,
             province,
@@ -119,7 +317,7 @@ pub async fn site(command: SiteCommand) -> anyhow::Result<()> {
             commune,
             capacity,
         } => {
-            let store = open_store(&dir.data)?;
+            let store = open(&args).await?;
             let site = Site {
                 site_id: SiteId::new(id)?,
                 name,
@@ -131,8 +329,8 @@ pub async fn site(command: SiteCommand) -> anyhow::Result<()> {
             println!("site {} added; its token (shown once):", site.site_id);
             println!("{token}");
         }
-        SiteCommand::List { dir } => {
-            let store = open_store(&dir.data)?;
+        SiteCommand::List { store: args } => {
+            let store = open(&args).await?;
             for site in store.sites().await? {
                 println!(
                     "{}\t{}\t{}/{}\t{}/day",
@@ -153,7 +351,7 @@ pub enum LotCommand {
     /// Allocate doses of a lot to a site (or change the allocation).
     Add {
         #[command(flatten)]
-        dir: DataDir,
+        store: StoreArgs,
         #[arg(long)]
         site: String,
         /// Product code from the catalogue (`vaxcamp product list`).
@@ -172,7 +370,7 @@ pub enum LotCommand {
     /// List lots and stock.
     List {
         #[command(flatten)]
-        dir: DataDir,
+        store: StoreArgs,
     },
 }
 
@@ -185,14 +383,14 @@ fn parse_date(text: &str) -> anyhow::Result<time::Date> {
 pub async fn lot(command: LotCommand) -> anyhow::Result<()> {
     match command {
         LotCommand::Add {
-            dir,
+            store: args,
             site,
             product,
             lot,
             expires,
             doses,
         } => {
-            let store = open_store(&dir.data)?;
+            let store = open(&args).await?;
             let lot = Lot {
                 lot_number: LotNumber::new(lot)?,
                 site_id: SiteId::new(site)?,
@@ -207,8 +405,8 @@ pub async fn lot(command: LotCommand) -> anyhow::Result<()> {
                 lot.lot_number, lot.site_id, lot.quantity, lot.product, lot.expires
             );
         }
-        LotCommand::List { dir } => {
-            let store = open_store(&dir.data)?;
+        LotCommand::List { store: args } => {
+            let store = open(&args).await?;
             let used = store.totals().await?.lot_usage;
             for lot in store.lots().await? {
                 let u = used.get(&lot.key()).copied().unwrap_or(0);
@@ -232,7 +430,7 @@ pub enum ProductCommand {
     /// Add a product to the catalogue (or change one).
     Add {
         #[command(flatten)]
-        dir: DataDir,
+        store: StoreArgs,
         #[arg(long)]
         code: String,
         #[arg(long)]
@@ -250,21 +448,21 @@ pub enum ProductCommand {
     /// List the catalogue.
     List {
         #[command(flatten)]
-        dir: DataDir,
+        store: StoreArgs,
     },
 }
 
 pub async fn product(command: ProductCommand) -> anyhow::Result<()> {
     match command {
         ProductCommand::Add {
-            dir,
+            store: args,
             code,
             name,
             doses,
             interval_days,
             allows_mixing,
         } => {
-            let store = open_store(&dir.data)?;
+            let store = open(&args).await?;
             let product = Product {
                 code: ProductCode::new(code)?,
                 name,
@@ -276,8 +474,8 @@ pub async fn product(command: ProductCommand) -> anyhow::Result<()> {
             store.close().await?;
             println!("product {} saved", product.code);
         }
-        ProductCommand::List { dir } => {
-            let store = open_store(&dir.data)?;
+        ProductCommand::List { store: args } => {
+            let store = open(&args).await?;
             for p in store.products().await? {
                 let mixing = if p.allows_mixing { ", mixable" } else { "" };
                 println!(
@@ -295,7 +493,7 @@ pub enum TokenCommand {
     /// Issue a token and print it once (site tokens come from `vaxcamp site add`).
     Add {
         #[command(flatten)]
-        dir: DataDir,
+        store: StoreArgs,
         /// registrar, observer or admin.
         #[arg(long)]
         role: String,
@@ -306,12 +504,16 @@ pub enum TokenCommand {
 }
 
 pub async fn token(command: TokenCommand) -> anyhow::Result<()> {
-    let TokenCommand::Add { dir, role, label } = command;
+    let TokenCommand::Add {
+        store: args,
+        role,
+        label,
+    } = command;
     let role: Role = role.parse()?;
     if role == Role::Site {
         bail!("site tokens are issued with `vaxcamp site add`");
     }
-    let store = open_store(&dir.data)?;
+    let store = open(&args).await?;
     let token = setup::add_token(store.as_ref(), role, None, &label).await?;
     store.close().await?;
     println!("{} token for {label} (shown once):", role.as_str());
@@ -325,14 +527,14 @@ pub enum ImportCommand {
     /// person_code,name,birth_date,phone,province,district,commune,priority_group
     Registrations {
         #[command(flatten)]
-        dir: DataDir,
+        store: StoreArgs,
         file: PathBuf,
     },
 }
 
 pub async fn import(command: ImportCommand) -> anyhow::Result<()> {
-    let ImportCommand::Registrations { dir, file } = command;
-    let store = open_store(&dir.data)?;
+    let ImportCommand::Registrations { store: args, file } = command;
+    let store = open(&args).await?;
     let size = std::fs::metadata(&file)
         .with_context(|| format!("reading {}", file.display()))?
         .len();

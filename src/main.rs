@@ -10,14 +10,10 @@ mod demo;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
 use ingest::ServerConfig;
-use store::{EmbeddedOptions, EmbeddedStore, Store};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -86,12 +82,9 @@ enum LoadtestSub {
 /// the configuration file, which overrides the defaults.
 #[derive(Debug, clap::Args)]
 struct ServeArgs {
-    /// A TOML configuration file (see `ingest::config` for every key).
-    #[arg(long, env = "VAXCAMP_CONFIG")]
-    config: Option<PathBuf>,
-    /// Data directory, made by `vaxcamp init`. Default: ./data
-    #[arg(long, env = "VAXCAMP_DATA")]
-    data: Option<PathBuf>,
+    /// The configuration file, the data directory and the store (embedded or ScyllaDB).
+    #[command(flatten)]
+    store: admin::StoreArgs,
     /// Address to listen on. Default: 127.0.0.1:8080
     #[arg(long, env = "VAXCAMP_LISTEN")]
     listen: Option<SocketAddr>,
@@ -116,13 +109,7 @@ struct ServeArgs {
 
 impl ServeArgs {
     fn config(&self) -> anyhow::Result<ServerConfig> {
-        let mut config = match &self.config {
-            Some(path) => ServerConfig::from_file(path)?,
-            None => ServerConfig::default(),
-        };
-        if let Some(data) = &self.data {
-            config.data.clone_from(data);
-        }
+        let mut config = self.store.server_config()?;
         if let Some(listen) = self.listen {
             config.listen = listen;
         }
@@ -161,16 +148,9 @@ fn init_tracing() {
         .init();
 }
 
-/// Opens the embedded store of a data directory made by `vaxcamp init`.
-pub(crate) fn open_store(data: &std::path::Path) -> anyhow::Result<Arc<dyn Store>> {
-    let store = EmbeddedStore::open(data, &EmbeddedOptions::default())
-        .with_context(|| format!("opening the campaign in {}", data.display()))?;
-    Ok(Arc::new(store))
-}
-
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.config()?;
-    let store = open_store(&config.data)?;
+    let store = admin::open_store(&config).await?;
     ingest::run(config, store, ingest::shutdown_signal()).await?;
     Ok(())
 }

@@ -9,6 +9,9 @@ use std::process::{Command, Output};
 
 fn vaxcamp(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_vaxcamp"))
+        // These tests are about the embedded store, even when the ScyllaDB tests are pointed at
+        // a cluster through the environment.
+        .env_remove("VAXCAMP_SCYLLA_NODES")
         .args(args)
         .env("NO_COLOR", "1")
         .output()

@@ -15,6 +15,9 @@ use serde_json::{Value, json};
 
 fn vaxcamp(args: &[&str]) -> String {
     let output = Command::new(env!("CARGO_BIN_EXE_vaxcamp"))
+        // These tests are about the embedded store, even when the ScyllaDB tests are pointed at
+        // a cluster through the environment.
+        .env_remove("VAXCAMP_SCYLLA_NODES")
         .args(args)
         .env("NO_COLOR", "1")
         .output()
@@ -35,6 +38,9 @@ fn last_line(text: &str) -> String {
 /// its log line `listening addr=...`.
 fn serve(data: &Path) -> (Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_vaxcamp"))
+        // These tests are about the embedded store, even when the ScyllaDB tests are pointed at
+        // a cluster through the environment.
+        .env_remove("VAXCAMP_SCYLLA_NODES")
         .args([
             "serve",
             "--data",

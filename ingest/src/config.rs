@@ -20,6 +20,19 @@
 //! outbox_max_bytes = 1073741824          # 1 GiB of rows waiting for ClickHouse, then dropped
 //! lag_alert_seconds = 60
 //!
+//! [scylla]                               # the dose store; without `nodes`, the embedded store in `data`
+//! nodes = ["10.0.0.11:9042", "10.0.0.12:9042", "10.0.0.13:9042"]   # contact points
+//! keyspace = "vaxcamp"
+//! datacenter = "dc1"                     # unset: RF copies in every datacenter, no DC preference
+//! replication_factor = 3                 # used when the keyspace is created
+//! write_consistency = "LOCAL_QUORUM"
+//! read_consistency = "LOCAL_QUORUM"      # reads and writes must overlap (R + W > RF)
+//! username = "vaxcamp"                   # password: VAXCAMP_SCYLLA_PASSWORD only
+//! tls = false                            # not built yet: true is refused at start-up
+//! shards = 16                            # fixed when the keyspace is created; same everywhere
+//! max_in_flight_per_shard = 64
+//! request_timeout_ms = 5000
+//!
 //! [allocation]
 //! unit_doses = 10                         # allocations in whole vials/boxes of this many doses
 //! window_days = 7                         # uptake window
@@ -50,7 +63,175 @@ pub struct ServerConfig {
     pub certificate_validity_days: u32,
     pub certificate_cache_entries: usize,
     pub analytics: AnalyticsSettings,
+    pub scylla: ScyllaSettings,
     pub allocation: AllocationSettings,
+}
+
+/// Where doses are stored at national scale: a ScyllaDB cluster. Plain values here (the
+/// binary turns them into the store's `ScyllaConfig`), so this crate needs no driver.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScyllaSettings {
+    /// Contact points, `host:port`. Empty: the embedded store in the data directory.
+    pub nodes: Vec<String>,
+    pub keyspace: String,
+    /// The local datacenter: replicas are placed there and requests prefer its nodes.
+    pub datacenter: Option<String>,
+    /// Copies of each row, used when the keyspace is created.
+    pub replication_factor: u32,
+    /// A CQL consistency level name, e.g. `LOCAL_QUORUM`.
+    pub write_consistency: String,
+    pub read_consistency: String,
+    pub username: Option<String>,
+    /// Never in the file: from `VAXCAMP_SCYLLA_PASSWORD`.
+    #[serde(skip)]
+    pub password: Option<String>,
+    /// Encrypt connections. Not built yet: the store refuses `true` with a message saying so.
+    pub tls: bool,
+    /// Shards of the campaign, fixed when the keyspace is created. Unlike the embedded store this
+    /// is not the core count: every replica and set-up command, on any machine, must agree.
+    pub shards: usize,
+    /// Entries one shard's group commit has in flight at once.
+    pub max_in_flight_per_shard: usize,
+    /// How long one request may take before it fails (idempotent ones are then retried).
+    pub request_timeout_ms: u64,
+}
+
+/// Default shard count of a ScyllaDB campaign (see [`ScyllaSettings::shards`]).
+pub const SCYLLA_DEFAULT_SHARDS: usize = 16;
+
+/// Consistency levels a read or write may use, with the replicas each waits for.
+const CONSISTENCY_LEVELS: &[&str] = &[
+    "ANY",
+    "ONE",
+    "TWO",
+    "THREE",
+    "QUORUM",
+    "ALL",
+    "LOCAL_QUORUM",
+    "EACH_QUORUM",
+    "LOCAL_ONE",
+];
+
+/// Replicas (of `rf` in a datacenter) that answer at `level`; `None` for an unknown level.
+fn replicas_at(level: &str, rf: u32) -> Option<u32> {
+    Some(match level {
+        "ANY" => 0,
+        "ONE" | "LOCAL_ONE" => 1,
+        "TWO" => 2,
+        "THREE" => 3,
+        "QUORUM" | "LOCAL_QUORUM" | "EACH_QUORUM" => rf / 2 + 1,
+        "ALL" => rf,
+        _ => return None,
+    })
+}
+
+impl Default for ScyllaSettings {
+    fn default() -> Self {
+        Self {
+            nodes: Vec::new(),
+            keyspace: "vaxcamp".into(),
+            datacenter: None,
+            replication_factor: 3,
+            write_consistency: "LOCAL_QUORUM".into(),
+            read_consistency: "LOCAL_QUORUM".into(),
+            username: None,
+            password: None,
+            tls: false,
+            shards: SCYLLA_DEFAULT_SHARDS,
+            max_in_flight_per_shard: 64,
+            request_timeout_ms: 5000,
+        }
+    }
+}
+
+impl ScyllaSettings {
+    /// Whether the campaign lives in ScyllaDB rather than the embedded store.
+    pub fn enabled(&self) -> bool {
+        !self.nodes.is_empty()
+    }
+
+    /// # Errors
+    /// A description of the first value that cannot work, saying what to change.
+    pub fn validate(&self) -> Result<(), String> {
+        for node in &self.nodes {
+            let port_ok = node
+                .rsplit_once(':')
+                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+            if !port_ok {
+                return Err(format!(
+                    "scylla.nodes: {node:?} is not host:port (e.g. \"10.0.0.11:9042\")"
+                ));
+            }
+        }
+        let ks = &self.keyspace;
+        if ks.is_empty()
+            || ks.len() > 48
+            || !ks.starts_with(|c: char| c.is_ascii_alphabetic())
+            || !ks.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
+            return Err(format!(
+                "scylla.keyspace {ks:?} must be 1 to 48 ASCII letters, digits or '_', starting with a letter"
+            ));
+        }
+        if self.datacenter.as_deref().is_some_and(str::is_empty) {
+            return Err(
+                "scylla.datacenter is empty; name the local datacenter or leave it out".into(),
+            );
+        }
+        if !(1..=15).contains(&self.replication_factor) {
+            return Err(format!(
+                "scylla.replication_factor must be 1 to 15, not {} (3 for a production cluster)",
+                self.replication_factor
+            ));
+        }
+        let rf = self.replication_factor;
+        let level = |key: &str, value: &str| -> Result<u32, String> {
+            replicas_at(value, rf).ok_or_else(|| {
+                format!(
+                    "scylla.{key} {value:?} is not a consistency level; use one of {}",
+                    CONSISTENCY_LEVELS.join(", ")
+                )
+            })
+        };
+        let write = level("write_consistency", &self.write_consistency)?;
+        let read = level("read_consistency", &self.read_consistency)?;
+        if self.read_consistency == "ANY" {
+            return Err("scylla.read_consistency ANY is for writes only; use LOCAL_QUORUM".into());
+        }
+        if write == 0 {
+            return Err(
+                "scylla.write_consistency ANY does not make a dose durable on any replica; use LOCAL_QUORUM"
+                    .into(),
+            );
+        }
+        if write > rf || read > rf {
+            return Err(format!(
+                "scylla consistency {} / {} needs more replicas than replication_factor {rf}",
+                self.write_consistency, self.read_consistency
+            ));
+        }
+        if read + write <= rf {
+            return Err(format!(
+                "scylla.read_consistency {} and write_consistency {} do not overlap with replication_factor {rf} \
+                 (R + W must exceed RF, or a restart may miss the last acknowledged write); use LOCAL_QUORUM for both",
+                self.read_consistency, self.write_consistency
+            ));
+        }
+        if !(1..=256).contains(&self.shards) {
+            return Err(format!(
+                "scylla.shards must be 1 to 256, not {}",
+                self.shards
+            ));
+        }
+        if !(1..=65_536).contains(&self.max_in_flight_per_shard) {
+            return Err("scylla.max_in_flight_per_shard must be 1 to 65536".into());
+        }
+        if !(100..=600_000).contains(&self.request_timeout_ms) {
+            return Err("scylla.request_timeout_ms must be 100 to 600000".into());
+        }
+        Ok(())
+    }
 }
 
 /// Where committed doses are counted for analytics.
@@ -115,6 +296,7 @@ impl Default for ServerConfig {
             certificate_validity_days: 365,
             certificate_cache_entries: 10_000,
             analytics: AnalyticsSettings::default(),
+            scylla: ScyllaSettings::default(),
             allocation: AllocationSettings::default(),
         }
     }
@@ -171,6 +353,7 @@ impl ServerConfig {
                 "analytics.clickhouse must be an http:// URL of ClickHouse's HTTP interface, not {url:?}"
             ));
         }
+        self.scylla.validate()?;
         let a = &self.allocation;
         if a.unit_doses == 0 || a.window_days == 0 || a.horizon_days == 0 {
             return Err(
@@ -230,6 +413,42 @@ mod tests {
         std::fs::write(&path, "[analytics]\nclickhouse = \"127.0.0.1:8123\"\n").expect("write");
         let err = ServerConfig::from_file(&path).expect_err("not a URL");
         assert!(err.to_string().contains("http://"), "{err}");
+
+        std::fs::write(
+            &path,
+            "[scylla]\nnodes = [\"10.0.0.11:9042\", \"10.0.0.12:9042\"]\ndatacenter = \"dc1\"\n",
+        )
+        .expect("write");
+        let config = ServerConfig::from_file(&path).expect("parse");
+        assert!(config.scylla.enabled());
+        assert_eq!(config.scylla.nodes.len(), 2);
+        assert_eq!(config.scylla.write_consistency, "LOCAL_QUORUM");
+        assert_eq!(config.scylla.shards, SCYLLA_DEFAULT_SHARDS);
+        assert!(!ServerConfig::default().scylla.enabled());
+
+        for (text, needle) in [
+            ("nodes = [\"10.0.0.11\"]", "host:port"),
+            ("keyspace = \"vax-camp\"", "keyspace"),
+            ("write_consistency = \"LOCAL_QUORUMM\"", "LOCAL_QUORUM"),
+            (
+                "write_consistency = \"ONE\"\nread_consistency = \"ONE\"",
+                "overlap",
+            ),
+            ("replication_factor = 0", "replication_factor"),
+            ("password = \"secret\"", "password"),
+        ] {
+            std::fs::write(&path, format!("[scylla]\n{text}\n")).expect("write");
+            let err = ServerConfig::from_file(&path).expect_err(text);
+            assert!(err.to_string().contains(needle), "{text}: {err}");
+        }
+        // One replica: ONE/ONE overlaps (1 + 1 > 1).
+        let single = ScyllaSettings {
+            replication_factor: 1,
+            write_consistency: "ONE".into(),
+            read_consistency: "ONE".into(),
+            ..ScyllaSettings::default()
+        };
+        assert_eq!(single.validate(), Ok(()));
 
         std::fs::write(&path, "queue_capacty = 8\n").expect("write");
         let err = ServerConfig::from_file(&path).expect_err("typo refused");

@@ -72,6 +72,19 @@ impl ApiError {
         e
     }
 
+    /// The store could not take or serve the request right now (a ScyllaDB timeout, an overloaded
+    /// or unreachable replica, a failed commit). Nothing was written, so the same request may be
+    /// retried after `seconds`; with a dose, with the same dose id.
+    pub fn store_unavailable(message: impl Into<String>, seconds: u32) -> Self {
+        let mut e = Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            message,
+        );
+        e.retry_after = Some(seconds);
+        e
+    }
+
     /// A failure on our side. The cause is logged; the client gets a generic message.
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         tracing::error!(error = %cause, "internal error");
@@ -110,7 +123,8 @@ impl From<store::StoreError> for ApiError {
     fn from(e: store::StoreError) -> Self {
         match e {
             store::StoreError::Unavailable(reason) => {
-                ApiError::busy(format!("the store is unavailable: {reason}"), 1)
+                tracing::warn!(error = %reason, "store unavailable");
+                ApiError::store_unavailable("the store is unavailable right now; retry shortly", 1)
             }
             other => ApiError::internal(other),
         }

@@ -22,7 +22,7 @@ fn error_responses(codes: &[&str]) -> Value {
                 "A rule refused the request; `rule` names it (too_early, dose_out_of_sequence, lot_expired, lot_exhausted, lot_not_at_site, unknown_lot, unknown_person, product_mismatch, series_complete, dose_already_recorded, administered_in_future, lot_product_mismatch, invalid_pass)"
             }
             "503" => {
-                "Saturated or storage unavailable; retry after `Retry-After` seconds with the same dose id (`error`: overloaded, dose_in_progress)"
+                "Saturated, or the store did not confirm the write (a ScyllaDB timeout, an overloaded or unreachable replica), so nothing was acknowledged. Retry after `Retry-After` seconds with the same dose id: a retry is never a second dose (`error`: overloaded, dose_in_progress, store_unavailable)"
             }
             _ => "Error",
         };

@@ -1,17 +1,25 @@
-//! Test support: a real server on 127.0.0.1:0 over a real embedded store in a temp directory,
-//! with a small campaign (two sites, lots, people) and a JSON client.
+//! Test support: a real server on 127.0.0.1:0 over a real store, with a small campaign (two
+//! sites, lots, people) and a JSON client.
+//!
+//! The store is the embedded engine in a temp directory ([`TestServer::start`]) or the ScyllaDB
+//! backend ([`TestServer::start_scylla`]): against the in-process CQL test node (`cqlnode`), or
+//! against a real cluster when `VAXCAMP_SCYLLA_NODES=host:port,...` is set (`VAXCAMP_SCYLLA_RF`,
+//! default 3; `VAXCAMP_SCYLLA_DC`). Each ScyllaDB server gets its own keyspace,
+//! `vaxcamp_f<pid>_<time>_<n>`, left behind for inspection. The signing keys are in the temp
+//! directory either way.
 
 #![allow(dead_code, clippy::unwrap_used)]
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use ingest::ServerConfig;
 use ingest::setup;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use store::{
-    Area, AreaCode, EmbeddedOptions, EmbeddedStore, Lot, LotNumber, ProductCode, Role, Site,
-    SiteId, Store,
+    Area, AreaCode, EmbeddedOptions, EmbeddedStore, Lot, LotNumber, ProductCode, Role,
+    ScyllaConfig, ScyllaStore, Site, SiteId, Store,
 };
 use time::macros::date;
 use tokio::sync::oneshot;
@@ -26,6 +34,10 @@ pub struct TestServer {
     pub observer: String,
     pub registrar: String,
     pub store: Arc<dyn Store>,
+    /// The ScyllaDB settings of the store (its keyspace), when it is the ScyllaDB backend.
+    pub scylla: Option<ScyllaConfig>,
+    /// The CQL test node the store talks to, unless a real cluster was given.
+    pub node: Option<Arc<cqlnode::CqlNode>>,
     pub client: reqwest::Client,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
@@ -49,8 +61,11 @@ pub struct Campaign {
     pub site2: String,
     pub observer: String,
     pub registrar: String,
+    pub scylla: Option<ScyllaConfig>,
+    pub node: Option<Arc<cqlnode::CqlNode>>,
 }
 
+/// The campaign on the embedded store.
 pub async fn campaign() -> Campaign {
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn Store> = Arc::new(
@@ -63,6 +78,77 @@ pub async fn campaign() -> Campaign {
         )
         .unwrap(),
     );
+    set_up(dir, store, None, None).await
+}
+
+static KEYSPACES: AtomicU32 = AtomicU32::new(0);
+
+fn unique_keyspace_name() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    format!(
+        "vaxcamp_f{}_{}_{}",
+        std::process::id(),
+        secs,
+        KEYSPACES.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Where a ScyllaDB campaign lives: a fresh keyspace on a real cluster from the environment, or
+/// on a new CQL test node.
+pub async fn scylla_target() -> (ScyllaConfig, Option<Arc<cqlnode::CqlNode>>) {
+    let base = ScyllaConfig {
+        keyspace: unique_keyspace_name(),
+        // Two shards as the embedded campaign, few buckets: quick to create and to list.
+        shards: 2,
+        people_buckets: 16,
+        max_in_flight_per_shard: 32,
+        request_timeout: std::time::Duration::from_secs(2),
+        ..ScyllaConfig::default()
+    };
+    if let Ok(nodes) = std::env::var("VAXCAMP_SCYLLA_NODES") {
+        let config = ScyllaConfig {
+            nodes: nodes.split(',').map(|n| n.trim().to_owned()).collect(),
+            datacenter: std::env::var("VAXCAMP_SCYLLA_DC").ok(),
+            replication_factor: std::env::var("VAXCAMP_SCYLLA_RF")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(3),
+            ..base
+        };
+        return (config, None);
+    }
+    let node = cqlnode::CqlNode::start(cqlnode::NodeConfig::default())
+        .await
+        .expect("start the CQL test node");
+    let config = ScyllaConfig {
+        nodes: vec![node.addr().to_string()],
+        replication_factor: 1,
+        ..base
+    };
+    (config, Some(Arc::new(node)))
+}
+
+/// The campaign on the ScyllaDB backend (see the module docs for where).
+pub async fn scylla_campaign() -> Campaign {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, node) = scylla_target().await;
+    let store: Arc<dyn Store> = Arc::new(
+        ScyllaStore::connect(config.clone())
+            .await
+            .expect("connect to ScyllaDB"),
+    );
+    set_up(dir, store, Some(config), node).await
+}
+
+/// The sites, lots and tokens every test campaign has, in `store`; keys in `dir`.
+async fn set_up(
+    dir: tempfile::TempDir,
+    store: Arc<dyn Store>,
+    scylla: Option<ScyllaConfig>,
+    node: Option<Arc<cqlnode::CqlNode>>,
+) -> Campaign {
     let init = setup::init_campaign(store.as_ref(), dir.path(), "VN-MOH", "VN")
         .await
         .unwrap();
@@ -122,6 +208,8 @@ pub async fn campaign() -> Campaign {
         site2,
         observer,
         registrar,
+        scylla,
+        node,
     }
 }
 
@@ -133,6 +221,11 @@ impl TestServer {
     pub async fn start_with(tweak: impl FnOnce(&mut ServerConfig)) -> Self {
         let c = campaign().await;
         Self::start_on(c, tweak).await
+    }
+
+    /// The same campaign on the ScyllaDB backend.
+    pub async fn start_scylla() -> Self {
+        Self::start_on(scylla_campaign().await, |_| {}).await
     }
 
     /// Serves `campaign`, optionally with its store wrapped (e.g. gated).
@@ -163,6 +256,8 @@ impl TestServer {
             observer: c.observer,
             registrar: c.registrar,
             store: c.store,
+            scylla: c.scylla,
+            node: c.node,
             client: reqwest::Client::new(),
             stop: Some(stop),
             task: Some(task),
@@ -171,12 +266,42 @@ impl TestServer {
     }
 
     pub async fn stop(mut self) {
+        self.shut_down().await;
+    }
+
+    async fn shut_down(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
         if let Some(task) = self.task.take() {
             task.await.unwrap();
         }
+    }
+
+    /// Stops this server and starts a new one on the same ScyllaDB keyspace with a newly
+    /// connected store, as a restarted process would: the new session recovers every shard from
+    /// the keyspace (it finishes any write the old one left half-done).
+    pub async fn restart(mut self) -> Self {
+        self.shut_down().await;
+        let config = self
+            .scylla
+            .clone()
+            .expect("restart is for the ScyllaDB backend");
+        let store: Arc<dyn Store> =
+            Arc::new(ScyllaStore::connect(config).await.expect("reconnect"));
+        let dir = std::mem::replace(&mut self._dir, tempfile::tempdir().unwrap());
+        let c = Campaign {
+            dir,
+            store,
+            admin: self.admin.clone(),
+            site: self.site.clone(),
+            site2: self.site2.clone(),
+            observer: self.observer.clone(),
+            registrar: self.registrar.clone(),
+            scylla: self.scylla.clone(),
+            node: self.node.clone(),
+        };
+        Self::start_on(c, |_| {}).await
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -140,7 +140,10 @@ fn outcome_error(state: &Shared, outcome: &DoseOutcome) -> Option<ApiError> {
             e.code = "dose_in_progress";
             Some(e)
         }
-        DoseOutcome::Failed(_) => Some(ApiError::busy("the dose was not recorded (storage failure); retry with the same dose id", retry)),
+        // The writer answers `Failed` only when nothing of the dose was acknowledged (its cause
+        // is logged by the writer): a store timeout, an overloaded or unreachable replica. The
+        // retry with the same id is safe and either records it or finds it recorded.
+        DoseOutcome::Failed(_) => Some(ApiError::store_unavailable("the dose was not recorded (the store did not confirm the write); retry with the same dose id", retry)),
     }
 }
 
