@@ -153,8 +153,8 @@ async fn run_correction(
         CorrectionOutcome::NotFound => {
             Err(ApiError::not_found("not_found", "no such person or dose"))
         }
-        CorrectionOutcome::Failed(_) => Err(ApiError::busy(
-            "the correction was not stored; retry it",
+        CorrectionOutcome::Failed(_) => Err(ApiError::store_unavailable(
+            "the store did not confirm the correction; nothing was changed, retry it",
             state.config.retry_after_seconds,
         )),
         corrected => Ok(corrected),
