@@ -92,8 +92,26 @@ impl Drop for OwnClickHouse {
     }
 }
 
-fn unique_database() -> String {
-    format!("vaxcamp_it_{}", uuid::Uuid::new_v4().simple())
+/// A server whose analytics go to `clickhouse`, in a database of its own; returns the database.
+async fn serve_on(clickhouse: &OwnClickHouse, lag_alert_seconds: u64) -> (TestServer, String) {
+    let database = format!("vaxcamp_it_{}", uuid::Uuid::new_v4().simple());
+    let (url, db) = (clickhouse.url.clone(), database.clone());
+    let server = TestServer::start_with(move |c| {
+        c.analytics.clickhouse = Some(url);
+        c.analytics.database = db;
+        c.analytics.lag_alert_seconds = lag_alert_seconds;
+    })
+    .await;
+    (server, database)
+}
+
+async fn reader(clickhouse: &OwnClickHouse, database: String) -> ClickHouseAnalytics {
+    ClickHouseAnalytics::connect(&ClickHouseConfig {
+        database,
+        ..ClickHouseConfig::new(clickhouse.url.clone())
+    })
+    .await
+    .expect("connect")
 }
 
 /// Registers `n` people and records dose 1 for each (with a retry of every third), all 2xx.
@@ -148,22 +166,11 @@ async fn every_committed_dose_reaches_clickhouse_once() {
         return;
     }
     let clickhouse = OwnClickHouse::start();
-    let database = unique_database();
-    let (url, db) = (clickhouse.url.clone(), database.clone());
-    let server = TestServer::start_with(move |c| {
-        c.analytics.clickhouse = Some(url);
-        c.analytics.database = db;
-    })
-    .await;
+    let (server, database) = serve_on(&clickhouse, 60).await;
     let recorded = record_doses(&server, "CH", 40).await;
     wait_for_empty_outbox(&server, Duration::from_secs(30)).await;
 
-    let reader = ClickHouseAnalytics::connect(&ClickHouseConfig {
-        database,
-        ..ClickHouseConfig::new(clickhouse.url.clone())
-    })
-    .await
-    .expect("connect");
+    let reader = reader(&clickhouse, database).await;
     assert_eq!(stats(&server).await["doses"], recorded);
     assert_eq!(
         reader.dose_count().await.expect("count"),
@@ -216,14 +223,7 @@ async fn a_clickhouse_outage_fails_no_dose_and_the_counts_converge_exactly() {
         return;
     }
     let clickhouse = OwnClickHouse::start();
-    let database = unique_database();
-    let (url, db) = (clickhouse.url.clone(), database.clone());
-    let server = TestServer::start_with(move |c| {
-        c.analytics.clickhouse = Some(url);
-        c.analytics.database = db;
-        c.analytics.lag_alert_seconds = 1;
-    })
-    .await;
+    let (server, database) = serve_on(&clickhouse, 1).await;
     let before = record_doses(&server, "BEFORE", 10).await;
     wait_for_empty_outbox(&server, Duration::from_secs(30)).await;
 
@@ -258,12 +258,7 @@ async fn a_clickhouse_outage_fails_no_dose_and_the_counts_converge_exactly() {
 
     clickhouse.run("resume");
     wait_for_empty_outbox(&server, Duration::from_secs(60)).await;
-    let reader = ClickHouseAnalytics::connect(&ClickHouseConfig {
-        database,
-        ..ClickHouseConfig::new(clickhouse.url.clone())
-    })
-    .await
-    .expect("connect");
+    let reader = reader(&clickhouse, database).await;
     assert_eq!(
         reader.dose_count().await.expect("count"),
         (before + during) as u64,

@@ -76,6 +76,18 @@ fn serve(data: &Path) -> (Child, String) {
     (child, format!("http://{addr}"))
 }
 
+async fn get(client: &reqwest::Client, url: &str, token: &str) -> Value {
+    client
+        .get(url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap()
+}
+
 async fn post(
     client: &reqwest::Client,
     url: &str,
@@ -235,15 +247,7 @@ async fn acknowledged_doses_survive_sigkill() {
             assert_eq!(status, 200, "an acknowledged dose is a duplicate on retry");
         }
     }
-    let stats = client
-        .get(format!("{base}/v1/stats"))
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .unwrap()
-        .json::<Value>()
-        .await
-        .unwrap();
+    let stats = get(&client, &format!("{base}/v1/stats"), &admin).await;
     assert_eq!(
         stats["doses"],
         json!(sent.len()),
@@ -253,17 +257,12 @@ async fn acknowledged_doses_survive_sigkill() {
     // every stored dose exactly once (replays of rows shipped before the kill are absorbed).
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let uptake = client
-            .get(format!(
-                "{base}/v1/analytics/uptake?level=site&granularity=day&days=366"
-            ))
-            .bearer_auth(&admin)
-            .send()
-            .await
-            .unwrap()
-            .json::<Value>()
-            .await
-            .unwrap();
+        let uptake = get(
+            &client,
+            &format!("{base}/v1/analytics/uptake?level=site&granularity=day&days=366"),
+            &admin,
+        )
+        .await;
         let counted: u64 = uptake["points"]
             .as_array()
             .unwrap()

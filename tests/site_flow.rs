@@ -4,28 +4,10 @@
 
 mod common;
 
-use common::{TestServer, assert_error, dose, new_id, now};
+use common::{TestServer, assert_error, dose, new_id, now, trust, verify};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use time::Duration;
-
-async fn trust(server: &TestServer) -> certify::TrustList {
-    let (status, body) = server.get("/v1/trust", None).await;
-    assert_eq!(status, StatusCode::OK);
-    serde_json::from_value(body).unwrap()
-}
-
-fn verify(text: &str, trust: &certify::TrustList) -> certify::VaccinationCertificate {
-    certify::verify_certificate(
-        text,
-        trust,
-        None,
-        time::OffsetDateTime::now_utc().unix_timestamp(),
-        &certify::Limits::default(),
-    )
-    .unwrap()
-    .content
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_flow_for_two_doses() {

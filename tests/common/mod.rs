@@ -388,3 +388,23 @@ pub fn assert_error(status: StatusCode, body: &Value, expected_status: StatusCod
         "a message: {body}"
     );
 }
+
+/// The server's published trust list.
+pub async fn trust(server: &TestServer) -> certify::TrustList {
+    let (status, body) = server.get("/v1/trust", None).await;
+    assert_eq!(status, StatusCode::OK);
+    serde_json::from_value(body).unwrap()
+}
+
+/// Verifies certificate text offline against `trust`, now; panics when it does not verify.
+pub fn verify(text: &str, trust: &certify::TrustList) -> certify::VaccinationCertificate {
+    certify::verify_certificate(
+        text,
+        trust,
+        None,
+        time::OffsetDateTime::now_utc().unix_timestamp(),
+        &certify::Limits::default(),
+    )
+    .unwrap()
+    .content
+}
