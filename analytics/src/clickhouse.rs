@@ -9,16 +9,35 @@
 //!   for per-area and per-site reads. A replay inserts an identical row that merges away; the
 //!   exact queries read it `FINAL`. A correction that moves a dose to another site inserts a
 //!   tombstone (`deleted = 1`) under the old key with the new version, then the new row.
-//! - `uptake_site_hour`, `uptake_area_day`: rollups kept by materialized views, as
-//!   `uniqExact(dose_id)` states, so a replayed row does not count twice. They count a dose
-//!   where it was first recorded (a correction's new placement is added, the old one cannot be
-//!   taken out of a distinct count); the allocation figures therefore read `doses` itself.
+//! - `uptake_site_hour`, `uptake_area_day` (version 1, still kept up to date but no longer
+//!   read): `uniqExact(dose_id)` rollups that cannot take a corrected dose's old placement out.
+//! - `dose_retractions` (version 2): one row per correction, the placement it ended — the
+//!   `previous` row's site, hour, product, dose number and areas — under the *correction's*
+//!   version.
+//! - `dose_hours` (product, hour, site, dose number), `owed_sites` (product, site, whether the
+//!   dose owes the next one there or settles one owed there) and `started_districts` (home
+//!   district, first doses): `AggregatingMergeTree` rollups of `uniqExactState(dose_id,
+//!   version)`, kept by materialized views on `doses` (placements, `retracted = 0`) and on
+//!   `dose_retractions` (`retracted = 1`).
 //! - `stock_movements`: deliveries per lot, `ReplacingMergeTree` by movement id.
+//!
+//! ## Why the rollups are exact
+//! A placement of a dose starts at a version (its first commit, or the correction that put it
+//! there) and is ended by the next correction. A dose row puts the pair `(dose_id, version)`
+//! under the row's keys; a correction at version `v` puts `(dose_id, v)` under the corrected
+//! row's keys and, through `dose_retractions`, under the keys of the row it replaces. So under
+//! every key, distinct placed pairs − distinct retracted pairs = placements started there −
+//! placements ended there = the doses that are there now. Both are sets, so a replay of any
+//! row or correction, in any order, changes nothing; a dose moved A → B → A counts once at A
+//! (two placements started there, `v0` and `v2`, one ended, `v1`). A pair has one set of keys,
+//! so the sets of different keys are disjoint and counts add up across keys. This relies on
+//! each correction naming, as `previous`, the dose as it stood (`ingest/src/feed.rs` does;
+//! its version is not used). The exact reads never touch `doses`, nor `FINAL`.
 //!
 //! Inserts are RowBinary over HTTP with LZ4 (the `clickhouse` crate), without schema validation
 //! (`with_validation(false)`: 18.16 lacks what the validation queries).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use ::clickhouse::{Client, Row, sql::Identifier};
@@ -59,11 +78,12 @@ impl ClickHouseConfig {
 
 /// The schema, in order. Each statement is idempotent; the highest applied version is recorded
 /// in `schema_migrations`, so a later release adds statements under a new version.
-pub const MIGRATIONS: &[(u32, &str, &[&str])] = &[(
-    1,
-    "doses, hourly and daily rollups, stock movements",
-    &[
-        "CREATE TABLE IF NOT EXISTS doses (
+pub const MIGRATIONS: &[(u32, &str, &[&str])] = &[
+    (
+        1,
+        "doses, hourly and daily rollups, stock movements",
+        &[
+            "CREATE TABLE IF NOT EXISTS doses (
             dose_id UUID,
             person_code String,
             product String,
@@ -84,7 +104,7 @@ pub const MIGRATIONS: &[(u32, &str, &[&str])] = &[(
         ) ENGINE = ReplacingMergeTree(version)
         PARTITION BY toYYYYMM(recorded_at)
         ORDER BY (site_province, site_district, site_id, dose_id)",
-        "CREATE TABLE IF NOT EXISTS uptake_site_hour (
+            "CREATE TABLE IF NOT EXISTS uptake_site_hour (
             site_province String,
             site_district String,
             site_id String,
@@ -95,12 +115,12 @@ pub const MIGRATIONS: &[(u32, &str, &[&str])] = &[(
         ) ENGINE = AggregatingMergeTree()
         PARTITION BY toYYYYMM(hour)
         ORDER BY (product, hour, site_province, site_district, site_id, dose_number)",
-        "CREATE MATERIALIZED VIEW IF NOT EXISTS uptake_site_hour_mv TO uptake_site_hour AS
+            "CREATE MATERIALIZED VIEW IF NOT EXISTS uptake_site_hour_mv TO uptake_site_hour AS
         SELECT site_province, site_district, site_id, product, dose_number,
                toStartOfHour(administered_at) AS hour, uniqExactState(dose_id) AS doses
         FROM doses WHERE deleted = 0
         GROUP BY site_province, site_district, site_id, product, dose_number, hour",
-        "CREATE TABLE IF NOT EXISTS uptake_area_day (
+            "CREATE TABLE IF NOT EXISTS uptake_area_day (
             site_province String,
             site_district String,
             product String,
@@ -110,12 +130,12 @@ pub const MIGRATIONS: &[(u32, &str, &[&str])] = &[(
         ) ENGINE = AggregatingMergeTree()
         PARTITION BY toYYYYMM(day)
         ORDER BY (product, day, site_province, site_district, dose_number)",
-        "CREATE MATERIALIZED VIEW IF NOT EXISTS uptake_area_day_mv TO uptake_area_day AS
+            "CREATE MATERIALIZED VIEW IF NOT EXISTS uptake_area_day_mv TO uptake_area_day AS
         SELECT site_province, site_district, product, dose_number,
                toDate(administered_at) AS day, uniqExactState(dose_id) AS doses
         FROM doses WHERE deleted = 0
         GROUP BY site_province, site_district, product, dose_number, day",
-        "CREATE TABLE IF NOT EXISTS stock_movements (
+            "CREATE TABLE IF NOT EXISTS stock_movements (
             movement_id UUID,
             site_id String,
             product String,
@@ -125,11 +145,137 @@ pub const MIGRATIONS: &[(u32, &str, &[&str])] = &[(
             at DateTime('UTC')
         ) ENGINE = ReplacingMergeTree()
         ORDER BY (site_id, product, movement_id)",
-    ],
-)];
+        ],
+    ),
+    (
+        2,
+        "dose retractions and correction-aware rollups of placements",
+        &[
+            // The placement a correction ended: the row as it stood, under the correction's
+            // version. Kept (not a Null table) so that a later rollup can be backfilled.
+            "CREATE TABLE IF NOT EXISTS dose_retractions (
+            dose_id UUID,
+            person_code String,
+            product String,
+            lot_number String,
+            dose_number UInt8,
+            series_doses UInt8,
+            site_id String,
+            site_province String,
+            site_district String,
+            home_province String,
+            home_district String,
+            previous_site String,
+            previous_product String,
+            administered_at DateTime('UTC'),
+            recorded_at DateTime('UTC'),
+            version UInt64
+        ) ENGINE = ReplacingMergeTree()
+        PARTITION BY toYYYYMM(recorded_at)
+        ORDER BY (dose_id, version)",
+            "CREATE TABLE IF NOT EXISTS dose_hours (
+            site_province String,
+            site_district String,
+            site_id String,
+            product String,
+            dose_number UInt8,
+            hour DateTime('UTC'),
+            retracted UInt8,
+            doses AggregateFunction(uniqExact, UUID, UInt64)
+        ) ENGINE = AggregatingMergeTree()
+        PARTITION BY toYYYYMM(hour)
+        ORDER BY (product, hour, site_province, site_district, site_id, dose_number, retracted)",
+            "CREATE MATERIALIZED VIEW IF NOT EXISTS dose_hours_placed_mv TO dose_hours AS
+        SELECT site_province, site_district, site_id, product, dose_number,
+               toStartOfHour(administered_at) AS hour, toUInt8(0) AS retracted,
+               uniqExactState(dose_id, version) AS doses
+        FROM doses WHERE deleted = 0
+        GROUP BY site_province, site_district, site_id, product, dose_number, hour",
+            "CREATE MATERIALIZED VIEW IF NOT EXISTS dose_hours_retracted_mv TO dose_hours AS
+        SELECT site_province, site_district, site_id, product, dose_number,
+               toStartOfHour(administered_at) AS hour, toUInt8(1) AS retracted,
+               uniqExactState(dose_id, version) AS doses
+        FROM dose_retractions
+        GROUP BY site_province, site_district, site_id, product, dose_number, hour",
+            "CREATE TABLE IF NOT EXISTS owed_sites (
+            product String,
+            site_id String,
+            settles UInt8,
+            retracted UInt8,
+            doses AggregateFunction(uniqExact, UUID, UInt64)
+        ) ENGINE = AggregatingMergeTree()
+        ORDER BY (product, site_id, settles, retracted)",
+            "CREATE MATERIALIZED VIEW IF NOT EXISTS owed_sites_owing_placed_mv TO owed_sites AS
+        SELECT product, site_id, toUInt8(0) AS settles, toUInt8(0) AS retracted,
+               uniqExactState(dose_id, version) AS doses
+        FROM doses WHERE deleted = 0 AND dose_number < series_doses
+        GROUP BY product, site_id",
+            "CREATE MATERIALIZED VIEW IF NOT EXISTS owed_sites_settling_placed_mv TO owed_sites AS
+        SELECT previous_product AS product, previous_site AS site_id, toUInt8(1) AS settles,
+               toUInt8(0) AS retracted, uniqExactState(dose_id, version) AS doses
+        FROM doses WHERE deleted = 0 AND previous_site != ''
+        GROUP BY previous_product, previous_site",
+            "CREATE MATERIALIZED VIEW IF NOT EXISTS owed_sites_owing_retracted_mv TO owed_sites AS
+        SELECT product, site_id, toUInt8(0) AS settles, toUInt8(1) AS retracted,
+               uniqExactState(dose_id, version) AS doses
+        FROM dose_retractions WHERE dose_number < series_doses
+        GROUP BY product, site_id",
+            "CREATE MATERIALIZED VIEW IF NOT EXISTS owed_sites_settling_retracted_mv TO owed_sites AS
+        SELECT previous_product AS product, previous_site AS site_id, toUInt8(1) AS settles,
+               toUInt8(1) AS retracted, uniqExactState(dose_id, version) AS doses
+        FROM dose_retractions WHERE previous_site != ''
+        GROUP BY previous_product, previous_site",
+            "CREATE TABLE IF NOT EXISTS started_districts (
+            home_province String,
+            home_district String,
+            retracted UInt8,
+            doses AggregateFunction(uniqExact, UUID, UInt64)
+        ) ENGINE = AggregatingMergeTree()
+        ORDER BY (home_province, home_district, retracted)",
+            "CREATE MATERIALIZED VIEW IF NOT EXISTS started_districts_placed_mv TO started_districts AS
+        SELECT home_province, home_district, toUInt8(0) AS retracted,
+               uniqExactState(dose_id, version) AS doses
+        FROM doses WHERE deleted = 0 AND dose_number = 1
+        GROUP BY home_province, home_district",
+            "CREATE MATERIALIZED VIEW IF NOT EXISTS started_districts_retracted_mv TO started_districts AS
+        SELECT home_province, home_district, toUInt8(1) AS retracted,
+               uniqExactState(dose_id, version) AS doses
+        FROM dose_retractions WHERE dose_number = 1
+        GROUP BY home_province, home_district",
+            // Backfill from the doses recorded under version 1: each dose's latest placement
+            // (read `FINAL`, once). Retractions are not needed for those: the history before
+            // now is already collapsed. Idempotent (the same pairs again change nothing).
+            // Caveat: a correction shipped by another process between the views' creation and
+            // this read can leave its old placement uncounted-yet-retracted; migrate while no
+            // other process ships, as a release does.
+            "INSERT INTO dose_hours
+        SELECT site_province, site_district, site_id, product, dose_number,
+               toStartOfHour(administered_at) AS hour, toUInt8(0) AS retracted,
+               uniqExactState(dose_id, version) AS doses
+        FROM (SELECT * FROM doses FINAL) WHERE deleted = 0
+        GROUP BY site_province, site_district, site_id, product, dose_number, hour",
+            "INSERT INTO owed_sites
+        SELECT product, site_id, toUInt8(0) AS settles, toUInt8(0) AS retracted,
+               uniqExactState(dose_id, version) AS doses
+        FROM (SELECT * FROM doses FINAL) WHERE deleted = 0 AND dose_number < series_doses
+        GROUP BY product, site_id",
+            "INSERT INTO owed_sites
+        SELECT previous_product AS product, previous_site AS site_id, toUInt8(1) AS settles,
+               toUInt8(0) AS retracted, uniqExactState(dose_id, version) AS doses
+        FROM (SELECT * FROM doses FINAL) WHERE deleted = 0 AND previous_site != ''
+        GROUP BY previous_product, previous_site",
+            "INSERT INTO started_districts
+        SELECT home_province, home_district, toUInt8(0) AS retracted,
+               uniqExactState(dose_id, version) AS doses
+        FROM (SELECT * FROM doses FINAL) WHERE deleted = 0 AND dose_number = 1
+        GROUP BY home_province, home_district",
+        ],
+    ),
+];
 
-/// The exact reads see each dose once at its latest version: `FINAL` in a subquery, filtered
-/// outside it, with the optimisations that would filter before the merge turned off.
+/// For reads of `doses` at each dose's latest version (the migration's backfill,
+/// [`ClickHouseAnalytics::latest_dose_count`]): `FINAL` in a subquery, filtered outside it,
+/// with the optimisations that would filter before the merge turned off.
 const EXACT: [(&str, &str); 2] = [
     ("optimize_move_to_prewhere", "0"),
     ("enable_optimize_predicate_expression", "0"),
@@ -196,31 +342,78 @@ struct MovementRecord<'a> {
     at: OffsetDateTime,
 }
 
-#[derive(Debug, Row, Deserialize)]
-struct SiteCounts {
-    site_id: String,
-    in_window: u64,
-    owed_here: u64,
+/// A placement a correction ended: the replaced row's columns, under the correction's version.
+#[derive(Debug, Row, Serialize)]
+struct RetractionRecord<'a> {
+    #[serde(with = "::clickhouse::serde::uuid")]
+    dose_id: Uuid,
+    person_code: &'a str,
+    product: &'a str,
+    lot_number: &'a str,
+    dose_number: u8,
+    series_doses: u8,
+    site_id: &'a str,
+    site_province: &'a str,
+    site_district: &'a str,
+    home_province: &'a str,
+    home_district: &'a str,
+    previous_site: &'a str,
+    previous_product: &'a str,
+    #[serde(with = "::clickhouse::serde::time::datetime")]
+    administered_at: OffsetDateTime,
+    #[serde(with = "::clickhouse::serde::time::datetime")]
+    recorded_at: OffsetDateTime,
+    version: u64,
+}
+
+impl<'a> RetractionRecord<'a> {
+    /// `previous` as it stood, ended by the correction at `version`.
+    fn new(previous: &'a DoseRow, version: u64) -> Self {
+        Self {
+            dose_id: previous.dose_id,
+            person_code: &previous.person_code,
+            product: &previous.product,
+            lot_number: &previous.lot_number,
+            dose_number: previous.dose_number,
+            series_doses: previous.series_doses,
+            site_id: &previous.site_id,
+            site_province: &previous.site_province,
+            site_district: &previous.site_district,
+            home_province: &previous.home_province,
+            home_district: &previous.home_district,
+            previous_site: &previous.previous_site,
+            previous_product: &previous.previous_product,
+            administered_at: previous.administered_at,
+            recorded_at: previous.recorded_at,
+            version,
+        }
+    }
+}
+
+/// Net figures are placed − retracted, which is never negative when every correction names
+/// the dose as it stood; a negative one (a correction of a dose never shipped) counts as 0.
+fn net(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
 }
 
 #[derive(Debug, Row, Deserialize)]
 struct SiteCount {
     site_id: String,
-    n: u64,
+    n: i64,
 }
 
 #[derive(Debug, Row, Deserialize)]
 struct DistrictCount {
     province: String,
     district: String,
-    n: u64,
+    n: i64,
 }
 
 #[derive(Debug, Row, Deserialize)]
 struct Point {
     area: String,
     bucket: u32,
-    doses: u64,
+    doses: i64,
 }
 
 /// The ClickHouse analytics backend.
@@ -309,7 +502,8 @@ impl ClickHouseAnalytics {
                 continue;
             }
             for statement in *statements {
-                self.client.query(statement).execute().await?;
+                // Backfills read `doses FINAL`, hence the exact settings.
+                self.exact(statement).execute().await?;
             }
             self.client
                 .query("INSERT INTO schema_migrations VALUES (?, ?, now())")
@@ -336,6 +530,19 @@ impl ClickHouseAnalytics {
             .await?)
     }
 
+    /// Doses in `doses` at their latest version, read `FINAL`: the figure [`Analytics::dose_count`]
+    /// takes from the rollups, from the row history instead (slow; for checks).
+    ///
+    /// # Errors
+    /// When the query fails.
+    pub async fn latest_dose_count(&self) -> Result<u64> {
+        self.ready().await?;
+        Ok(self
+            .exact("SELECT count() FROM (SELECT deleted FROM doses FINAL) WHERE deleted = 0")
+            .fetch_one()
+            .await?)
+    }
+
     fn exact(&self, sql: &str) -> ::clickhouse::query::Query {
         EXACT
             .iter()
@@ -344,6 +551,21 @@ impl ClickHouseAnalytics {
             })
     }
 }
+
+/// Distinct pairs per rollup key (`key`: columns of `table`, a rollup), added where `sign`
+/// holds and taken away where not, summed per `group` and selected as `select` plus `n`.
+/// Merging the `uniqExact` states key by key keeps the sets small and the work parallel; the
+/// keys' sets are disjoint, so their counts add up.
+fn net_sql(table: &str, key: &str, filter: &str, select: &str, group: &str, sign: &str) -> String {
+    format!(
+        "SELECT {select}, sum(if({sign}, toInt64(pairs), -toInt64(pairs))) AS n
+         FROM (SELECT {key}, uniqExactMerge(doses) AS pairs FROM {table} {filter} GROUP BY {key})
+         GROUP BY {group}"
+    )
+}
+
+const HOUR_KEY: &str =
+    "product, hour, site_province, site_district, site_id, dose_number, retracted";
 
 #[async_trait]
 impl Analytics for ClickHouseAnalytics {
@@ -354,6 +576,7 @@ impl Analytics for ClickHouseAnalytics {
     async fn apply(&self, events: &[Event]) -> Result<()> {
         self.ready().await?;
         let mut doses = Vec::new();
+        let mut retractions = Vec::new();
         let mut movements = Vec::new();
         for event in events {
             match event {
@@ -366,6 +589,7 @@ impl Analytics for ClickHouseAnalytics {
                         doses.push(DoseRecord::new(previous, corrected.version, true));
                     }
                     doses.push(DoseRecord::new(corrected, corrected.version, false));
+                    retractions.push(RetractionRecord::new(previous, corrected.version));
                 }
                 Event::Stock(m) => movements.push(MovementRecord {
                     movement_id: m.movement_id,
@@ -377,6 +601,18 @@ impl Analytics for ClickHouseAnalytics {
                     at: m.at,
                 }),
             }
+        }
+        // Retractions first: should the second insert fail, the batch is retried whole, and
+        // until then a dose is missing from its new placement rather than counted twice.
+        if !retractions.is_empty() {
+            let mut insert = self
+                .client
+                .insert::<RetractionRecord<'_>>("dose_retractions")
+                .await?;
+            for record in &retractions {
+                insert.write(record).await?;
+            }
+            insert.end().await?;
         }
         if !doses.is_empty() {
             let mut insert = self.client.insert::<DoseRecord<'_>>("doses").await?;
@@ -400,10 +636,12 @@ impl Analytics for ClickHouseAnalytics {
 
     async fn dose_count(&self) -> Result<u64> {
         self.ready().await?;
-        Ok(self
-            .exact("SELECT count() FROM (SELECT deleted FROM doses FINAL) WHERE deleted = 0")
-            .fetch_one()
-            .await?)
+        let sql = format!(
+            "SELECT sum(if(retracted = 0, toInt64(pairs), -toInt64(pairs)))
+             FROM (SELECT {HOUR_KEY}, uniqExactMerge(doses) AS pairs FROM dose_hours
+                   GROUP BY {HOUR_KEY})"
+        );
+        Ok(net(self.client.query(&sql).fetch_one::<i64>().await?))
     }
 
     async fn site_activity(
@@ -413,66 +651,78 @@ impl Analytics for ClickHouseAnalytics {
     ) -> Result<Vec<SiteActivity>> {
         self.ready().await?;
         let since = hour_floor(since).unix_timestamp();
-        let here: Vec<SiteCounts> = self
-            .exact(
-                "SELECT site_id,
-                        countIf(administered_at >= toDateTime(?)) AS in_window,
-                        countIf(dose_number < series_doses) AS owed_here
-                 FROM (SELECT site_id, product, administered_at, dose_number, series_doses, deleted
-                       FROM doses FINAL)
-                 WHERE deleted = 0 AND product = ?
-                 GROUP BY site_id",
-            )
+        let in_window = net_sql(
+            "dose_hours",
+            HOUR_KEY,
+            "WHERE product = ? AND hour >= toDateTime(?)",
+            "site_id",
+            "site_id",
+            "retracted = 0",
+        );
+        // Owing placed and settling retracted add; owing retracted and settling placed take away.
+        let owed = net_sql(
+            "owed_sites",
+            "site_id, settles, retracted",
+            "WHERE product = ?",
+            "site_id",
+            "site_id",
+            "settles = retracted",
+        );
+        let in_window = self
+            .client
+            .query(&in_window)
+            .bind(product)
             .bind(since)
+            .fetch_all::<SiteCount>();
+        let owed = self
+            .client
+            .query(&owed)
             .bind(product)
-            .fetch_all()
-            .await?;
-        let settled: Vec<SiteCount> = self
-            .exact(
-                "SELECT previous_site AS site_id, count() AS n
-                 FROM (SELECT previous_site, previous_product, deleted FROM doses FINAL)
-                 WHERE deleted = 0 AND previous_product = ? AND previous_site != ''
-                 GROUP BY previous_site",
-            )
-            .bind(product)
-            .fetch_all()
-            .await?;
-        let settled: HashMap<String, u64> = settled.into_iter().map(|c| (c.site_id, c.n)).collect();
-        let mut sites: Vec<SiteActivity> = here
-            .into_iter()
-            .map(|c| SiteActivity {
-                owed_doses: c
-                    .owed_here
-                    .saturating_sub(settled.get(&c.site_id).copied().unwrap_or(0)),
-                site_id: c.site_id,
-                doses_in_window: c.in_window,
-            })
+            .fetch_all::<SiteCount>();
+        let (in_window, owed) = tokio::try_join!(in_window, owed)?;
+        let mut sites: BTreeMap<String, SiteActivity> = BTreeMap::new();
+        for (counts, owing) in [(in_window, false), (owed, true)] {
+            for count in counts {
+                let site = sites
+                    .entry(count.site_id.clone())
+                    .or_insert_with(|| SiteActivity {
+                        site_id: count.site_id,
+                        ..SiteActivity::default()
+                    });
+                if owing {
+                    site.owed_doses = net(count.n);
+                } else {
+                    site.doses_in_window = net(count.n);
+                }
+            }
+        }
+        Ok(sites
+            .into_values()
             .filter(|s| s.doses_in_window > 0 || s.owed_doses > 0)
-            .collect();
-        sites.sort_by(|a, b| a.site_id.cmp(&b.site_id));
-        Ok(sites)
+            .collect())
     }
 
     async fn started_by_district(&self) -> Result<HashMap<District, u64>> {
         self.ready().await?;
-        let rows: Vec<DistrictCount> = self
-            .exact(
-                "SELECT home_province AS province, home_district AS district, count() AS n
-                 FROM (SELECT home_province, home_district, dose_number, deleted FROM doses FINAL)
-                 WHERE deleted = 0 AND dose_number = 1
-                 GROUP BY home_province, home_district",
-            )
-            .fetch_all()
-            .await?;
+        let sql = net_sql(
+            "started_districts",
+            "home_province, home_district, retracted",
+            "",
+            "home_province AS province, home_district AS district",
+            "home_province, home_district",
+            "retracted = 0",
+        );
+        let rows: Vec<DistrictCount> = self.client.query(&sql).fetch_all().await?;
         Ok(rows
             .into_iter()
+            .filter(|r| r.n > 0)
             .filter_map(|r| {
                 Some((
                     District {
                         province: AreaCode::new(r.province).ok()?,
                         district: AreaCode::new(r.district).ok()?,
                     },
-                    r.n,
+                    net(r.n),
                 ))
             })
             .collect())
@@ -487,32 +737,28 @@ impl Analytics for ClickHouseAnalytics {
             AreaLevel::District => "concat(site_province, '/', site_district)",
             AreaLevel::Site => "site_id",
         };
-        // Whole days at district level and above come from the daily rollup; anything finer
-        // from the hourly one. Both give the same numbers where both apply.
-        let daily = query.granularity == Granularity::Day
-            && query.level != AreaLevel::Site
-            && since.rem_euclid(86_400) == 0
-            && until.rem_euclid(86_400) == 0;
-        let (table, time, bucket) = if daily {
-            ("uptake_area_day", "toDateTime(day)", "toDateTime(day)")
-        } else {
-            match query.granularity {
-                Granularity::Hour => ("uptake_site_hour", "hour", "hour"),
-                Granularity::Day => ("uptake_site_hour", "hour", "toStartOfDay(hour)"),
-            }
+        let bucket = match query.granularity {
+            Granularity::Hour => "toUInt32(hour)",
+            Granularity::Day => "toUInt32(toStartOfDay(hour))",
         };
-        let mut sql = format!(
-            "SELECT {area} AS area, toUInt32({bucket}) AS bucket, uniqExactMerge(doses) AS doses
-             FROM {table}
-             WHERE {time} >= toDateTime(?) AND {time} < toDateTime(?)"
-        );
+        let mut filter = "WHERE hour >= toDateTime(?) AND hour < toDateTime(?)".to_owned();
         if query.product.is_some() {
-            sql.push_str(" AND product = ?");
+            filter.push_str(" AND product = ?");
         }
         if query.province.is_some() {
-            sql.push_str(" AND site_province = ?");
+            filter.push_str(" AND site_province = ?");
         }
-        sql.push_str(" GROUP BY area, bucket ORDER BY area, bucket");
+        let sql = format!(
+            "{} ORDER BY area, bucket",
+            net_sql(
+                "dose_hours",
+                HOUR_KEY,
+                &filter,
+                &format!("{area} AS area, {bucket} AS bucket"),
+                "area, bucket",
+                "retracted = 0",
+            )
+        );
         let mut q = self.client.query(&sql).bind(since).bind(until);
         if let Some(product) = &query.product {
             q = q.bind(product);
@@ -528,7 +774,7 @@ impl Analytics for ClickHouseAnalytics {
                 area: p.area,
                 bucket: OffsetDateTime::from_unix_timestamp(i64::from(p.bucket))
                     .unwrap_or(OffsetDateTime::UNIX_EPOCH),
-                doses: p.doses,
+                doses: net(p.doses),
             })
             .collect())
     }

@@ -212,19 +212,25 @@ fn shard_writer(c: &mut Criterion) {
                 vaxcamp_ingest::live::LiveConfig::default(),
             ));
             // So is the analytics outbox: one more fsync'd append per group commit.
-            let outbox = Arc::new(
-                analytics::Outbox::open(&dir.path().join("analytics-outbox"), 1 << 34).unwrap(),
-            );
-            let feed = Arc::new(vaxcamp_ingest::feed::AnalyticsFeed::new(
-                outbox,
-                campaign.clone(),
-            ));
+            // `VAXCAMP_BENCH_NO_OUTBOX=1` leaves it out, to measure what it costs.
+            let feed = std::env::var_os("VAXCAMP_BENCH_NO_OUTBOX")
+                .is_none()
+                .then(|| {
+                    let outbox = Arc::new(
+                        analytics::Outbox::open(&dir.path().join("analytics-outbox"), 1 << 34)
+                            .unwrap(),
+                    );
+                    Arc::new(vaxcamp_ingest::feed::AnalyticsFeed::new(
+                        outbox,
+                        campaign.clone(),
+                    ))
+                });
             let write_path = WritePath::start(
                 store.clone(),
                 campaign,
                 metrics,
                 live,
-                Some(feed),
+                feed,
                 &config,
                 tokio::runtime::Handle::current(),
             )
