@@ -154,6 +154,9 @@ pub struct ScyllaStore {
     /// One lock per shard, held for the whole of a write that moves totals: the totals are
     /// absolute values computed from the previous ones, so a shard has one writer at a time.
     shards: Vec<Mutex<ShardState>>,
+    /// Set when a shard's write failed and its journal may hold a half-done write; cleared once
+    /// it is finished. Reads check it so that nothing is answered from a half-done write.
+    in_doubt: Vec<std::sync::atomic::AtomicBool>,
     people_buckets: usize,
     max_in_flight: usize,
 }
@@ -227,6 +230,9 @@ impl ScyllaStore {
             levels,
             keyspace: config.keyspace.clone(),
             shards: (0..config.shards).map(|_| Mutex::new(None)).collect(),
+            in_doubt: (0..config.shards)
+                .map(|_| std::sync::atomic::AtomicBool::new(false))
+                .collect(),
             people_buckets: config.people_buckets,
             max_in_flight: config.max_in_flight_per_shard,
         };
@@ -623,6 +629,7 @@ impl Store for ScyllaStore {
     }
 
     async fn doses_of(&self, person: &PersonCode) -> Result<Vec<Dose>> {
+        self.settle().await?;
         let mut doses = self
             .rows(&self.statements.doses_of, (person.as_str(),))
             .await?
@@ -634,6 +641,7 @@ impl Store for ScyllaStore {
     }
 
     async fn find_doses(&self, ids: &[DoseId]) -> Result<Vec<Dose>> {
+        self.settle().await?;
         let found: Vec<Result<Option<Dose>>> = futures_util::stream::iter(ids.iter().copied())
             .map(move |id| async move {
                 let people: Vec<(Option<String>,)> =

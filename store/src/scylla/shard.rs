@@ -34,6 +34,7 @@
 //! must overlap (LOCAL_QUORUM for both, the default).
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
@@ -132,17 +133,48 @@ impl ScyllaStore {
             Some(snapshot) => snapshot,
             None => self.recover(shard).await?,
         };
+        if let Some(flag) = self.in_doubt.get(shard) {
+            flag.store(false, Ordering::Release);
+        }
         match self.attempt(shard, &current, &entries, false).await {
             Ok((next, outcomes)) => {
                 *state = Some(next);
                 Ok(outcomes)
             }
             Err(e) => {
-                // `state` stays `None`: the next write on this shard recovers first.
+                // `state` stays `None`: the next write on this shard, or the next read (see
+                // `settle`), recovers first.
+                if let Some(flag) = self.in_doubt.get(shard) {
+                    flag.store(true, Ordering::Release);
+                }
                 tracing::warn!(shard, error = %e, "shard write failed; it will be recovered before the next write");
                 Err(e)
             }
         }
+    }
+
+    /// Finishes the interrupted write of every shard in doubt before a read.
+    ///
+    /// Called before the reads a retry is answered from: after a failed write the journal may
+    /// hold a dose that is claimed but not whole, or not yet claimed. Finishing it first means
+    /// the retry sees it whole ("already recorded", with every row) rather than half, and that
+    /// the answer cannot change between the reads of one decision. Shards not in doubt (the
+    /// normal case) cost one atomic load each.
+    pub(crate) async fn settle(&self) -> Result<()> {
+        for (shard, lock) in self.shards.iter().enumerate() {
+            let Some(flag) = self.in_doubt.get(shard) else {
+                continue;
+            };
+            if !flag.load(Ordering::Acquire) {
+                continue;
+            }
+            let mut state = lock.lock().await;
+            if state.is_none() {
+                *state = Some(self.recover(shard).await?);
+            }
+            flag.store(false, Ordering::Release);
+        }
+        Ok(())
     }
 
     /// Reads the stored snapshot and finishes the attempt its journal holds, if any.
