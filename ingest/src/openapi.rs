@@ -239,7 +239,7 @@ fn schemas() -> Value {
         "Error": {"type": "object", "required": ["error", "message"], "properties": {
             "error": {"type": "string", "description": "stable code"}, "message": {"type": "string"},
             "field": {"type": "string"}, "rule": {"type": "string"}}},
-        "Health": {"type": "object", "properties": {"status": {"type": "string"}, "backend": {"type": "string"}, "uptime_s": {"type": "integer"}}},
+        "Health": {"type": "object", "properties": {"status": {"type": "string"}, "backend": {"type": "string"}, "writer": {"type": "boolean", "description": "false on a ScyllaDB replica without the writer lease"}, "uptime_s": {"type": "integer"}}},
         "Area": area,
         "Dose": dose,
         "Person": person,

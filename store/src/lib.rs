@@ -137,6 +137,13 @@ pub trait Store: Send + Sync + 'static {
 
     /// Flushes anything buffered and stops background work. Called once at shutdown.
     async fn close(&self) -> Result<()>;
+
+    /// Whether this process may write: `None` for a backend with no such notion (the embedded
+    /// store is opened by one process only), `Some(false)` for a ScyllaDB process that does not
+    /// hold the keyspace's writer lease (its writes are refused; see `scylla::lease`).
+    fn holds_writer_lease(&self) -> Option<bool> {
+        None
+    }
 }
 
 #[cfg(test)]

@@ -415,3 +415,147 @@ async fn slow_responses_within_the_timeout_succeed_and_slower_ones_fail_cleanly(
     let all: Vec<Dose> = batches.into_iter().flat_map(|(_, d)| d).collect();
     assert_exactly_once(&store, node, &all, "slow").await;
 }
+
+// The writer lease: one process writes a keyspace at a time.
+
+/// A short lease, so that takeovers happen within the test.
+fn short_lease(config: ScyllaConfig, wait: Option<Duration>) -> ScyllaConfig {
+    ScyllaConfig {
+        lease_duration: Duration::from_millis(300),
+        wait_for_lease: wait,
+        ..config
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_process_cannot_write_while_the_first_holds_the_lease() {
+    let target = target().await;
+    let config = short_lease(target.fresh(), None);
+    let first = connect(config.clone()).await;
+    assert!(first.holds_writer_lease());
+    let (owner, holder) = first.writer_lease_owner();
+    match ScyllaStore::connect(config.clone()).await {
+        Err(StoreError::Unavailable(message)) => {
+            assert!(message.contains(&owner.to_string()), "{message}");
+            assert!(message.contains(holder), "{message}");
+            assert!(message.contains("until"), "{message}");
+        }
+        other => panic!("expected the lease to be refused, got {other:?}"),
+    }
+    // Closing releases the lease: a waiting process takes over at once, and the first one's
+    // writes are refused from then on.
+    first.close().await.expect("close");
+    assert!(!first.holds_writer_lease());
+    let second = connect(short_lease(config, Some(Duration::from_secs(3)))).await;
+    assert!(second.holds_writer_lease());
+    let person = sample_registration(7);
+    match first.register(&person).await {
+        Err(StoreError::Unavailable(message)) => {
+            assert!(
+                message.contains("no longer holds the writer lease"),
+                "{message}"
+            )
+        }
+        other => panic!("expected a refused write, got {other:?}"),
+    }
+    // Reads need no lease.
+    assert_eq!(first.totals().await.expect("totals").registrations, 0);
+    second.register(&person).await.expect("register");
+    assert_eq!(first.totals().await.expect("totals").registrations, 1);
+}
+
+#[test]
+fn a_paused_writer_is_fenced_after_its_lease_expires_and_totals_stay_exact() {
+    // The first store runs on its own current-thread runtime, which makes progress only inside
+    // `block_on`: between calls it is a paused process (no renewals, no requests).
+    let paused = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let running = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let target = running.block_on(target());
+    let config = short_lease(target.fresh(), Some(Duration::from_secs(3)));
+    let first = paused.block_on(connect(config.clone()));
+    let shards = first.shard_count();
+    let batches = dose_batches(0..40, shards, 10);
+    let (before, after) = batches.split_at(batches.len() / 2);
+    paused.block_on(async {
+        for (shard, doses) in before {
+            first.commit_doses(*shard, doses).await.expect("commit");
+        }
+    });
+
+    // The first process is paused: its lease expires and the second takes over.
+    let second = running.block_on(connect(config));
+    assert!(second.holds_writer_lease());
+    running.block_on(async {
+        for (shard, doses) in after {
+            second.commit_doses(*shard, doses).await.expect("commit");
+        }
+    });
+
+    // The first process wakes up: its writes are refused (fenced), whatever it sends.
+    paused.block_on(async {
+        for (shard, doses) in &batches {
+            match first.commit_doses(*shard, doses).await {
+                Err(StoreError::Unavailable(message)) => {
+                    assert!(message.contains("writer lease"), "{message}")
+                }
+                other => panic!("a fenced writer wrote: {other:?}"),
+            }
+        }
+        // Its renewal finds the new owner; it stays a reader.
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        assert!(!first.holds_writer_lease());
+    });
+
+    // Every dose counted once across the takeover; the new holder's resends change nothing.
+    running.block_on(async {
+        for (shard, doses) in &batches {
+            second.commit_doses(*shard, doses).await.expect("resend");
+        }
+        let all: Vec<Dose> = batches.iter().flat_map(|(_, d)| d.clone()).collect();
+        if let Some(node) = &target.node {
+            assert_exactly_once(&second, node, &all, "takeover").await;
+        } else {
+            assert_eq!(
+                second.totals().await.expect("totals").doses,
+                all.len() as u64
+            );
+        }
+    });
+    drop(first);
+    drop(paused);
+    running.block_on(async { drop(second) });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_writers_lease_is_taken_over_with_its_interrupted_write_finished() {
+    let target = target().await;
+    let Some(node) = &target.node else { return };
+    let config = short_lease(target.fresh(), Some(Duration::from_secs(3)));
+    let first = connect(config.clone()).await;
+    let batches = dose_batches(0..12, first.shard_count(), 100);
+    let (shard, doses) = batches.first().cloned().expect("a batch");
+    // The totals never land: the doses are journaled and claimed, not counted.
+    let rule = node.faults().add(
+        FaultRule::new(Fault::WriteTimeout { applied: false })
+            .on(StatementKind::Batch)
+            .always(),
+    );
+    assert!(first.commit_doses(shard, &doses).await.is_err());
+    node.faults().remove(rule);
+    drop(first);
+    let second = connect(config).await;
+    assert!(second.holds_writer_lease());
+    assert_eq!(
+        second.totals().await.expect("totals").doses,
+        doses.len() as u64
+    );
+    second.commit_doses(shard, &doses).await.expect("retry");
+    assert_exactly_once(&second, node, &doses, "taken over").await;
+}

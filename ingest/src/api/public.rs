@@ -16,7 +16,14 @@ use crate::error::{ApiError, json_answer};
 pub async fn healthz(State(state): State<Shared>) -> Response {
     json_answer(
         StatusCode::OK,
-        json!({"status": "ok", "backend": state.store.backend_name(), "uptime_s": state.started.elapsed().as_secs()}),
+        json!({
+            "status": "ok",
+            "backend": state.store.backend_name(),
+            // False on a ScyllaDB replica that lost the writer lease: the load balancer takes
+            // it out of rotation (deploy/haproxy/haproxy.cfg).
+            "writer": state.store.holds_writer_lease().unwrap_or(true),
+            "uptime_s": state.started.elapsed().as_secs(),
+        }),
     )
 }
 

@@ -38,6 +38,13 @@
 //! counters, so that a resend after an ambiguous failure (a timeout after the write happened) can
 //! never count twice, and a write that failed half-way is finished from the journal.
 //!
+//! # One writer per keyspace
+//! See `lease.rs`: `connect` takes the keyspace's writer lease (an LWT row, renewed every third
+//! of `lease_duration`) and every write request checks it first; without it writes fail with
+//! [`StoreError::Unavailable`] and reads still work, so a standby can serve lookups. A process
+//! that takes the lease reloads each shard's totals and replays its journal before its first
+//! write. `close` releases the lease so that a standby takes over at once.
+//!
 //! # Requests
 //! All statements are prepared; each request binds the full partition key, so the driver routes
 //! it to a replica (token-aware, preferring the configured datacenter). A shard's write runs at
@@ -51,6 +58,7 @@
 //! crypto provider (aws-lc-rs, a large C build). `ScyllaConfig::tls` exists so configurations can
 //! be written now; `connect` refuses `tls: true` with a message saying so.
 
+mod lease;
 mod rows;
 mod schema;
 mod shard;
@@ -120,6 +128,15 @@ pub struct ScyllaConfig {
     /// How long one request may take before it fails (and, if idempotent, is retried by the
     /// driver's retry policy). Default: 5 s.
     pub request_timeout: Duration,
+    /// How long the writer lease lasts without renewal. It is renewed every third of this; this
+    /// process stops writing two thirds in, so another process can take over this long after
+    /// this one dies (or at once after `close`). Keep `request_timeout` and the clock skew between
+    /// hosts under a third of it. Default: 15 s.
+    pub lease_duration: Duration,
+    /// How long `connect` waits while another process holds the writer lease: `None` fails at
+    /// once, naming the holder and when its lease expires. Default: 30 s (twice the default
+    /// lease, so a restarted process outwaits its own previous incarnation's lease).
+    pub wait_for_lease: Option<Duration>,
 }
 
 impl Default for ScyllaConfig {
@@ -141,13 +158,16 @@ impl Default for ScyllaConfig {
             people_buckets: 256,
             max_in_flight_per_shard: 64,
             request_timeout: Duration::from_secs(5),
+            lease_duration: Duration::from_secs(15),
+            wait_for_lease: Some(Duration::from_secs(30)),
         }
     }
 }
 
 /// The campaign's records in a ScyllaDB keyspace. See the module docs.
 pub struct ScyllaStore {
-    session: Session,
+    /// Shared with the lease renewal task.
+    session: Arc<Session>,
     statements: Statements,
     levels: Levels,
     keyspace: String,
@@ -159,6 +179,30 @@ pub struct ScyllaStore {
     in_doubt: Vec<std::sync::atomic::AtomicBool>,
     people_buckets: usize,
     max_in_flight: usize,
+    /// Whether this process may write; checked before every write request.
+    lease: Arc<lease::Lease>,
+    /// The task renewing the lease; aborted on drop.
+    renewal: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for ScyllaStore {
+    fn drop(&mut self) {
+        if let Some(task) = self.renewal.take() {
+            task.abort();
+        }
+        // Best effort: release the lease in the background so that a standby need not wait for
+        // it to expire. Without a runtime (or if this fails) it simply expires.
+        if !self.lease.released()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            let (lease, session, statements) = (
+                Arc::clone(&self.lease),
+                Arc::clone(&self.session),
+                self.statements.lease.clone(),
+            );
+            runtime.spawn(async move { lease.release(&session, &statements).await });
+        }
+    }
 }
 
 impl std::fmt::Debug for ScyllaStore {
@@ -166,6 +210,7 @@ impl std::fmt::Debug for ScyllaStore {
         f.debug_struct("ScyllaStore")
             .field("keyspace", &self.keyspace)
             .field("shards", &self.shards.len())
+            .field("writer", &self.lease.held())
             .finish()
     }
 }
@@ -187,6 +232,11 @@ impl ScyllaStore {
         }
         for (what, n, max) in [
             ("shards", config.shards, 256),
+            (
+                "lease_duration (ms)",
+                usize::try_from(config.lease_duration.as_millis()).unwrap_or(usize::MAX),
+                600_000,
+            ),
             ("people_buckets", config.people_buckets, 65_536),
             (
                 "max_in_flight_per_shard",
@@ -194,7 +244,7 @@ impl ScyllaStore {
                 65_536,
             ),
         ] {
-            if n == 0 || n > max {
+            if n == 0 || n > max || (what.starts_with("lease") && n < 30) {
                 return Err(StoreError::Engine(format!(
                     "{what} must be 1 to {max}, not {n}"
                 )));
@@ -224,8 +274,8 @@ impl ScyllaStore {
             serial: config.serial_consistency,
         };
         let statements = Statements::prepare_all(&session, ks, levels).await?;
-        let store = Self {
-            session,
+        let mut store = Self {
+            session: Arc::new(session),
             statements,
             levels,
             keyspace: config.keyspace.clone(),
@@ -235,6 +285,8 @@ impl ScyllaStore {
                 .collect(),
             people_buckets: config.people_buckets,
             max_in_flight: config.max_in_flight_per_shard,
+            lease: Arc::new(lease::Lease::new(ks, config.lease_duration)),
+            renewal: None,
         };
         store
             .claim_setting(schema::SCHEMA_KEY, schema::SCHEMA_VERSION)
@@ -245,15 +297,67 @@ impl ScyllaStore {
         store
             .claim_setting(schema::BUCKETS_KEY, &config.people_buckets.to_string())
             .await?;
+        store.take_lease(config.wait_for_lease).await?;
+        store.renewal = Some(tokio::spawn(
+            Arc::clone(&store.lease)
+                .keep(Arc::clone(&store.session), store.statements.lease.clone()),
+        ));
         // Finish whatever a previous process left in the journals, so `totals` is right at once.
+        let epoch = store.lease.check()?;
         for shard in 0..store.shards.len() {
-            let snapshot = store.recover(shard).await?;
+            let mut snapshot = store.recover(shard).await?;
+            snapshot.epoch = epoch;
             if let Some(lock) = store.shards.get(shard) {
                 *lock.lock().await = Some(snapshot);
             }
         }
         tracing::debug!(keyspace = ks, shards = config.shards, "scylla store open");
         Ok(store)
+    }
+
+    /// Takes the writer lease, waiting up to `wait` while another process holds it.
+    async fn take_lease(&self, wait: Option<Duration>) -> Result<()> {
+        let started = std::time::Instant::now();
+        let mut logged = false;
+        loop {
+            let lease::Taken::Busy {
+                holder,
+                owner,
+                expires_at,
+            } = self
+                .lease
+                .try_take(&self.session, &self.statements.lease)
+                .await?
+            else {
+                return Ok(());
+            };
+            let waited = started.elapsed();
+            if wait.is_none_or(|w| waited >= w) {
+                let left = expires_at - time::OffsetDateTime::now_utc();
+                return Err(StoreError::Unavailable(format!(
+                    "another vaxcamp process ({holder}, owner {owner}) holds the writer lease of keyspace {} until {expires_at} ({} ms from now); one process writes a keyspace at a time, so stop it or wait for its lease to expire{}",
+                    self.keyspace,
+                    left.whole_milliseconds().max(0),
+                    wait.map_or(String::new(), |w| format!(" (waited {} ms)", w.as_millis())),
+                )));
+            }
+            if !logged {
+                tracing::info!(keyspace = %self.keyspace, %holder, %owner, %expires_at, "waiting for the writer lease");
+                logged = true;
+            }
+            tokio::time::sleep(lease::poll_interval(self.lease.duration())).await;
+        }
+    }
+
+    /// Whether this process holds the keyspace's writer lease now, i.e. whether its writes are
+    /// accepted (a standby's are refused; reads work either way).
+    pub fn holds_writer_lease(&self) -> bool {
+        self.lease.held()
+    }
+
+    /// This store's identity in the lease row: its owner id and holder (host and pid).
+    pub fn writer_lease_owner(&self) -> (uuid::Uuid, &str) {
+        (self.lease.owner(), self.lease.holder())
     }
 
     async fn build_session(config: &ScyllaConfig) -> Result<Session> {
@@ -290,8 +394,12 @@ impl ScyllaStore {
 
     /// Records `value` under `name` if absent; refuses a keyspace that holds another value.
     async fn claim_setting(&self, name: &str, value: &str) -> Result<()> {
-        self.execute(&self.statements.setting_claim, (name, value))
-            .await?;
+        // Before the lease is taken (an insert-if-absent of a fixed value: harmless without
+        // it), so that a wrong shard count is refused at once rather than after a wait.
+        self.session
+            .execute_unpaged(&self.statements.setting_claim, (name, value))
+            .await
+            .map_err(|e| unavailable("ScyllaDB request failed", e))?;
         let found = self.read_setting(name).await?;
         if found.as_deref() == Some(value) {
             return Ok(());
@@ -328,11 +436,13 @@ impl ScyllaStore {
         &self.session
     }
 
+    /// Sends one write; refused without the writer lease (see `lease.rs`).
     async fn execute(
         &self,
         statement: &PreparedStatement,
         values: impl SerializeRow,
     ) -> Result<QueryResult> {
+        self.lease.check()?;
         self.session
             .execute_unpaged(statement, values)
             .await
@@ -427,6 +537,10 @@ struct BucketCursor {
 impl Store for ScyllaStore {
     fn shard_count(&self) -> usize {
         self.shards.len()
+    }
+
+    fn holds_writer_lease(&self) -> Option<bool> {
+        Some(self.lease.held())
     }
 
     fn backend_name(&self) -> &'static str {
@@ -702,9 +816,7 @@ impl Store for ScyllaStore {
         // district read here is the one the person is counted in.
         {
             let mut state = lock.lock().await;
-            if state.is_none() {
-                *state = Some(self.recover(shard).await?);
-            }
+            self.make_current(shard, &mut state).await?;
         }
         let Some(previous) = self.fetch_person(&registration.person_code).await? else {
             return Err(StoreError::Engine(format!(
@@ -727,9 +839,7 @@ impl Store for ScyllaStore {
         self.check_shard(shard, std::slice::from_ref(corrected))?;
         if let Some(lock) = self.shards.get(shard) {
             let mut state = lock.lock().await;
-            if state.is_none() {
-                *state = Some(self.recover(shard).await?);
-            }
+            self.make_current(shard, &mut state).await?;
         }
         let found: Vec<rows::DoseRow> = self
             .rows(
@@ -829,6 +939,10 @@ impl Store for ScyllaStore {
 
     async fn close(&self) -> Result<()> {
         // Every acknowledged write is already at its consistency level; nothing is buffered.
+        // Give the lease up so that a standby takes over at once rather than when it expires.
+        self.lease
+            .release(&self.session, &self.statements.lease)
+            .await;
         Ok(())
     }
 }

@@ -96,6 +96,9 @@ const TABLES: &[&str] = &[
     // 'lot' (a = site, b = lot number), 'district' (a = province, b = district).
     "CREATE TABLE IF NOT EXISTS {ks}.shard_totals (shard int, kind text, a text, b text, \
      value bigint, PRIMARY KEY ((shard), kind, a, b))",
+    // The writer lease (see `lease.rs`): one row, taken and renewed with LWTs.
+    "CREATE TABLE IF NOT EXISTS {ks}.writer_lease (name text PRIMARY KEY, owner uuid, \
+     holder text, epoch bigint, expires_at timestamp)",
     // The redo journal of the shard's commit in progress: one partition per (shard, version).
     "CREATE TABLE IF NOT EXISTS {ks}.shard_journal (shard int, version bigint, entry text, \
      record text, PRIMARY KEY ((shard, version), entry))",

@@ -29,7 +29,7 @@
 //! Why not CQL counters: an increment that times out may or may not have been applied, and
 //! neither resending it nor dropping it is right; counters cannot be made exactly-once. The price
 //! of absolute totals is that each shard needs one writer at a time (the lock here within a
-//! process; across processes, one ingest process owns the keyspace). Reads of the totals and of
+//! process; across processes, the writer lease of `lease.rs`). Reads of the totals and of
 //! the journal must see the last acknowledged write, so the read and write consistency levels
 //! must overlap (LOCAL_QUORUM for both, the default).
 
@@ -49,6 +49,9 @@ use crate::{Registered, shard_of};
 /// `shard_totals`.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Snapshot {
+    /// The writer lease epoch this snapshot was loaded or written under: a snapshot from an
+    /// older epoch is reloaded before the next write (another process may have written since).
+    pub epoch: i64,
     pub version: i64,
     pub doses: i64,
     pub registrations: i64,
@@ -129,9 +132,9 @@ impl ScyllaStore {
             return Err(StoreError::Engine(format!("no shard {shard}")));
         };
         let mut state = lock.lock().await;
-        let current = match state.take() {
-            Some(snapshot) => snapshot,
-            None => self.recover(shard).await?,
+        self.make_current(shard, &mut state).await?;
+        let Some(current) = state.take() else {
+            return Err(StoreError::Engine(format!("shard {shard} has no snapshot")));
         };
         if let Some(flag) = self.in_doubt.get(shard) {
             flag.store(false, Ordering::Release);
@@ -174,6 +177,23 @@ impl ScyllaStore {
             }
             flag.store(false, Ordering::Release);
         }
+        Ok(())
+    }
+
+    /// Makes `state` a snapshot of the current lease epoch: recovers the shard when it is in
+    /// doubt or was loaded under an older epoch.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] without the writer lease.
+    pub(crate) async fn make_current(&self, shard: usize, state: &mut ShardState) -> Result<()> {
+        let epoch = self.lease.check()?;
+        if state.as_ref().is_some_and(|s| s.epoch == epoch) {
+            return Ok(());
+        }
+        *state = None;
+        let mut snapshot = self.recover(shard).await?;
+        snapshot.epoch = epoch;
+        *state = Some(snapshot);
         Ok(())
     }
 
@@ -451,6 +471,8 @@ impl ScyllaStore {
         batch.set_consistency(self.levels.write);
         // Absolute values: resending the batch writes the same values again.
         batch.set_is_idempotent(true);
+        // The last check before totals move: a process whose lease lapsed stops here.
+        self.lease.check()?;
         self.session
             .batch(&batch, values)
             .await

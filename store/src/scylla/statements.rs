@@ -56,6 +56,7 @@ pub struct Statements {
     pub journal_put: PreparedStatement,
     pub journal_get: PreparedStatement,
     pub journal_clear: PreparedStatement,
+    pub lease: super::lease::LeaseStatements,
 }
 
 const PERSON_COLUMNS: &str = "person_code, name, birth_date, phone, province, district, commune, \
@@ -334,6 +335,48 @@ impl Statements {
                 format!("DELETE FROM {ks}.shard_journal WHERE shard = ? AND version = ?"),
             )
             .await?,
+            lease: super::lease::LeaseStatements {
+                get: {
+                    let mut get = p(
+                        Read,
+                        format!(
+                            "SELECT owner, holder, epoch, expires_at FROM {ks}.writer_lease \
+                             WHERE name = ?"
+                        ),
+                    )
+                    .await?;
+                    // A linearizable read: it sees any lease change a Paxos round has accepted.
+                    get.set_consistency(match levels.serial {
+                        SerialConsistency::Serial => Consistency::Serial,
+                        _ => Consistency::LocalSerial,
+                    });
+                    get
+                },
+                create: p(
+                    Lwt,
+                    format!(
+                        "INSERT INTO {ks}.writer_lease (name, owner, holder, epoch, expires_at) \
+                         VALUES (?, ?, ?, ?, ?) IF NOT EXISTS"
+                    ),
+                )
+                .await?,
+                take: p(
+                    Lwt,
+                    format!(
+                        "UPDATE {ks}.writer_lease SET owner = ?, holder = ?, epoch = ?, \
+                         expires_at = ? WHERE name = ? IF owner = ? AND epoch = ?"
+                    ),
+                )
+                .await?,
+                renew: p(
+                    Lwt,
+                    format!(
+                        "UPDATE {ks}.writer_lease SET expires_at = ? WHERE name = ? \
+                         IF owner = ? AND epoch = ?"
+                    ),
+                )
+                .await?,
+            },
         })
     }
 }
