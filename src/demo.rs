@@ -260,6 +260,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     // Sample certificates.
     let samples = write_samples(&base, &campaign, &ledger, out).await;
 
+    // What the analytics side made of it: the outbox drained, and a shipment proposal.
+    let allocation = sample_allocation(&base, &observer, out).await;
+
     let _ = stop_server.send(());
     server.await.context("server task")??;
 
@@ -284,6 +287,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         "dose_latency_p99_ms": dose.map(|d| d.latency.p99_ns as f64 / 1e6),
         "errors": report.operations.values().map(|o| o.errors).sum::<u64>(),
         "sample_certificates": samples,
+        "allocation_sample": allocation.as_ref().map(|a| a.json.clone()),
         "observer_token": observer,
         "files": {
             "campaign": out.join("campaign.json"),
@@ -328,6 +332,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             .collect::<Vec<_>>()
             .join(", ")
     );
+    match &allocation {
+        Some(a) => println!("allocation sample            {}", a.line),
+        None => println!("allocation sample            (the planner did not answer; see the log)"),
+    }
     println!(
         "summary                      {}",
         out.join("summary.json").display()
@@ -337,6 +345,56 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         "some acknowledged doses are not stored exactly once: {check}"
     );
     Ok(())
+}
+
+/// A shipment proposal from the running demo server, for the summary.
+struct AllocationSample {
+    json: serde_json::Value,
+    line: String,
+}
+
+/// Waits (up to 10 s) for the analytics outbox to drain, then asks the planner how to split a
+/// shipment of 50,000 COMIRNATY doses between districts; writes the answer to
+/// `allocation-sample.json`.
+async fn sample_allocation(base: &str, token: &str, out: &Path) -> Option<AllocationSample> {
+    let client = reqwest::Client::new();
+    let get = |path: String| {
+        let request = client.get(format!("{base}{path}")).bearer_auth(token);
+        async move {
+            let response = request.send().await.ok()?;
+            response.json::<serde_json::Value>().await.ok()
+        }
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        let stats = get("/v1/stats".into()).await?;
+        if stats["analytics"]["outbox"]["rows"] == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let answer =
+        get("/v1/allocation?product=COMIRNATY&quantity=50000&level=district".into()).await?;
+    let plan = answer.get("plan")?;
+    std::fs::write(
+        out.join("allocation-sample.json"),
+        serde_json::to_vec_pretty(&answer).ok()?,
+    )
+    .ok()?;
+    let n = |v: &serde_json::Value| v.as_u64().unwrap_or(0);
+    let held_back = n(&plan["held_back_doses"]);
+    let line = format!(
+        "50,000 COMIRNATY doses over {} districts: {} allocated, {held_back} held back{}; {}",
+        plan["lines"].as_array().map_or(0, Vec::len),
+        n(&plan["allocated_doses"]),
+        if held_back > 0 {
+            " (stock on hand already covers the rest of the need)"
+        } else {
+            ""
+        },
+        out.join("allocation-sample.json").display()
+    );
+    Some(AllocationSample { json: answer, line })
 }
 
 /// Fetches the certificate of the last person in the ledger as PNG, SVG and text, and checks
