@@ -169,7 +169,8 @@ pub const MIGRATIONS: &[(u32, &str, &[&str])] = &[
             previous_product String,
             administered_at DateTime('UTC'),
             recorded_at DateTime('UTC'),
-            version UInt64
+            version UInt64,
+            deleted UInt8
         ) ENGINE = ReplacingMergeTree()
         PARTITION BY toYYYYMM(recorded_at)
         ORDER BY (dose_id, version)",
@@ -340,54 +341,6 @@ struct MovementRecord<'a> {
     reason: &'a str,
     #[serde(with = "::clickhouse::serde::time::datetime")]
     at: OffsetDateTime,
-}
-
-/// A placement a correction ended: the replaced row's columns, under the correction's version.
-#[derive(Debug, Row, Serialize)]
-struct RetractionRecord<'a> {
-    #[serde(with = "::clickhouse::serde::uuid")]
-    dose_id: Uuid,
-    person_code: &'a str,
-    product: &'a str,
-    lot_number: &'a str,
-    dose_number: u8,
-    series_doses: u8,
-    site_id: &'a str,
-    site_province: &'a str,
-    site_district: &'a str,
-    home_province: &'a str,
-    home_district: &'a str,
-    previous_site: &'a str,
-    previous_product: &'a str,
-    #[serde(with = "::clickhouse::serde::time::datetime")]
-    administered_at: OffsetDateTime,
-    #[serde(with = "::clickhouse::serde::time::datetime")]
-    recorded_at: OffsetDateTime,
-    version: u64,
-}
-
-impl<'a> RetractionRecord<'a> {
-    /// `previous` as it stood, ended by the correction at `version`.
-    fn new(previous: &'a DoseRow, version: u64) -> Self {
-        Self {
-            dose_id: previous.dose_id,
-            person_code: &previous.person_code,
-            product: &previous.product,
-            lot_number: &previous.lot_number,
-            dose_number: previous.dose_number,
-            series_doses: previous.series_doses,
-            site_id: &previous.site_id,
-            site_province: &previous.site_province,
-            site_district: &previous.site_district,
-            home_province: &previous.home_province,
-            home_district: &previous.home_district,
-            previous_site: &previous.previous_site,
-            previous_product: &previous.previous_product,
-            administered_at: previous.administered_at,
-            recorded_at: previous.recorded_at,
-            version,
-        }
-    }
 }
 
 /// Net figures are placed − retracted, which is never negative when every correction names
@@ -589,7 +542,9 @@ impl Analytics for ClickHouseAnalytics {
                         doses.push(DoseRecord::new(previous, corrected.version, true));
                     }
                     doses.push(DoseRecord::new(corrected, corrected.version, false));
-                    retractions.push(RetractionRecord::new(previous, corrected.version));
+                    // The placement the correction ended: the row as it stood, under the
+                    // correction's version (the doses table's columns; `deleted` is 1).
+                    retractions.push(DoseRecord::new(previous, corrected.version, true));
                 }
                 Event::Stock(m) => movements.push(MovementRecord {
                     movement_id: m.movement_id,
@@ -607,7 +562,7 @@ impl Analytics for ClickHouseAnalytics {
         if !retractions.is_empty() {
             let mut insert = self
                 .client
-                .insert::<RetractionRecord<'_>>("dose_retractions")
+                .insert::<DoseRecord<'_>>("dose_retractions")
                 .await?;
             for record in &retractions {
                 insert.write(record).await?;
