@@ -6,14 +6,15 @@
 //! - `doses`: one row per dose version, `ReplacingMergeTree(version)`, partitioned by the month
 //!   the dose was first recorded (stable across corrections, so every version of a dose lands
 //!   in the same partition) and ordered by `(site_province, site_district, site_id, dose_id)`
-//!   for per-area and per-site reads. A replay inserts an identical row that merges away; the
-//!   exact queries read it `FINAL`. A correction that moves a dose to another site inserts a
-//!   tombstone (`deleted = 1`) under the old key with the new version, then the new row.
+//!   for per-area and per-site reads: the history, for ad-hoc questions (read it `FINAL`, with
+//!   `deleted = 0` outside the subquery). A replay inserts an identical row that merges away. A
+//!   correction that moves a dose to another site inserts a tombstone (`deleted = 1`) under the
+//!   old key with the new version, then the new row.
 //! - `uptake_site_hour`, `uptake_area_day` (version 1, still kept up to date but no longer
 //!   read): `uniqExact(dose_id)` rollups that cannot take a corrected dose's old placement out.
 //! - `dose_retractions` (version 2): one row per correction, the placement it ended — the
-//!   `previous` row's site, hour, product, dose number and areas — under the *correction's*
-//!   version.
+//!   `previous` row as it stood (the doses table's columns, `deleted = 1`) under the
+//!   *correction's* version.
 //! - `dose_hours` (product, hour, site, dose number), `owed_sites` (product, site, whether the
 //!   dose owes the next one there or settles one owed there) and `started_districts` (home
 //!   district, first doses): `AggregatingMergeTree` rollups of `uniqExactState(dose_id,
