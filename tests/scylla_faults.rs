@@ -140,6 +140,17 @@ async fn survives(fault: Fault, probability: f64, what: &str) {
     }
     let fired = node.faults().fired(rule);
     node.faults().clear();
+    // After dropped connections the driver may still be reconnecting: wait until the store
+    // answers again (a read of the totals) before checking what it holds.
+    let mut tries = 0;
+    while server.get("/v1/stats", Some(&server.observer)).await.0 != StatusCode::OK {
+        tries += 1;
+        assert!(
+            tries < 250,
+            "{what}: the store did not come back after the faults"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 
     // Every failure was a 503 with Retry-After and a retryable code, never a 500.
     let failures: Vec<&(u16, String, bool)> =
