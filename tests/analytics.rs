@@ -4,7 +4,8 @@
 //! Needs `clickhouse-server` (Debian's package; `tests/run.sh` installs it and exports
 //! `VAXCAMP_TEST_CLICKHOUSE`). The outage test starts a ClickHouse of its own with
 //! `tests/support/clickhouse.sh`, so stopping it disturbs no other test. Without ClickHouse
-//! these tests are skipped with a message, unless `VAXCAMP_REQUIRE_CLICKHOUSE=1` (CI).
+//! those tests are skipped with a message, unless `VAXCAMP_REQUIRE_CLICKHOUSE=1` (CI). The
+//! `vaxcamp allocate` test runs on the embedded analytics and needs nothing.
 
 mod common;
 
@@ -267,5 +268,82 @@ async fn a_clickhouse_outage_fails_no_dose_and_the_counts_converge_exactly() {
     let (_, live) = server.get("/v1/live", Some(&server.observer)).await;
     assert_eq!(live["analytics"]["outbox_rows"], 0, "{}", live["analytics"]);
     assert_eq!(live["analytics"]["dropped_rows"], 0);
+    server.stop().await;
+}
+
+/// `vaxcamp allocate` against a running server on the embedded analytics: the proposal as a
+/// table, the JSON with `--json`, and an unknown product refused with the server's message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allocate_prints_the_planners_proposal() {
+    let server = TestServer::start().await;
+    let recorded = record_doses(&server, "CLI", 12).await;
+    wait_for_empty_outbox(&server, Duration::from_secs(30)).await;
+    let run = |args: Vec<String>| {
+        tokio::task::spawn_blocking(move || {
+            Command::new(env!("CARGO_BIN_EXE_vaxcamp"))
+                .env_remove("VAXCAMP_SCYLLA_NODES")
+                .args(args)
+                .output()
+                .expect("run vaxcamp")
+        })
+    };
+    let common = |product: &str| -> Vec<String> {
+        [
+            "allocate",
+            "--server",
+            &server.base,
+            "--token",
+            &server.observer,
+            "--product",
+            product,
+            "--quantity",
+            "600",
+            "--unit",
+            "6",
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect()
+    };
+    let table = run(common("COMIRNATY")).await.expect("join");
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        table.status.success(),
+        "{}",
+        String::from_utf8_lossy(&table.stderr)
+    );
+    assert!(
+        text.contains("Shipment of 600 doses of COMIRNATY by site"),
+        "{text}"
+    );
+    let hn = text
+        .lines()
+        .find(|l| l.starts_with("hn-01"))
+        .unwrap_or_else(|| panic!("a line for hn-01: {text}"));
+    let owed: u64 = hn
+        .split_whitespace()
+        .rev()
+        .nth(3)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("the owed column of {hn}"));
+    assert_eq!(
+        owed, recorded as u64,
+        "every first dose leaves one owed: {hn}"
+    );
+
+    let mut json_args = common("COMIRNATY");
+    json_args.push("--json".into());
+    let json = run(json_args).await.expect("join");
+    let answer: Value = serde_json::from_slice(&json.stdout).expect("JSON");
+    assert_eq!(answer["analytics_backend"], "embedded");
+    assert!(answer["plan"]["allocated_doses"].as_u64().expect("n") <= 600);
+
+    let refused = run(common("NOPE")).await.expect("join");
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("unknown_product") && stderr.contains("no product NOPE"),
+        "{stderr}"
+    );
     server.stop().await;
 }
