@@ -8,8 +8,12 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
+# CI builds once from a clean clone: incremental compilation would only double the disk used.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+
 step "toolchain"
 cargo --version
+df -h . | awk 'NR==2 {print "disk: " $4 " free on " $6}'
 rustup component add clippy rustfmt >/dev/null 2>&1 || true
 
 step "cargo fmt --check"
@@ -43,3 +47,4 @@ fi
 python3 certify/interop/verify_pycose.py --vectors certify/testdata/vectors.json certify/testdata/trust_list.json
 
 step "all tests passed"
+du -sh target 2>/dev/null | awk '{print "target/ holds " $1}' || true
