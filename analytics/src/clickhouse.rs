@@ -10,8 +10,9 @@
 //!   `deleted = 0` outside the subquery). A replay inserts an identical row that merges away. A
 //!   correction that moves a dose to another site inserts a tombstone (`deleted = 1`) under the
 //!   old key with the new version, then the new row.
-//! - `uptake_site_hour`, `uptake_area_day` (version 1, still kept up to date but no longer
-//!   read): `uniqExact(dose_id)` rollups that cannot take a corrected dose's old placement out.
+//! - `uptake_site_hour`, `uptake_area_day` (created by version 1, dropped by version 3 with
+//!   their views): `uniqExact(dose_id)` rollups that could not take a corrected dose's old
+//!   placement out, replaced by the pair rollups of version 2.
 //! - `dose_retractions` (version 2): one row per correction, the placement it ended — the
 //!   `previous` row as it stood (the doses table's columns, `deleted = 1`) under the
 //!   *correction's* version.
@@ -271,6 +272,18 @@ pub const MIGRATIONS: &[(u32, &str, &[&str])] = &[
                uniqExactState(dose_id, version) AS doses
         FROM (SELECT * FROM doses FINAL) WHERE deleted = 0 AND dose_number = 1
         GROUP BY home_province, home_district",
+        ],
+    ),
+    (
+        3,
+        "drop the version-1 uptake rollups, unread since version 2",
+        // Views first, so no insert feeds a table being dropped. Each insert into `doses` fed
+        // them for nothing.
+        &[
+            "DROP TABLE IF EXISTS uptake_site_hour_mv",
+            "DROP TABLE IF EXISTS uptake_area_day_mv",
+            "DROP TABLE IF EXISTS uptake_site_hour",
+            "DROP TABLE IF EXISTS uptake_area_day",
         ],
     ),
 ];

@@ -288,6 +288,71 @@ async fn clickhouse_counts_each_dose_once_however_often_it_is_replayed() {
     );
 }
 
+/// A second process migrating the same database applies nothing twice, and the schema holds
+/// what the reads use and not the version-1 rollups that version 3 drops.
+#[tokio::test]
+async fn clickhouse_migrations_apply_once_and_drop_what_nothing_reads() {
+    let Some(url) = clickhouse_url() else {
+        return;
+    };
+    let database = format!("vaxcamp_test_{}", Uuid::new_v4().simple());
+    let config = ClickHouseConfig {
+        database: database.clone(),
+        ..ClickHouseConfig::new(url.clone())
+    };
+    let rows = campaign();
+    let first = ClickHouseAnalytics::connect(&config).await.expect("first");
+    load(&first, &rows).await;
+    let second = ClickHouseAnalytics::connect(&config)
+        .await
+        .expect("a second process on the same database");
+    check_against(&second, &rows, "clickhouse, migrated twice").await;
+
+    let client = clickhouse::Client::default()
+        .with_url(&url)
+        .with_validation(false);
+    let versions: Vec<u32> = client
+        .query("SELECT version FROM ?.schema_migrations ORDER BY version")
+        .bind(clickhouse::sql::Identifier(&database))
+        .fetch_all()
+        .await
+        .expect("schema_migrations");
+    let expected: Vec<u32> = analytics::clickhouse::MIGRATIONS
+        .iter()
+        .map(|(v, _, _)| *v)
+        .collect();
+    assert_eq!(versions, expected, "each migration applied exactly once");
+    let tables: Vec<String> = client
+        .query("SELECT name FROM system.tables WHERE database = ? ORDER BY name")
+        .bind(&database)
+        .fetch_all()
+        .await
+        .expect("system.tables");
+    for gone in [
+        "uptake_site_hour",
+        "uptake_site_hour_mv",
+        "uptake_area_day",
+        "uptake_area_day_mv",
+    ] {
+        assert!(
+            !tables.iter().any(|t| t == gone),
+            "{gone} should be dropped: {tables:?}"
+        );
+    }
+    for kept in [
+        "doses",
+        "dose_retractions",
+        "dose_hours",
+        "owed_sites",
+        "started_districts",
+    ] {
+        assert!(
+            tables.iter().any(|t| t == kept),
+            "{kept} missing: {tables:?}"
+        );
+    }
+}
+
 /// A second dose at another site settles what was owed at the first; a correction that moves a
 /// dose replaces it everywhere.
 async fn owed_doses_follow_the_person_and_corrections_replace(backend: &dyn Analytics) {
