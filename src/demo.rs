@@ -58,8 +58,24 @@ const PROVINCES: [(&str, &str, [&str; 2]); 6] = [
     ("83", "Bến Tre", ["829", "831"]),
 ];
 
-/// The products each site stocks, with the lots' doses.
-const STOCK: [(&str, u32, u64); 2] = [("COMIRNATY", 21, 400_000), ("SPIKEVAX", 28, 400_000)];
+/// The products each site stocks, with the days between doses.
+const PRODUCTS: [(&str, u32); 2] = [("COMIRNATY", 21), ("SPIKEVAX", 28)];
+
+/// Doses in each of a site's lots: 1.25 to 2.75 times what the demo's traffic is expected to use
+/// there (about half the requests are doses, spread evenly over sites and products; a rate of
+/// 0 is taken as 10,000 requests/s). No site runs out while the demo runs, yet afterwards most
+/// districts hold less than the planner's two weeks of need, unevenly, so the sample shipment
+/// has a real split to make.
+fn lot_doses(args: &DemoArgs, site_index: usize) -> u64 {
+    let rate = if args.rate > 0.0 { args.rate } else { 10_000.0 };
+    let doses = rate * args.duration.as_secs_f64() * 0.5;
+    let per_lot = doses / (args.sites.max(1) * PRODUCTS.len()) as f64;
+    let expected = (per_lot.ceil() as u64).max(500);
+    expected * (5 + 2 * (site_index % 4) as u64) / 4
+}
+
+/// The sample shipment the demo asks the planner to split between districts.
+const SAMPLE_SHIPMENT: (&str, u64) = ("COMIRNATY", 10_000);
 
 struct Built {
     campaign: CampaignFile,
@@ -93,7 +109,7 @@ async fn build_campaign(args: &DemoArgs, data: &Path) -> anyhow::Result<Built> {
         };
         let (token, _) = setup::add_site(store.as_ref(), &site).await?;
         let mut lots = Vec::new();
-        for (n, (product, interval, doses)) in STOCK.iter().enumerate() {
+        for (n, (product, interval)) in PRODUCTS.iter().enumerate() {
             let lot_number = format!("{}{:04}", &product[..2], i * 10 + n);
             setup::add_lot(
                 store.as_ref(),
@@ -102,7 +118,7 @@ async fn build_campaign(args: &DemoArgs, data: &Path) -> anyhow::Result<Built> {
                     site_id: site.site_id.clone(),
                     product: ProductCode::new(*product)?,
                     expires,
-                    quantity: *doses,
+                    quantity: lot_doses(args, i),
                 },
             )
             .await?;
@@ -353,8 +369,8 @@ struct AllocationSample {
     line: String,
 }
 
-/// Waits (up to 10 s) for the analytics outbox to drain, then asks the planner how to split a
-/// shipment of 50,000 COMIRNATY doses between districts; writes the answer to
+/// Waits (up to 10 s) for the analytics outbox to drain, then asks the planner how to split
+/// [`SAMPLE_SHIPMENT`] between districts; writes the answer to
 /// `allocation-sample.json`.
 async fn sample_allocation(base: &str, token: &str, out: &Path) -> Option<AllocationSample> {
     let client = reqwest::Client::new();
@@ -373,8 +389,11 @@ async fn sample_allocation(base: &str, token: &str, out: &Path) -> Option<Alloca
         }
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
-    let answer =
-        get("/v1/allocation?product=COMIRNATY&quantity=50000&level=district".into()).await?;
+    let (product, quantity) = SAMPLE_SHIPMENT;
+    let answer = get(format!(
+        "/v1/allocation?product={product}&quantity={quantity}&level=district"
+    ))
+    .await?;
     let plan = answer.get("plan")?;
     std::fs::write(
         out.join("allocation-sample.json"),
@@ -382,16 +401,13 @@ async fn sample_allocation(base: &str, token: &str, out: &Path) -> Option<Alloca
     )
     .ok()?;
     let n = |v: &serde_json::Value| v.as_u64().unwrap_or(0);
-    let held_back = n(&plan["held_back_doses"]);
     let line = format!(
-        "50,000 COMIRNATY doses over {} districts: {} allocated, {held_back} held back{}; {}",
+        "{quantity} {product} doses over {} districts needing {}: {} allocated, {} held back, {} need unmet; {}",
         plan["lines"].as_array().map_or(0, Vec::len),
+        n(&plan["need_doses"]),
         n(&plan["allocated_doses"]),
-        if held_back > 0 {
-            " (stock on hand already covers the rest of the need)"
-        } else {
-            ""
-        },
+        n(&plan["held_back_doses"]),
+        n(&plan["unmet_need_doses"]),
         out.join("allocation-sample.json").display()
     );
     Some(AllocationSample { json: answer, line })

@@ -173,7 +173,7 @@ fn start_analytics(
     if pending.rows > 0 {
         tracing::info!(
             rows = pending.rows,
-            "analytics rows left from the last run will be shipped first"
+            "analytics rows already in the outbox (from set-up commands or the last run) will be shipped first"
         );
     }
     let shipper = Shipper::spawn(outbox, backend.clone(), ShipperConfig::default());
