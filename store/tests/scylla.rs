@@ -166,20 +166,8 @@ async fn a_bad_configuration_is_refused_before_connecting() {
         }
         other => panic!("expected a CA file without TLS to be refused, got {other:?}"),
     }
-    // With the feature, TLS is tested in tests/scylla_tls.rs.
-    #[cfg(not(feature = "scylla-tls"))]
-    {
-        let tls = ScyllaConfig {
-            tls: true,
-            ..ScyllaConfig::default()
-        };
-        match ScyllaStore::connect(tls).await {
-            Err(StoreError::Engine(message)) => {
-                assert!(message.contains("--features scylla-tls"), "{message}")
-            }
-            other => panic!("expected TLS to be refused, got {other:?}"),
-        }
-    }
+    // TLS itself: tests/scylla_tls.rs. (The tests always build with `scylla-tls`, see
+    // Cargo.toml, so the refusal of `tls: true` by a build without it is not reachable here.)
 }
 
 // Fault tests: the test node's fault injection, at the store level.
