@@ -73,9 +73,14 @@ pub struct StoreArgs {
     /// ScyllaDB user. The password comes from VAXCAMP_SCYLLA_PASSWORD only.
     #[arg(long, env = "VAXCAMP_SCYLLA_USER")]
     pub scylla_user: Option<String>,
-    /// Encrypt connections to ScyllaDB (not built yet: refused at start-up).
+    /// Encrypt connections to ScyllaDB with TLS and verify the nodes' certificates (a binary
+    /// built with `--features scylla-tls`; otherwise refused at start-up).
     #[arg(long, env = "VAXCAMP_SCYLLA_TLS")]
     pub scylla_tls: bool,
+    /// With --scylla-tls: PEM file of the CA that signed the nodes' certificates, trusted
+    /// instead of the system trust store.
+    #[arg(long, env = "VAXCAMP_SCYLLA_TLS_CA_FILE", value_name = "PEM_FILE")]
+    pub scylla_tls_ca_file: Option<PathBuf>,
 }
 
 impl StoreArgs {
@@ -120,6 +125,9 @@ impl StoreArgs {
         if self.scylla_tls {
             scylla.tls = true;
         }
+        if let Some(ca) = &self.scylla_tls_ca_file {
+            scylla.tls_ca_file = Some(ca.clone());
+        }
         scylla.password = std::env::var("VAXCAMP_SCYLLA_PASSWORD").ok();
         config.validate().map_err(anyhow::Error::msg)?;
         Ok(config)
@@ -152,6 +160,7 @@ pub fn scylla_config(settings: &ScyllaSettings) -> anyhow::Result<ScyllaConfig> 
         username: settings.username.clone(),
         password: settings.password.clone(),
         tls: settings.tls,
+        tls_ca_file: settings.tls_ca_file.clone(),
         shards: settings.shards,
         max_in_flight_per_shard: settings.max_in_flight_per_shard,
         request_timeout: Duration::from_millis(settings.request_timeout_ms),

@@ -19,8 +19,18 @@ rustup component add clippy rustfmt >/dev/null 2>&1 || true
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
+step "OpenSSL headers (TLS to ScyllaDB, feature scylla-tls, and the CQL test node's TLS listener)"
+if ! { command -v pkg-config >/dev/null 2>&1 && pkg-config --exists openssl; }; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libssl-dev pkg-config
+fi
+echo "OpenSSL $(pkg-config --modversion openssl)"
+
+# One feature set for clippy and the tests, so the workspace is built once: the binary with TLS
+# to ScyllaDB, as deploy/Dockerfile builds it.
+FEATURES=(--features vaxcamp/scylla-tls)
+
 step "cargo clippy -D warnings"
-cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo clippy --workspace --all-targets --locked "${FEATURES[@]}" -- -D warnings
 
 step "tmux (the console's end-to-end test drives it)"
 command -v tmux >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tmux; }
@@ -38,7 +48,7 @@ export VAXCAMP_REQUIRE_CLICKHOUSE=1
 echo "ClickHouse $(curl -fsS "$VAXCAMP_TEST_CLICKHOUSE/?query=SELECT%20version()") at $VAXCAMP_TEST_CLICKHOUSE"
 
 step "cargo test"
-cargo test --workspace --locked
+cargo test --workspace --locked "${FEATURES[@]}"
 
 step "certificates verify with an independent COSE implementation (pycose)"
 if ! python3 -c "import pycose, base45, cbor2" >/dev/null 2>&1; then

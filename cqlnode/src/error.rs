@@ -21,6 +21,9 @@ pub enum Error {
     /// A statement given to a test helper (such as [`crate::CqlNode::execute`]) failed.
     #[error("statement failed: {0}")]
     Statement(String),
+    /// The TLS identity or a test certificate could not be made or loaded (feature `tls`).
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 /// The `write_type` of a write timeout: tells the driver (and the application) what kind of

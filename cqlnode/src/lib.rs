@@ -28,6 +28,7 @@
 //! - `value`: CQL types and values, their wire encoding and their order.
 //! - `wire`: frame header and the protocol's primitive notations.
 //! - [`murmur3`]: Cassandra's Murmur3 token, identical to the driver's.
+//! - `tls` (feature `tls`): the TLS listener's identity and acceptor, and a throwaway test CA.
 //!
 //! # Invariants
 //!
@@ -46,6 +47,8 @@ mod faults;
 pub mod murmur3;
 mod node;
 mod server;
+#[cfg(feature = "tls")]
+pub mod tls;
 mod value;
 mod wire;
 

@@ -38,6 +38,9 @@ pub struct NodeConfig {
     pub host_id: Uuid,
     /// When set, `STARTUP` is answered with `AUTHENTICATE` and only these credentials pass.
     pub credentials: Option<Credentials>,
+    /// When set, the node speaks CQL over TLS only, presenting this identity (feature `tls`).
+    #[cfg(feature = "tls")]
+    pub tls: Option<crate::tls::TlsIdentity>,
 }
 
 impl Default for NodeConfig {
@@ -51,6 +54,8 @@ impl Default for NodeConfig {
             tokens: vec![0],
             host_id: Uuid::new_v4(),
             credentials: None,
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 }
@@ -62,6 +67,13 @@ impl NodeConfig {
             username: username.into(),
             password: password.into(),
         });
+        self
+    }
+
+    /// Serves CQL over TLS only, presenting this certificate chain and key (feature `tls`).
+    #[cfg(feature = "tls")]
+    pub fn with_tls(mut self, identity: crate::tls::TlsIdentity) -> NodeConfig {
+        self.tls = Some(identity);
         self
     }
 
@@ -138,6 +150,12 @@ pub(crate) struct Shared {
     pub log: Mutex<VecDeque<RequestRecord>>,
     pub open_connections: AtomicUsize,
     pub accepted_connections: AtomicUsize,
+    /// TLS connections whose handshake failed (a plain-TCP client, a client that refused the
+    /// certificate, a timeout).
+    pub failed_handshakes: AtomicUsize,
+    /// The TLS acceptor when `config.tls` is set.
+    #[cfg(feature = "tls")]
+    pub tls: Option<openssl::ssl::SslAcceptor>,
 }
 
 impl Shared {
@@ -172,6 +190,8 @@ impl CqlNode {
     /// # Errors
     /// When the listen address cannot be bound.
     pub async fn start(config: NodeConfig) -> Result<CqlNode, Error> {
+        #[cfg(feature = "tls")]
+        let tls = config.tls.as_ref().map(crate::tls::acceptor).transpose()?;
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|source| Error::Bind {
@@ -196,6 +216,9 @@ impl CqlNode {
             log: Mutex::new(VecDeque::new()),
             open_connections: AtomicUsize::new(0),
             accepted_connections: AtomicUsize::new(0),
+            failed_handshakes: AtomicUsize::new(0),
+            #[cfg(feature = "tls")]
+            tls,
         });
         let (shutdown, shutdown_rx) = watch::channel(false);
         let accept_task = tokio::spawn(crate::server::accept_loop(
@@ -344,7 +367,12 @@ impl CqlNode {
         self.shared.open_connections.load(Ordering::SeqCst)
     }
 
-    /// Client connections accepted since start.
+    /// TLS handshakes that failed since start (always 0 without TLS).
+    pub fn failed_tls_handshakes(&self) -> usize {
+        self.shared.failed_handshakes.load(Ordering::SeqCst)
+    }
+
+    /// Client connections accepted since start (over TLS: those whose handshake succeeded).
     pub fn accepted_connections(&self) -> usize {
         self.shared.accepted_connections.load(Ordering::SeqCst)
     }

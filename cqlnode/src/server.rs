@@ -5,9 +5,8 @@
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 use tokio::sync::{Notify, mpsc, watch};
 use tracing::debug;
 
@@ -34,13 +33,70 @@ pub(crate) async fn accept_loop(
                 Ok((stream, peer)) => {
                     debug!(%peer, "connection accepted");
                     let _ = stream.set_nodelay(true);
-                    tokio::spawn(connection(stream, Arc::clone(&shared), shutdown.clone()));
+                    #[cfg(feature = "tls")]
+                    if let Some(acceptor) = &shared.tls {
+                        tokio::spawn(tls_connection(
+                            acceptor.clone(),
+                            stream,
+                            peer,
+                            Arc::clone(&shared),
+                            shutdown.clone(),
+                        ));
+                        continue;
+                    }
+                    let (reader, writer) = stream.into_split();
+                    tokio::spawn(connection(reader, writer, Arc::clone(&shared), shutdown.clone()));
                 }
                 Err(error) => debug!(%error, "accept failed"),
             },
             _ = shutdown.changed() => return,
         }
     }
+}
+
+/// How long a client has to finish the TLS handshake.
+#[cfg(feature = "tls")]
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A TLS connection: the handshake (in the connection's own task, so that a slow or plain-TCP
+/// client does not hold up the accept loop), then the same frame loop as over plain TCP. A
+/// failed handshake closes the connection without a CQL answer.
+#[cfg(feature = "tls")]
+async fn tls_connection(
+    acceptor: openssl::ssl::SslAcceptor,
+    stream: tokio::net::TcpStream,
+    peer: std::net::SocketAddr,
+    shared: Arc<Shared>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let stream = openssl::ssl::Ssl::new(acceptor.context())
+        .map_err(|e| e.to_string())
+        .and_then(|ssl| tokio_openssl::SslStream::new(ssl, stream).map_err(|e| e.to_string()));
+    let mut stream = match stream {
+        Ok(stream) => stream,
+        Err(error) => {
+            debug!(%peer, %error, "TLS setup failed");
+            shared.failed_handshakes.fetch_add(1, Ordering::SeqCst);
+            return;
+        }
+    };
+    let handshake =
+        tokio::time::timeout(HANDSHAKE_TIMEOUT, std::pin::Pin::new(&mut stream).accept()).await;
+    match handshake {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => {
+            debug!(%peer, %error, "TLS handshake failed");
+            shared.failed_handshakes.fetch_add(1, Ordering::SeqCst);
+            return;
+        }
+        Err(_) => {
+            debug!(%peer, "TLS handshake timed out");
+            shared.failed_handshakes.fetch_add(1, Ordering::SeqCst);
+            return;
+        }
+    }
+    let (reader, writer) = tokio::io::split(stream);
+    connection(reader, writer, shared, shutdown).await;
 }
 
 /// Per-connection state shared with its request tasks.
@@ -61,11 +117,19 @@ impl Conn {
     }
 }
 
-async fn connection(stream: TcpStream, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+/// One client connection over any byte stream (plain TCP halves, or the halves of a TLS stream).
+async fn connection<R, W>(
+    mut reader: R,
+    writer: W,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
     shared.open_connections.fetch_add(1, Ordering::SeqCst);
     shared.accepted_connections.fetch_add(1, Ordering::SeqCst);
     let mut dropped = shared.faults.drop_signal();
-    let (mut reader, writer) = stream.into_split();
     let (outbox, rx) = mpsc::channel(OUTBOX);
     let writer_task = tokio::spawn(write_loop(writer, rx));
     let conn = Arc::new(Conn {
@@ -155,7 +219,7 @@ async fn connection(stream: TcpStream, shared: Arc<Shared>, mut shutdown: watch:
     shared.open_connections.fetch_sub(1, Ordering::SeqCst);
 }
 
-async fn write_loop(mut writer: OwnedWriteHalf, mut rx: mpsc::Receiver<Vec<u8>>) {
+async fn write_loop<W: AsyncWrite + Unpin>(mut writer: W, mut rx: mpsc::Receiver<Vec<u8>>) {
     while let Some(frame) = rx.recv().await {
         if writer.write_all(&frame).await.is_err() {
             return;
@@ -163,7 +227,9 @@ async fn write_loop(mut writer: OwnedWriteHalf, mut rx: mpsc::Receiver<Vec<u8>>)
     }
 }
 
-async fn read_frame(reader: &mut OwnedReadHalf) -> std::io::Result<Option<(Header, Vec<u8>)>> {
+async fn read_frame<R: AsyncRead + Unpin>(
+    reader: &mut R,
+) -> std::io::Result<Option<(Header, Vec<u8>)>> {
     let mut head = [0u8; wire::HEADER_LEN];
     match reader.read_exact(&mut head).await {
         Ok(_) => {}

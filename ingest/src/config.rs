@@ -28,7 +28,8 @@
 //! write_consistency = "LOCAL_QUORUM"
 //! read_consistency = "LOCAL_QUORUM"      # reads and writes must overlap (R + W > RF)
 //! username = "vaxcamp"                   # password: VAXCAMP_SCYLLA_PASSWORD only
-//! tls = false                            # not built yet: true is refused at start-up
+//! tls = false                            # TLS to the nodes; needs a build with `--features scylla-tls`
+//! tls_ca_file = "/etc/vaxcamp/scylla-ca.pem"   # with tls: trust only this CA (unset: the system's)
 //! shards = 16                            # fixed when the keyspace is created; same everywhere
 //! max_in_flight_per_shard = 64
 //! request_timeout_ms = 5000
@@ -86,8 +87,13 @@ pub struct ScyllaSettings {
     /// Never in the file: from `VAXCAMP_SCYLLA_PASSWORD`.
     #[serde(skip)]
     pub password: Option<String>,
-    /// Encrypt connections. Not built yet: the store refuses `true` with a message saying so.
+    /// Encrypt connections (TLS 1.2+, each node's certificate verified, including its IP
+    /// address). Needs a binary built with the feature `scylla-tls`; without it the store
+    /// refuses `true`, saying so.
     pub tls: bool,
+    /// With `tls`: the PEM file of the CA that signed the nodes' certificates, trusted instead
+    /// of the system trust store.
+    pub tls_ca_file: Option<PathBuf>,
     /// Shards of the campaign, fixed when the keyspace is created. Unlike the embedded store this
     /// is not the core count: every replica and set-up command, on any machine, must agree.
     pub shards: usize,
@@ -138,6 +144,7 @@ impl Default for ScyllaSettings {
             username: None,
             password: None,
             tls: false,
+            tls_ca_file: None,
             shards: SCYLLA_DEFAULT_SHARDS,
             max_in_flight_per_shard: 64,
             request_timeout_ms: 5000,
@@ -216,6 +223,14 @@ impl ScyllaSettings {
                 "scylla.read_consistency {} and write_consistency {} do not overlap with replication_factor {rf} \
                  (R + W must exceed RF, or a restart may miss the last acknowledged write); use LOCAL_QUORUM for both",
                 self.read_consistency, self.write_consistency
+            ));
+        }
+        if !self.tls
+            && let Some(ca) = &self.tls_ca_file
+        {
+            return Err(format!(
+                "scylla.tls_ca_file is {} but scylla.tls is off; set tls = true (--scylla-tls) or drop the CA file",
+                ca.display()
             ));
         }
         if !(1..=256).contains(&self.shards) {
@@ -436,6 +451,7 @@ mod tests {
             ),
             ("replication_factor = 0", "replication_factor"),
             ("password = \"secret\"", "password"),
+            ("tls_ca_file = \"/etc/ca.pem\"", "tls is off"),
         ] {
             std::fs::write(&path, format!("[scylla]\n{text}\n")).expect("write");
             let err = ServerConfig::from_file(&path).expect_err(text);

@@ -54,15 +54,27 @@
 //! slower than concurrent single-partition writes. The one batch, the totals, is single-partition.
 //!
 //! # TLS
-//! Not built in yet: the driver's `rustls-023` feature pulls in rustls 0.23 with its default
-//! crypto provider (aws-lc-rs, a large C build). `ScyllaConfig::tls` exists so configurations can
-//! be written now; `connect` refuses `tls: true` with a message saying so.
+//! Behind the feature `scylla-tls` (the driver's `openssl-010` backend, linking the system's
+//! OpenSSL; `rustls-023` is not used because its default crypto provider, aws-lc-rs, is a large
+//! C build). With `tls: true` every connection, the control connection included, is TLS 1.2 or
+//! newer, and the node's certificate must chain to `tls_ca_file` (only that CA, when given) or to
+//! the system trust store. The driver connects to IP addresses (the contact points resolved,
+//! then the addresses the cluster reports in `system.peers`), and checks the certificate against
+//! that IP address (OpenSSL's `X509_VERIFY_PARAM_set1_ip`): each node's certificate must carry
+//! its IP address as a subject alternative name, as the one clients reach it on. DNS names in a
+//! certificate are not matched, even for a contact point given by name. No client certificate is
+//! sent (ScyllaDB's `require_client_auth` is not supported). A node that does not speak TLS, an
+//! untrusted certificate or one without the node's address fails `connect` with
+//! [`StoreError::Unavailable`] saying what to check. Without the feature, `tls: true` is refused
+//! with a message naming it.
 
 mod lease;
 mod rows;
 mod schema;
 mod shard;
 mod statements;
+#[cfg(feature = "scylla-tls")]
+mod tls;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -92,6 +104,21 @@ use rows::{corrupt, to_i32};
 use shard::{Entry, ShardState, unavailable};
 use statements::{Levels, Statements};
 
+/// What to check when a connection with TLS on fails: most failures then are a certificate the
+/// client does not trust or a node that does not speak TLS on that port.
+fn tls_hint(config: &ScyllaConfig) -> String {
+    if !config.tls {
+        return String::new();
+    }
+    let trusted = config.tls_ca_file.as_ref().map_or_else(
+        || "the system trust store".to_string(),
+        |ca| format!("the CA file {}", ca.display()),
+    );
+    format!(
+        " (TLS is on: check that each node serves TLS on that port (client_encryption_options) with a certificate signed by a CA in {trusted} and naming the node's IP address in its subject alternative names)"
+    )
+}
+
 /// How to reach the cluster and how to lay out the campaign in it. Defaults suit a three-node
 /// cluster in one datacenter on the default port.
 #[derive(Debug, Clone)]
@@ -114,9 +141,12 @@ pub struct ScyllaConfig {
     pub serial_consistency: SerialConsistency,
     pub username: Option<String>,
     pub password: Option<String>,
-    /// Encrypt connections. Not built yet (see the module docs): `true` is refused.
+    /// Encrypt connections with TLS (1.2 or newer) and verify each node's certificate. Needs
+    /// the feature `scylla-tls`; without it `true` is refused. See "# TLS" in the module docs.
+    /// Default: `false`.
     pub tls: bool,
-    /// A CA certificate file for `tls`.
+    /// The CA certificate(s), PEM, that signed the nodes' certificates: when set, only these are
+    /// trusted; when `None`, the system trust store is. Only with `tls`. Default: `None`.
     pub tls_ca_file: Option<std::path::PathBuf>,
     /// Shards to create a new campaign with; an existing keyspace must agree. Default: the
     /// number of CPU cores, 2 to 64 (as the embedded store).
@@ -225,9 +255,18 @@ impl ScyllaStore {
     /// [`StoreError::Corrupt`] when it has a schema version this build does not know.
     pub async fn connect(config: ScyllaConfig) -> Result<Self> {
         schema::check_keyspace_name(&config.keyspace)?;
+        if !config.tls
+            && let Some(ca) = &config.tls_ca_file
+        {
+            return Err(StoreError::Engine(format!(
+                "a ScyllaDB CA file ({}) is set but TLS is off; turn TLS on (--scylla-tls, [scylla] tls = true) or drop the CA file",
+                ca.display()
+            )));
+        }
+        #[cfg(not(feature = "scylla-tls"))]
         if config.tls {
             return Err(StoreError::Engine(
-                "TLS to ScyllaDB is not built into this vaxcamp yet; connect over a private network or a TLS tunnel".into(),
+                "TLS to ScyllaDB is not in this build of vaxcamp; build it with `--features scylla-tls` (needs OpenSSL: libssl-dev and pkg-config), or connect over a private network or a TLS tunnel".into(),
             ));
         }
         for (what, n, max) in [
@@ -384,10 +423,15 @@ impl ScyllaStore {
         if let (Some(user), Some(password)) = (&config.username, &config.password) {
             builder = builder.user(user, password);
         }
+        #[cfg(feature = "scylla-tls")]
+        if config.tls {
+            builder = builder.tls_context(Some(tls::context(config.tls_ca_file.as_deref())?));
+        }
         builder.build().await.map_err(|e| {
             StoreError::Unavailable(format!(
-                "could not connect to ScyllaDB at {}: {e}",
-                config.nodes.join(", ")
+                "could not connect to ScyllaDB at {}: {e}{}",
+                config.nodes.join(", "),
+                tls_hint(config)
             ))
         })
     }
