@@ -256,6 +256,11 @@ async fn every_client_error_has_a_json_body() {
             json!({"administered_at": "2099-01-01T00:00:00Z"}),
             "administered_in_future",
         ),
+        // The person was born in 1985: a ledger's mistyped year is refused, not stored.
+        (
+            json!({"administered_at": "1958-06-01T08:00:00Z"}),
+            "administered_before_birth",
+        ),
     ];
     for (change, rule) in cases {
         let mut request = body.clone();

@@ -19,7 +19,7 @@ fn error_responses(codes: &[&str]) -> Value {
             "409" => "Conflict (`error`: dose_conflict, person_code_taken)",
             "413" => "Body too large (`error`: body_too_large)",
             "422" => {
-                "A rule refused the request; `rule` names it (too_early, dose_out_of_sequence, lot_expired, lot_exhausted, lot_not_at_site, unknown_lot, unknown_person, product_mismatch, series_complete, dose_already_recorded, administered_in_future, lot_product_mismatch, invalid_pass)"
+                "A rule refused the request; `rule` names it (too_early, dose_out_of_sequence, lot_expired, lot_exhausted, lot_not_at_site, unknown_lot, unknown_person, product_mismatch, series_complete, dose_already_recorded, administered_in_future, administered_before_birth, lot_product_mismatch, invalid_pass)"
             }
             "503" => {
                 "Saturated, or the store did not confirm the write (a ScyllaDB timeout, an overloaded or unreachable replica), so nothing was acknowledged. Retry after `Retry-After` seconds with the same dose id: a retry is never a second dose (`error`: overloaded, dose_in_progress, store_unavailable)"

@@ -40,6 +40,10 @@ pub enum Refusal {
     ProductMismatch { series: String, got: String },
     #[error("administered_at is in the future; check the device clock")]
     AdministeredInFuture,
+    #[error(
+        "administered_at {day} is before the person's birth date {birth_date}; check the date on the record"
+    )]
+    AdministeredBeforeBirth { day: Date, birth_date: Date },
 }
 
 impl Refusal {
@@ -58,6 +62,7 @@ impl Refusal {
             Refusal::TooEarly { .. } => "too_early",
             Refusal::ProductMismatch { .. } => "product_mismatch",
             Refusal::AdministeredInFuture => "administered_in_future",
+            Refusal::AdministeredBeforeBirth { .. } => "administered_before_birth",
         }
     }
 }
@@ -73,6 +78,19 @@ pub fn check_lot(lot: &Lot, day: Date) -> Result<(), Refusal> {
             lot: lot.lot_number.to_string(),
             expires: lot.expires,
         });
+    }
+    Ok(())
+}
+
+/// Checks that a dose is not dated before the person was born: a typo in a paper ledger's year
+/// (1921 for 2021) would otherwise stand in the record and in every analytics figure.
+///
+/// # Errors
+/// [`Refusal::AdministeredBeforeBirth`].
+pub fn check_birth(dose: &Dose, birth_date: Date) -> Result<(), Refusal> {
+    let day = dose.administered_at.date();
+    if day < birth_date {
+        return Err(Refusal::AdministeredBeforeBirth { day, birth_date });
     }
     Ok(())
 }
@@ -389,5 +407,22 @@ mod tests {
         ];
         let complete = next_dose(&done, &p, today);
         assert!(complete.series_complete && !complete.eligible_today);
+    }
+
+    #[test]
+    fn a_dose_before_the_birth_date_is_refused() {
+        let born = date!(1985 - 03 - 02);
+        assert_eq!(
+            check_birth(&dose(1, "COMIRNATY", datetime!(1958-06-01 08:00 UTC)), born),
+            Err(Refusal::AdministeredBeforeBirth {
+                day: date!(1958 - 06 - 01),
+                birth_date: born,
+            })
+        );
+        // The day of birth itself is allowed (hepatitis B at birth).
+        assert_eq!(
+            check_birth(&dose(1, "COMIRNATY", datetime!(1985-03-02 09:00 UTC)), born),
+            Ok(())
+        );
     }
 }

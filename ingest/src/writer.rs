@@ -420,6 +420,13 @@ impl ShardWriter {
         };
         match correction {
             Correction::Person(registration) => {
+                // A corrected birth date must still come before every dose on record.
+                if let Some(refusal) = before
+                    .iter()
+                    .find_map(|d| rules::check_birth(d, registration.birth_date).err())
+                {
+                    return CorrectionOutcome::Refused(refusal);
+                }
                 if let Err(e) = self.store.correct_registration(&registration).await {
                     return CorrectionOutcome::Failed(e.to_string());
                 }
@@ -455,6 +462,7 @@ impl ShardWriter {
                 for k in 0..after.len() {
                     if let Err(refusal) =
                         rules::check_sequence(&after[k], &after[..k], &products, now)
+                            .and_then(|()| rules::check_birth(&after[k], before_person.birth_date))
                     {
                         return CorrectionOutcome::Refused(refusal);
                     }
@@ -615,10 +623,14 @@ impl ShardWriter {
             let Some(state) = people.get_mut(&dose.person_code) else {
                 continue;
             };
-            if state.registration.is_none() {
+            let Some(registration) = &state.registration else {
                 outcomes[i] = Some(DoseOutcome::Refused(Refusal::UnknownPerson(
                     dose.person_code.to_string(),
                 )));
+                continue;
+            };
+            if let Err(refusal) = rules::check_birth(dose, registration.birth_date) {
+                outcomes[i] = Some(DoseOutcome::Refused(refusal));
                 continue;
             }
             if let Err(refusal) = rules::check_sequence(dose, &state.history, &products, now) {
