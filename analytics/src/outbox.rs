@@ -6,11 +6,18 @@
 //! never told about; its retry is answered as a duplicate and appends the row again — replays are
 //! free, see [`crate::Analytics`].) The dose path never waits for the backend: the outbox only
 //! grows while ClickHouse is slow or away, up to `max_bytes` on disk; beyond that rows are
-//! dropped and counted (vaccination does not stop for analytics), which the status reports so an
-//! operator can re-ship from the store.
+//! dropped and counted (vaccination does not stop for analytics). The count is kept on disk, so
+//! the alert it raises survives a restart: the analytics figures undercount by that many rows
+//! until they are rebuilt.
 //!
-//! Layout: one fjall database, keyspace `entries`, key = sequence number (big-endian u64),
-//! value = postcard [`Entry`]. Sequence numbers are taken before the write; the shipper reads
+//! Nothing in the outbox may stop the server or the shipper for good. An entry that cannot be
+//! read (a torn write, a format from another release) and a row the analytics schema cannot
+//! hold (see [`Event::unrepresentable`]) are moved to the `set_aside` keyspace with the reason,
+//! counted and logged, and shipping goes on with the rest.
+//!
+//! Layout: one fjall database. Keyspace `entries`: key = sequence number (big-endian u64),
+//! value = postcard [`Entry`]. Keyspace `set_aside`: key = sequence number, value = postcard
+//! [`SetAside`]. Keyspace `meta`: running counts that must survive a restart. Sequence numbers are taken before the write; the shipper reads
 //! only below the lowest sequence still being written (the *watermark*) so that it never skips
 //! an entry that commits late, and reads from its own cursor so that it never walks over the
 //! tombstones of entries already shipped.
@@ -30,6 +37,8 @@ use crate::row::{Event, nanos};
 use crate::{AnalyticsError, Result};
 
 const FORMAT_TAG: u8 = 1;
+/// Key in `meta` of the rows dropped because the outbox was full (big-endian u64).
+const META_DROPPED_ROWS: &[u8] = b"dropped_rows";
 
 /// What one append wrote: the rows of one group commit.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,6 +46,19 @@ pub struct Entry {
     /// Nanoseconds since the epoch when the entry was appended (for the lag).
     pub appended_at: u64,
     pub events: Vec<Event>,
+}
+
+/// Something taken out of the shipping queue because it could not be shipped, kept for an
+/// operator to look at.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetAside {
+    /// Nanoseconds since the epoch when it was set aside.
+    pub at: u64,
+    pub reason: String,
+    /// The event, when it could be read.
+    pub event: Option<Event>,
+    /// The raw stored bytes, when the entry could not be read.
+    pub raw: Vec<u8>,
 }
 
 /// A read from the head of the outbox.
@@ -58,8 +80,11 @@ pub struct OutboxStatus {
     /// Encoded bytes waiting (what the bound applies to).
     pub bytes: u64,
     pub max_bytes: u64,
-    /// Rows dropped because the outbox was full, since the server started.
+    /// Rows dropped because the outbox was full. Kept on disk: analytics undercount by this
+    /// many rows until they are rebuilt.
     pub dropped_rows: u64,
+    /// Rows and unreadable entries set aside instead of shipped (see the module docs).
+    pub set_aside: u64,
     /// Age in milliseconds of the oldest entry still waiting (0 when empty).
     pub oldest_age_ms: u64,
 }
@@ -68,6 +93,8 @@ pub struct OutboxStatus {
 pub struct Outbox {
     db: Database,
     entries: Keyspace,
+    set_aside: Keyspace,
+    meta: Keyspace,
     max_bytes: u64,
     next_sequence: AtomicU64,
     /// Sequences taken but not yet committed.
@@ -78,6 +105,8 @@ pub struct Outbox {
     rows: AtomicU64,
     count: AtomicU64,
     dropped_rows: AtomicU64,
+    set_aside_count: AtomicU64,
+    next_set_aside: AtomicU64,
     /// Woken on every append, so the shipper does not poll an idle outbox.
     pub(crate) appended: Notify,
 }
@@ -104,8 +133,11 @@ pub enum Appended {
 impl Outbox {
     /// Opens (or creates) the outbox in `dir`, bounded to `max_bytes` of waiting rows.
     ///
+    /// Entries that cannot be read are set aside (logged and counted), not fatal: the dose path
+    /// must start whatever the outbox holds.
+    ///
     /// # Errors
-    /// When the directory cannot be opened or an entry is unreadable.
+    /// When the directory cannot be opened or read.
     pub fn open(dir: &Path, max_bytes: u64) -> Result<Self> {
         let db = Database::builder(dir)
             .cache_size(8 * 1024 * 1024)
@@ -120,29 +152,73 @@ impl Outbox {
         let entries = db.keyspace("entries", || {
             KeyspaceCreateOptions::default().max_memtable_size(8 * 1024 * 1024)
         })?;
-        let (mut first, mut last, mut bytes, mut rows, mut count) = (None, None, 0u64, 0u64, 0u64);
-        for guard in entries.iter() {
-            let (key, value) = guard.into_inner()?;
-            let sequence = decode_key(&key)?;
-            first.get_or_insert(sequence);
-            last = Some(sequence);
-            bytes += value.len() as u64;
-            rows += decode_entry(&key, &value)?.events.len() as u64;
-            count += 1;
-        }
-        Ok(Self {
+        let set_aside = db.keyspace("set_aside", KeyspaceCreateOptions::default)?;
+        let meta = db.keyspace("meta", KeyspaceCreateOptions::default)?;
+        let dropped_rows = meta
+            .get(META_DROPPED_ROWS)?
+            .and_then(|v| <[u8; 8]>::try_from(&*v).ok())
+            .map_or(0, u64::from_be_bytes);
+        let next_set_aside = set_aside
+            .iter()
+            .next_back()
+            .map(|guard| guard.key())
+            .transpose()?
+            .and_then(|key| decode_key(&key).ok())
+            .map_or(0, |s| s + 1);
+        let outbox = Self {
             db,
             entries,
+            set_aside,
+            meta,
             max_bytes,
-            next_sequence: AtomicU64::new(last.map_or(0, |s| s + 1)),
+            next_sequence: AtomicU64::new(0),
             writing: Mutex::new(BTreeSet::new()),
-            cursor: AtomicU64::new(first.unwrap_or(0)),
-            bytes: AtomicU64::new(bytes),
-            rows: AtomicU64::new(rows),
-            count: AtomicU64::new(count),
-            dropped_rows: AtomicU64::new(0),
+            cursor: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            rows: AtomicU64::new(0),
+            count: AtomicU64::new(0),
+            dropped_rows: AtomicU64::new(dropped_rows),
+            set_aside_count: AtomicU64::new(0),
+            next_set_aside: AtomicU64::new(next_set_aside),
             appended: Notify::new(),
-        })
+        };
+        outbox
+            .set_aside_count
+            .store(outbox.set_aside.len()? as u64, Ordering::Relaxed);
+        let (mut first, mut last, mut bytes, mut rows, mut count) = (None, None, 0u64, 0u64, 0u64);
+        let mut unreadable = Vec::new();
+        for guard in outbox.entries.iter() {
+            let (key, value) = guard.into_inner()?;
+            let Ok(sequence) = decode_key(&key) else {
+                unreadable.push((key.to_vec(), value.to_vec()));
+                continue;
+            };
+            // Sequence numbers are never reused, even past an unreadable entry.
+            last = Some(sequence);
+            match decode_entry(&key, &value) {
+                Ok(entry) => {
+                    first.get_or_insert(sequence);
+                    bytes += value.len() as u64;
+                    rows += entry.events.len() as u64;
+                    count += 1;
+                }
+                Err(e) => {
+                    tracing::error!(sequence, error = %e, "unreadable analytics outbox entry set aside");
+                    unreadable.push((key.to_vec(), value.to_vec()));
+                }
+            }
+        }
+        for (key, value) in unreadable {
+            outbox.set_aside_unreadable(&key, value, "unreadable outbox entry")?;
+        }
+        outbox
+            .next_sequence
+            .store(last.map_or(0, |s| s + 1), Ordering::Relaxed);
+        outbox.cursor.store(first.unwrap_or(0), Ordering::Relaxed);
+        outbox.bytes.store(bytes, Ordering::Relaxed);
+        outbox.rows.store(rows, Ordering::Relaxed);
+        outbox.count.store(count, Ordering::Relaxed);
+        Ok(outbox)
     }
 
     /// Appends the rows of one commit, durably. Called from the shard writers' threads.
@@ -159,8 +235,17 @@ impl Outbox {
             events,
         });
         let size = value.len() as u64;
-        if self.bytes.load(Ordering::Relaxed) + size > self.max_bytes {
-            self.dropped_rows.fetch_add(rows, Ordering::Relaxed);
+        // Reserve the room first, so that shard writers appending at once cannot together pass
+        // the bound; a failed write gives the room back.
+        let reserved = self
+            .bytes
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |bytes| {
+                bytes
+                    .checked_add(size)
+                    .filter(|&after| after <= self.max_bytes)
+            });
+        if reserved.is_err() {
+            self.count_dropped(rows);
             return Ok(Appended::Dropped);
         }
         let sequence = {
@@ -173,8 +258,10 @@ impl Outbox {
         batch.insert(&self.entries, sequence.to_be_bytes(), value);
         let committed = batch.commit();
         self.lock_writing().remove(&sequence);
-        committed?;
-        self.bytes.fetch_add(size, Ordering::Relaxed);
+        if let Err(e) = committed {
+            sub_saturating(&self.bytes, size);
+            return Err(e.into());
+        }
         self.rows.fetch_add(rows, Ordering::Relaxed);
         self.count.fetch_add(1, Ordering::Relaxed);
         self.appended.notify_one();
@@ -182,9 +269,10 @@ impl Outbox {
     }
 
     /// Up to `max_rows` rows (whole entries, at least one entry) from the head, in order.
+    /// Entries that cannot be decoded are set aside on the way.
     ///
     /// # Errors
-    /// When an entry cannot be read.
+    /// When the outbox cannot be read.
     pub fn peek(&self, max_rows: usize) -> Result<Vec<Pending>> {
         let watermark = {
             let writing = self.lock_writing();
@@ -203,12 +291,22 @@ impl Outbox {
             Bound::Included(cursor.to_be_bytes()),
             Bound::Excluded(watermark.to_be_bytes()),
         );
+        let mut unreadable = Vec::new();
         for guard in self.entries.range(range) {
             let (key, value) = guard.into_inner()?;
-            let entry = decode_entry(&key, &value)?;
+            let decoded =
+                decode_key(&key).and_then(|sequence| Ok((sequence, decode_entry(&key, &value)?)));
+            let (sequence, entry) = match decoded {
+                Ok(decoded) => decoded,
+                Err(e) => {
+                    tracing::error!(error = %e, "unreadable analytics outbox entry set aside");
+                    unreadable.push((key.to_vec(), value.to_vec()));
+                    continue;
+                }
+            };
             rows += entry.events.len();
             out.push(Pending {
-                sequence: decode_key(&key)?,
+                sequence,
                 entry,
                 bytes: value.len() as u64,
             });
@@ -216,7 +314,95 @@ impl Outbox {
                 break;
             }
         }
+        for (key, value) in unreadable {
+            let size = value.len() as u64;
+            self.set_aside_unreadable(&key, value, "unreadable outbox entry")?;
+            sub_saturating(&self.bytes, size);
+            sub_saturating(&self.count, 1);
+        }
         Ok(out)
+    }
+
+    /// Keeps events that cannot be shipped (see [`Event::unrepresentable`]) out of the way, with
+    /// the reason, instead of retrying them forever in front of everything else. The caller
+    /// removes their entries from the queue as usual once the rest of the batch is shipped.
+    ///
+    /// # Errors
+    /// When the write fails (the events are then retried with their batch).
+    pub fn set_aside_events(&self, events: &[(Event, String)]) -> Result<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let at = nanos(OffsetDateTime::now_utc());
+        let mut batch = self.db.batch().durability(Some(PersistMode::SyncData));
+        for (event, reason) in events {
+            let record = SetAside {
+                at,
+                reason: reason.clone(),
+                event: Some(event.clone()),
+                raw: Vec::new(),
+            };
+            let sequence = self.next_set_aside.fetch_add(1, Ordering::Relaxed);
+            batch.insert(&self.set_aside, sequence.to_be_bytes(), encode(&record));
+        }
+        batch.commit()?;
+        self.set_aside_count
+            .fetch_add(events.len() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Everything set aside so far, oldest first (for an operator; never read by the dose path).
+    ///
+    /// # Errors
+    /// When the outbox cannot be read.
+    pub fn set_aside_records(&self) -> Result<Vec<SetAside>> {
+        let mut out = Vec::new();
+        for guard in self.set_aside.iter() {
+            let (key, value) = guard.into_inner()?;
+            out.push(match value.split_first() {
+                Some((&FORMAT_TAG, rest)) => {
+                    postcard::from_bytes(rest).unwrap_or_else(|e| SetAside {
+                        at: 0,
+                        reason: format!("set-aside record {key:?} is unreadable: {e}"),
+                        event: None,
+                        raw: value.to_vec(),
+                    })
+                }
+                _ => SetAside {
+                    at: 0,
+                    reason: format!("set-aside record {key:?} has an unknown format"),
+                    event: None,
+                    raw: value.to_vec(),
+                },
+            });
+        }
+        Ok(out)
+    }
+
+    /// Moves one unreadable entry from `entries` to `set_aside`, in one durable batch.
+    fn set_aside_unreadable(&self, key: &[u8], raw: Vec<u8>, reason: &str) -> Result<()> {
+        let record = SetAside {
+            at: nanos(OffsetDateTime::now_utc()),
+            reason: reason.to_owned(),
+            event: None,
+            raw,
+        };
+        let sequence = self.next_set_aside.fetch_add(1, Ordering::Relaxed);
+        let mut batch = self.db.batch().durability(Some(PersistMode::SyncData));
+        batch.remove(&self.entries, key.to_vec());
+        batch.insert(&self.set_aside, sequence.to_be_bytes(), encode(&record));
+        batch.commit()?;
+        self.set_aside_count.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Counts dropped rows, in memory and on disk (not fsynced: the count is an alarm, and a
+    /// lost increment after a power cut does not hide an outbox that keeps overflowing).
+    fn count_dropped(&self, rows: u64) {
+        let total = self.dropped_rows.fetch_add(rows, Ordering::Relaxed) + rows;
+        if let Err(e) = self.meta.insert(META_DROPPED_ROWS, total.to_be_bytes()) {
+            tracing::warn!(error = %e, "could not record the dropped-row count on disk");
+        }
     }
 
     /// Removes entries the backend has accepted and moves the cursor past them.
@@ -239,19 +425,9 @@ impl Outbox {
         }
         batch.commit()?;
         self.cursor.store(last.sequence + 1, Ordering::Relaxed);
-        self.bytes.fetch_sub(
-            bytes.min(self.bytes.load(Ordering::Relaxed)),
-            Ordering::Relaxed,
-        );
-        self.rows.fetch_sub(
-            rows.min(self.rows.load(Ordering::Relaxed)),
-            Ordering::Relaxed,
-        );
-        let count = shipped.len() as u64;
-        self.count.fetch_sub(
-            count.min(self.count.load(Ordering::Relaxed)),
-            Ordering::Relaxed,
-        );
+        sub_saturating(&self.bytes, bytes);
+        sub_saturating(&self.rows, rows);
+        sub_saturating(&self.count, shipped.len() as u64);
         Ok(())
     }
 
@@ -272,6 +448,7 @@ impl Outbox {
             bytes: self.bytes.load(Ordering::Relaxed),
             max_bytes: self.max_bytes,
             dropped_rows: self.dropped_rows.load(Ordering::Relaxed),
+            set_aside: self.set_aside_count.load(Ordering::Relaxed),
             oldest_age_ms,
         }
     }
@@ -292,9 +469,20 @@ impl Outbox {
 }
 
 fn encode_entry(entry: &Entry) -> Vec<u8> {
+    encode(entry)
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     // Our own types into a Vec: postcard cannot fail here; an empty value would fail loudly on
     // decode rather than be misread.
-    postcard::to_extend(entry, vec![FORMAT_TAG]).unwrap_or_default()
+    postcard::to_extend(value, vec![FORMAT_TAG]).unwrap_or_default()
+}
+
+/// Subtracts without wrapping below zero (the counters are estimates kept beside the data).
+fn sub_saturating(counter: &AtomicU64, amount: u64) {
+    let _ = counter.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+        Some(v.saturating_sub(amount))
+    });
 }
 
 fn decode_entry(key: &[u8], value: &[u8]) -> Result<Entry> {
@@ -391,6 +579,94 @@ mod tests {
         assert_eq!(
             outbox.append(vec![event(99)]).expect("append"),
             Appended::Stored
+        );
+    }
+
+    #[test]
+    fn an_unreadable_entry_is_set_aside_and_the_rest_still_ship() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let outbox = Outbox::open(dir.path(), 1 << 20).expect("open");
+            outbox.append(vec![event(1)]).expect("append");
+            // A value no release of ours wrote (another format tag), between two good entries.
+            outbox
+                .entries
+                .insert(1u64.to_be_bytes(), [9u8, 1, 2, 3])
+                .expect("insert");
+            outbox.next_sequence.store(2, Ordering::Relaxed);
+            outbox.append(vec![event(3)]).expect("append");
+            outbox.close().expect("close");
+        }
+        let outbox = Outbox::open(dir.path(), 1 << 20).expect("the server still starts");
+        let status = outbox.status();
+        assert_eq!((status.set_aside, status.rows, status.entries), (1, 2, 2));
+        let head = outbox.peek(100).expect("peek");
+        let sequences: Vec<u64> = head.iter().map(|p| p.sequence).collect();
+        assert_eq!(sequences, vec![0, 2]);
+        let kept = outbox.set_aside_records().expect("records");
+        assert_eq!(kept.len(), 1);
+        assert_eq!(kept[0].raw, vec![9, 1, 2, 3]);
+        assert_eq!(kept[0].event, None);
+        // A new append does not reuse the unreadable entry's sequence number.
+        outbox.append(vec![event(4)]).expect("append");
+        let last = outbox.peek(100).expect("peek").last().map(|p| p.sequence);
+        assert_eq!(last, Some(3));
+    }
+
+    #[test]
+    fn the_dropped_row_count_survives_a_restart() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let outbox = Outbox::open(dir.path(), 1).expect("open");
+            assert_eq!(
+                outbox.append(vec![event(1), event(2)]).expect("append"),
+                Appended::Dropped
+            );
+            outbox.close().expect("close");
+        }
+        let outbox = Outbox::open(dir.path(), 1 << 20).expect("reopen");
+        assert_eq!(outbox.status().dropped_rows, 2);
+    }
+
+    #[test]
+    fn writers_appending_at_once_never_pass_the_bound() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let one_entry = encode_entry(&Entry {
+            appended_at: 0,
+            events: vec![event(1)],
+        })
+        .len() as u64;
+        // Room for exactly ten entries of this size (the timestamp's varint may be a byte
+        // longer than the zero above, so allow for it).
+        let max = 10 * (one_entry + 9);
+        let outbox = std::sync::Arc::new(Outbox::open(dir.path(), max).expect("open"));
+        let writers: Vec<_> = (0..4)
+            .map(|w| {
+                let outbox = outbox.clone();
+                std::thread::spawn(move || {
+                    (0..20)
+                        .filter(|n| {
+                            outbox.append(vec![event(w * 100 + n)]).expect("append")
+                                == Appended::Stored
+                        })
+                        .count() as u64
+                })
+            })
+            .collect();
+        let stored: u64 = writers.into_iter().map(|w| w.join().expect("writer")).sum();
+        let status = outbox.status();
+        assert!(status.bytes <= max, "{status:?} over {max}");
+        assert_eq!(status.entries, stored);
+        assert_eq!(status.dropped_rows, 80 - stored);
+        let on_disk: u64 = outbox
+            .peek(1000)
+            .expect("peek")
+            .iter()
+            .map(|p| p.bytes)
+            .sum();
+        assert_eq!(
+            on_disk, status.bytes,
+            "the byte count matches what is stored"
         );
     }
 }
