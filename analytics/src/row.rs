@@ -139,6 +139,63 @@ pub enum Event {
     Stock(StockMovement),
 }
 
+/// The instants a ClickHouse `DateTime` column can hold: seconds since 1970 as a `UInt32`.
+/// Both backends refuse times outside it, so they keep giving the same answers.
+const DATETIME_RANGE: std::ops::RangeInclusive<i64> = 0..=(u32::MAX as i64);
+
+impl Event {
+    /// Why the analytics schema cannot hold this event, if it cannot: a time before 1970 or
+    /// after 2106. Such an event would fail every insert of its batch forever, so the shipper
+    /// sets it aside instead (the dose itself is safe in the store; correcting it ships a new
+    /// version). The API refuses such dates for new doses; this is the last line.
+    pub fn unrepresentable(&self) -> Option<String> {
+        let out_of_range = |what: &str, id: &dyn std::fmt::Display, at: OffsetDateTime| {
+            (!DATETIME_RANGE.contains(&at.unix_timestamp()))
+                .then(|| format!("{what} {id}: time {at} is outside 1970..2106"))
+        };
+        let dose = |row: &DoseRow| {
+            out_of_range("dose", &row.dose_id, row.administered_at)
+                .or_else(|| out_of_range("dose", &row.dose_id, row.recorded_at))
+        };
+        match self {
+            Event::Dose(row) => dose(row),
+            Event::DoseCorrected {
+                previous,
+                corrected,
+            } => dose(previous).or_else(|| dose(corrected)),
+            Event::Stock(movement) => {
+                out_of_range("stock movement", &movement.movement_id, movement.at)
+            }
+        }
+    }
+
+    /// This event as the backends can take it, or why it cannot be shipped at all.
+    ///
+    /// A correction whose earlier version could not be represented (and so was never shipped)
+    /// ships as the corrected row alone: there is nothing to retract.
+    ///
+    /// # Errors
+    /// The event and the reason when it must be set aside.
+    pub fn shippable(self) -> Result<Event, (Event, String)> {
+        match self.unrepresentable() {
+            None => Ok(self),
+            Some(reason) => match self {
+                Event::DoseCorrected {
+                    previous,
+                    corrected,
+                } if Event::Dose((*corrected).clone())
+                    .unrepresentable()
+                    .is_none() =>
+                {
+                    tracing::warn!(dose_id = %previous.dose_id, "the corrected dose replaces a version analytics never held");
+                    Ok(Event::Dose(*corrected))
+                }
+                event => Err((event, reason)),
+            },
+        }
+    }
+}
+
 pub(crate) fn nanos(at: OffsetDateTime) -> u64 {
     u64::try_from(at.unix_timestamp_nanos()).unwrap_or(0)
 }

@@ -28,6 +28,10 @@ pub struct ShipperConfig {
     /// First retry delay after a failure; doubles up to `max_backoff`.
     pub min_backoff: Duration,
     pub max_backoff: Duration,
+    /// Longest wait for the backend to take one batch. The clickhouse client has no request
+    /// timeout of its own, so a black-holed server would otherwise hold the shipper forever;
+    /// past this the batch counts as failed and is retried.
+    pub apply_timeout: Duration,
 }
 
 impl Default for ShipperConfig {
@@ -37,6 +41,7 @@ impl Default for ShipperConfig {
             flush_interval: Duration::from_millis(500),
             min_backoff: Duration::from_millis(200),
             max_backoff: Duration::from_secs(5),
+            apply_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -57,6 +62,11 @@ pub struct ShipperStatus {
     /// The last failure, cleared by the next success.
     pub last_error: Option<String>,
     pub consecutive_failures: u32,
+    /// Rows set aside since start because the backends cannot hold them (see
+    /// [`Event::unrepresentable`]); the outbox keeps them and counts them across restarts.
+    pub set_aside_rows: u64,
+    /// Why the last row was set aside.
+    pub last_set_aside: Option<String>,
 }
 
 /// The running shipper.
@@ -95,10 +105,7 @@ impl Shipper {
     }
 
     pub fn status(&self) -> ShipperStatus {
-        self.status
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
+        lock(&self.status).clone()
     }
 
     /// Ships what is waiting (one last try) and stops. Rows that could not be shipped stay in the
@@ -153,11 +160,39 @@ async fn run(
             continue;
         }
         let rows = batch.iter().map(|p| p.entry.events.len()).sum::<usize>();
-        let events: Vec<Event> = batch
-            .iter()
-            .flat_map(|p| p.entry.events.iter().cloned())
-            .collect();
-        match analytics.apply(&events).await {
+        let (events, unshippable) = split_shippable(&batch);
+        if !unshippable.is_empty() {
+            if let Err(e) = outbox.set_aside_events(&unshippable) {
+                // Not removed from the queue either: the whole batch is tried again.
+                tracing::error!(error = %e, "could not set aside unshippable analytics rows");
+                record_failure(&status, e.to_string());
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {}
+                    _ = stopped.changed() => {}
+                }
+                backoff = (backoff * 2).min(config.max_backoff);
+                continue;
+            }
+            for (_, reason) in &unshippable {
+                tracing::warn!(reason = %reason, "analytics row set aside: the backends cannot hold it");
+            }
+            let mut s = lock(&status);
+            s.set_aside_rows += unshippable.len() as u64;
+            s.last_set_aside = unshippable.last().map(|(_, reason)| reason.clone());
+        }
+        let applied = if events.is_empty() {
+            Ok(())
+        } else {
+            match tokio::time::timeout(config.apply_timeout, analytics.apply(&events)).await {
+                Ok(result) => result,
+                Err(_) => Err(crate::AnalyticsError::Invalid(format!(
+                    "the analytics backend did not take a batch of {} rows within {:?}",
+                    events.len(),
+                    config.apply_timeout
+                ))),
+            }
+        };
+        match applied {
             Ok(()) => {
                 if let Err(e) = outbox.remove(&batch) {
                     tracing::warn!(error = %e, "shipped rows could not be removed from the outbox; they will be shipped again");
@@ -165,9 +200,7 @@ async fn run(
                 let oldest = batch.iter().map(|p| p.entry.appended_at).min().unwrap_or(0);
                 let lag_ms = nanos(OffsetDateTime::now_utc()).saturating_sub(oldest) / 1_000_000;
                 {
-                    let mut s = status
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    let mut s = lock(&status);
                     if s.consecutive_failures > 0 {
                         tracing::info!(
                             after_failures = s.consecutive_failures,
@@ -208,10 +241,27 @@ async fn run(
     }
 }
 
-fn record_failure(status: &Mutex<ShipperStatus>, error: String) -> u32 {
-    let mut s = status
+/// The events of a batch the backends can take, and those to set aside with the reason.
+fn split_shippable(batch: &[crate::outbox::Pending]) -> (Vec<Event>, Vec<(Event, String)>) {
+    let mut shippable = Vec::new();
+    let mut unshippable = Vec::new();
+    for event in batch.iter().flat_map(|p| p.entry.events.iter().cloned()) {
+        match event.shippable() {
+            Ok(event) => shippable.push(event),
+            Err(refused) => unshippable.push(refused),
+        }
+    }
+    (shippable, unshippable)
+}
+
+fn lock(status: &Mutex<ShipperStatus>) -> std::sync::MutexGuard<'_, ShipperStatus> {
+    status
         .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn record_failure(status: &Mutex<ShipperStatus>, error: String) -> u32 {
+    let mut s = lock(status);
     s.last_error = Some(error);
     s.consecutive_failures = s.consecutive_failures.saturating_add(1);
     s.consecutive_failures
