@@ -540,6 +540,10 @@ impl Analytics for ClickHouseAnalytics {
         "clickhouse"
     }
 
+    async fn prepare(&self) -> Result<()> {
+        self.ready().await
+    }
+
     async fn apply(&self, events: &[Event]) -> Result<()> {
         self.ready().await?;
         let mut doses = Vec::new();

@@ -125,6 +125,13 @@ pub struct UptakePoint {
 pub trait Analytics: Send + Sync + 'static {
     fn backend_name(&self) -> &'static str;
 
+    /// Creates the schema and applies pending migrations (idempotent). The server calls it in
+    /// the background at start-up, so a wrong address or a refused migration shows in the log
+    /// at once rather than at the first shipment; every other method prepares on first use.
+    async fn prepare(&self) -> Result<()> {
+        Ok(())
+    }
+
     async fn apply(&self, events: &[Event]) -> Result<()>;
 
     /// Distinct doses recorded.

@@ -361,12 +361,20 @@ impl ServerConfig {
         if self.analytics.outbox_max_bytes < 1 << 20 {
             return Err("analytics.outbox_max_bytes must be at least 1048576 (1 MiB)".into());
         }
-        if let Some(url) = &self.analytics.clickhouse
-            && !(url.starts_with("http://") || url.starts_with("https://"))
-        {
-            return Err(format!(
-                "analytics.clickhouse must be an http:// URL of ClickHouse's HTTP interface, not {url:?}"
-            ));
+        if let Some(url) = &self.analytics.clickhouse {
+            // The clickhouse client is built without TLS (see ARCHITECTURE.md): an https URL
+            // would start the server and then fail every shipment, so refuse it here.
+            if url.starts_with("https://") {
+                return Err(format!(
+                    "analytics.clickhouse {url:?}: this build speaks plain HTTP to ClickHouse; \
+                     reach it over a private network or a local TLS proxy (e.g. stunnel) and give its http:// address"
+                ));
+            }
+            if !url.starts_with("http://") {
+                return Err(format!(
+                    "analytics.clickhouse must be an http:// URL of ClickHouse's HTTP interface, not {url:?}"
+                ));
+            }
         }
         self.scylla.validate()?;
         let a = &self.allocation;
@@ -428,6 +436,13 @@ mod tests {
         std::fs::write(&path, "[analytics]\nclickhouse = \"127.0.0.1:8123\"\n").expect("write");
         let err = ServerConfig::from_file(&path).expect_err("not a URL");
         assert!(err.to_string().contains("http://"), "{err}");
+        std::fs::write(
+            &path,
+            "[analytics]\nclickhouse = \"https://ch.example:8443\"\n",
+        )
+        .expect("write");
+        let err = ServerConfig::from_file(&path).expect_err("no TLS to ClickHouse in this build");
+        assert!(err.to_string().contains("plain HTTP"), "{err}");
 
         std::fs::write(
             &path,

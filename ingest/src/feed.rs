@@ -128,10 +128,18 @@ impl AnalyticsFeed {
 
     /// Announces a lot received at a site.
     pub fn lot_received(&self, lot: &Lot) {
-        self.append(vec![Event::Stock(StockMovement::received(
-            lot,
-            OffsetDateTime::now_utc(),
-        ))]);
+        self.lots_received(std::slice::from_ref(lot));
+    }
+
+    /// Announces lots received, in one durable append (start-up announces the whole catalogue:
+    /// one fsync, not one per lot).
+    pub fn lots_received(&self, lots: &[Lot]) {
+        let at = OffsetDateTime::now_utc();
+        self.append(
+            lots.iter()
+                .map(|lot| Event::Stock(StockMovement::received(lot, at)))
+                .collect(),
+        );
     }
 
     fn append(&self, events: Vec<Event>) {

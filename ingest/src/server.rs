@@ -166,9 +166,24 @@ fn start_analytics(
         None => Arc::new(EmbeddedAnalytics::open(&data.join("analytics"))?),
     };
     let feed = Arc::new(AnalyticsFeed::new(outbox.clone(), campaign.clone()));
-    for stock in campaign.lots() {
-        feed.lot_received(&stock.lot);
-    }
+    let lots: Vec<_> = campaign.lots().iter().map(|s| s.lot.clone()).collect();
+    feed.lots_received(&lots);
+    // Schema and migrations now, in the background: the dose path never waits for them, and an
+    // unreachable ClickHouse or a refused migration is in the log from the first second.
+    let preparing = backend.clone();
+    tokio::spawn(async move {
+        match preparing.prepare().await {
+            Ok(()) => tracing::info!(
+                analytics = preparing.backend_name(),
+                "analytics schema is ready"
+            ),
+            Err(e) => tracing::warn!(
+                analytics = preparing.backend_name(),
+                error = %e,
+                "analytics backend not ready; rows wait in the outbox and the schema is applied on the next try"
+            ),
+        }
+    });
     let pending = outbox.status();
     if pending.rows > 0 {
         tracing::info!(
