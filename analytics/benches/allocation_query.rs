@@ -58,9 +58,12 @@ fn rows(sites: &[Site], now: OffsetDateTime, from: u64, to: u64) -> Vec<Event> {
             ("COMIRNATY", 2)
         };
         let days_ago = (person % 60) as i64;
-        let at = now - time::Duration::days(days_ago)
-            + time::Duration::days(if second { 28 } else { 0 });
+        let first_at = now - time::Duration::days(days_ago);
+        let at = first_at + time::Duration::days(if second { 28 } else { 0 });
         let at = at.min(now);
+        // The second dose falls due the product's interval after the first.
+        let interval = if product == "VAXZEVRIA" { 28 } else { 21 };
+        let due = first_at.date() + time::Duration::days(interval);
         out.push(Event::Dose(DoseRow {
             dose_id: Uuid::from_u64_pair(0x5eed, n),
             person_code: format!("P{person:011}"),
@@ -86,6 +89,8 @@ fn rows(sites: &[Site], now: OffsetDateTime, from: u64, to: u64) -> Vec<Event> {
             administered_at: at,
             recorded_at: at,
             version: 1,
+            next_due: (!second).then_some(due),
+            previous_due: second.then_some(due),
         }));
     }
     out
@@ -140,6 +145,7 @@ async fn time_queries(backend: &dyn Analytics, sites: &[Site], now: OffsetDateTi
                     window_days: 7,
                     horizon_days: 14,
                     level,
+                    owed_lapse_days: 90,
                 },
                 Figures {
                     sites,
