@@ -5,7 +5,8 @@
 //! ```
 //! Loads `DOSES` (default 10,000,000) dose rows — 500 sites in 63 provinces, two products, two
 //! thirds of people back for dose 2 — into a fresh ClickHouse database, then times the planner
-//! (its three exact reads of the placed − retracted rollups, plus the plan) at site, district
+//! (its exact reads of the placed − retracted rollups — doses in the window, owed doses by due
+//! day, people started — and of the lot movements, plus the plan) at site, district
 //! and province level, and an uptake series from the same rollups; 5 runs each, median and
 //! worst. `EMBEDDED_DOSES` (default
 //! 1,000,000) does the same on the embedded rollups. A plain `main` (not criterion): each
