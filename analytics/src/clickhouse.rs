@@ -346,6 +346,7 @@ pub const MIGRATIONS: &[(u32, &str, &[&str])] = &[
             // dose's day plus its product's interval; the settled day is the previous dose's
             // (same person, the dose number before), found by a join. Rows already carrying
             // their days keep them. Idempotent; the caveat of version 2's backfill applies.
+            // (No alias repeats a column name: current releases refuse cyclic aliases.)
             "INSERT INTO owed_due
         SELECT product, site_id, due, toUInt8(0) AS settles, toUInt8(0) AS retracted,
                uniqExactState(dose_id, version) AS doses
@@ -362,15 +363,16 @@ pub const MIGRATIONS: &[(u32, &str, &[&str])] = &[
         FROM (SELECT previous_product, previous_site, dose_id, version,
                      if(previous_due != toDate(0), previous_due,
                         if(earlier_due != toDate(0), earlier_due, toDate(administered_at))) AS due
-              FROM (SELECT person_code, dose_number, previous_product, previous_site,
-                           previous_due, dose_id, version, administered_at
+              FROM (SELECT person_code, toUInt8(dose_number - 1) AS earlier_number,
+                           previous_product, previous_site, previous_due, dose_id, version,
+                           administered_at
                     FROM (SELECT * FROM doses FINAL)
                     WHERE deleted = 0 AND previous_site != '')
               ANY LEFT JOIN
-                   (SELECT person_code, toUInt8(dose_number + 1) AS dose_number,
+                   (SELECT person_code, dose_number AS earlier_number,
                            toDate(administered_at) + {min_interval_days} AS earlier_due
                     FROM (SELECT * FROM doses FINAL) WHERE deleted = 0)
-              USING (person_code, dose_number))
+              USING (person_code, earlier_number))
         GROUP BY previous_product, previous_site, due",
             // The rollup `owed_due` replaces; views first, so no insert feeds a dropped table.
             "DROP TABLE IF EXISTS owed_sites_owing_placed_mv",
