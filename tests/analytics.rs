@@ -5,7 +5,9 @@
 //! `VAXCAMP_TEST_CLICKHOUSE`). The outage test starts a ClickHouse of its own with
 //! `tests/support/clickhouse.sh`, so stopping it disturbs no other test. Without ClickHouse
 //! those tests are skipped with a message, unless `VAXCAMP_REQUIRE_CLICKHOUSE=1` (CI). The
-//! `vaxcamp allocate` test runs on the embedded analytics and needs nothing.
+//! `vaxcamp allocate` test and the checks of the analytics reads' parameters and roles run on
+//! the embedded analytics and need nothing; the timeout test puts a listener that accepts
+//! connections and never answers where ClickHouse should be.
 
 mod common;
 
@@ -14,9 +16,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use analytics::{Analytics, ClickHouseAnalytics, ClickHouseConfig};
-use common::{TestServer, dose, new_id, now};
+use common::{TestServer, assert_error, dose, new_id, now};
 use reqwest::StatusCode;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 fn require() -> bool {
     let required = std::env::var("VAXCAMP_REQUIRE_CLICKHOUSE").as_deref() == Ok("1");
@@ -195,6 +197,17 @@ async fn every_committed_dose_reaches_clickhouse_once() {
         .map(|p| p["doses"].as_u64().unwrap_or(0))
         .sum();
     assert_eq!(total, recorded as u64, "{uptake}");
+    // Second doses of COMIRNATY fall due 21 days after the first: none within the default
+    // 14-day horizon, every one within 28 days.
+    let hn01 = |answer: &Value| -> Value {
+        answer["plan"]["lines"]
+            .as_array()
+            .expect("lines")
+            .iter()
+            .find(|l| l["area"] == "hn-01")
+            .cloned()
+            .expect("hn-01 is planned for")
+    };
     let (status, answer) = server
         .get(
             "/v1/allocation?product=COMIRNATY&quantity=600&level=site&unit=6",
@@ -202,16 +215,30 @@ async fn every_committed_dose_reaches_clickhouse_once() {
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(hn01(&answer)["owed_doses"], 0, "not due within 14 days");
+    assert_eq!(
+        answer["analytics"]["stale"], false,
+        "{}",
+        answer["analytics"]
+    );
+    assert_eq!(answer["analytics"]["outbox_rows"], 0);
+    let (status, answer) = server
+        .get(
+            "/v1/allocation?product=COMIRNATY&quantity=600&level=site&unit=6&horizon_days=28",
+            Some(&server.observer),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
     let plan = &answer["plan"];
-    let hn = plan["lines"]
-        .as_array()
-        .expect("lines")
-        .iter()
-        .find(|l| l["area"] == "hn-01")
-        .expect("hn-01 is planned for");
+    let hn = hn01(&answer);
     assert_eq!(
         hn["owed_doses"], recorded,
-        "every first dose at hn-01 leaves a second owed there"
+        "every first dose at hn-01 leaves a second owed there, due within 28 days"
+    );
+    assert_eq!(
+        hn["received_doses"],
+        100_000 + 100 + 1,
+        "the COMIRNATY lots allocated to hn-01"
     );
     assert!(plan["allocated_doses"].as_u64().expect("n") <= 600);
     assert_eq!(plan["allocated_doses"].as_u64().expect("n") % 6, 0);
@@ -300,6 +327,8 @@ async fn allocate_prints_the_planners_proposal() {
             "600",
             "--unit",
             "6",
+            "--horizon-days",
+            "28",
         ]
         .into_iter()
         .map(String::from)
@@ -320,16 +349,18 @@ async fn allocate_prints_the_planners_proposal() {
         .lines()
         .find(|l| l.starts_with("hn-01"))
         .unwrap_or_else(|| panic!("a line for hn-01: {text}"));
+    // From the right: after, days now, per day, lapsed, owed.
     let owed: u64 = hn
         .split_whitespace()
         .rev()
-        .nth(3)
+        .nth(4)
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("the owed column of {hn}"));
     assert_eq!(
         owed, recorded as u64,
-        "every first dose leaves one owed: {hn}"
+        "every first dose leaves one owed, due within 28 days: {hn}"
     );
+    assert!(text.contains("analytics as of "), "{text}");
 
     let mut json_args = common("COMIRNATY");
     json_args.push("--json".into());
@@ -345,5 +376,336 @@ async fn allocate_prints_the_planners_proposal() {
         stderr.contains("unknown_product") && stderr.contains("no product NOPE"),
         "{stderr}"
     );
+    server.stop().await;
+}
+
+/// Every bad parameter of the two analytics reads is a 400 naming the parameter and saying what
+/// it must be; without a token 401, with a site's token 403, with an observer's or an admin's 200.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allocation_and_uptake_check_parameters_and_roles() {
+    let server = TestServer::start().await;
+    let allocation = "/v1/allocation?product=COMIRNATY&quantity=600";
+    let uptake = "/v1/analytics/uptake?level=site&granularity=hour&days=2";
+    for path in [allocation, uptake] {
+        let (status, body) = server.get(path, None).await;
+        assert_error(status, &body, StatusCode::UNAUTHORIZED, "missing_token");
+        let (status, body) = server.get(path, Some("vxc_observer_nonsense")).await;
+        assert_error(status, &body, StatusCode::UNAUTHORIZED, "invalid_token");
+        let (status, body) = server.get(path, Some(&server.site)).await;
+        assert_error(status, &body, StatusCode::FORBIDDEN, "forbidden");
+        for token in [&server.observer, &server.admin] {
+            let (status, body) = server.get(path, Some(token)).await;
+            assert_eq!(status, StatusCode::OK, "{path}: {body}");
+            assert_eq!(body["analytics_backend"], "embedded");
+            assert!(body["analytics"]["as_of"].is_i64(), "{body}");
+        }
+    }
+
+    // (query, field, words the message must hold)
+    let bad_allocations = [
+        ("quantity=600", "product", "required"),
+        ("product=COMIRNATY", "quantity", "required"),
+        (
+            "product=COMIRNATY&quantity=abc",
+            "quantity",
+            "from 0 to 1000000000",
+        ),
+        (
+            "product=COMIRNATY&quantity=-5",
+            "quantity",
+            "from 0 to 1000000000",
+        ),
+        (
+            "product=COMIRNATY&quantity=1000000001",
+            "quantity",
+            "from 0 to 1000000000",
+        ),
+        (
+            "product=COMIRNATY&quantity=18446744073709551616",
+            "quantity",
+            "from 0 to 1000000000",
+        ),
+        (
+            "product=COMIRNATY&quantity=600&unit=0",
+            "unit",
+            "from 1 to 100000",
+        ),
+        (
+            "product=COMIRNATY&quantity=600&unit=4294967296",
+            "unit",
+            "from 1 to 100000",
+        ),
+        (
+            "product=COMIRNATY&quantity=600&window_days=0",
+            "window_days",
+            "from 1 to 366",
+        ),
+        (
+            "product=COMIRNATY&quantity=600&horizon_days=367",
+            "horizon_days",
+            "from 1 to 366",
+        ),
+        (
+            "product=COMIRNATY&quantity=600&horizon_days=two",
+            "horizon_days",
+            "\"two\"",
+        ),
+        (
+            "product=COMIRNATY&quantity=600&owed_lapse_days=99999",
+            "owed_lapse_days",
+            "from 0 to 3650",
+        ),
+        (
+            "product=COMIRNATY&quantity=600&level=ward",
+            "level",
+            "site, district or province",
+        ),
+        ("product=COMIR%20NATY&quantity=600", "product", "product"),
+    ];
+    for (query, field, words) in bad_allocations {
+        let (status, body) = server
+            .get(&format!("/v1/allocation?{query}"), Some(&server.observer))
+            .await;
+        assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_field");
+        assert_eq!(body["field"], field, "{query}: {body}");
+        let message = body["message"].as_str().unwrap_or_default();
+        assert!(
+            message.starts_with(&format!("{field}: ")) && message.contains(words),
+            "{query}: {body}"
+        );
+    }
+    let bad_uptakes = [
+        ("days=0", "days", "from 1 to 366"),
+        ("days=367", "days", "from 1 to 366"),
+        ("days=4294967297", "days", "from 1 to 366"),
+        ("level=ward", "level", "province, district or site"),
+        ("granularity=week", "granularity", "day or hour"),
+    ];
+    for (query, field, words) in bad_uptakes {
+        let (status, body) = server
+            .get(
+                &format!("/v1/analytics/uptake?{query}"),
+                Some(&server.observer),
+            )
+            .await;
+        assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_field");
+        assert_eq!(body["field"], field, "{query}: {body}");
+        assert!(
+            body["message"].as_str().is_some_and(|m| m.contains(words)),
+            "{query}: {body}"
+        );
+    }
+    for path in [
+        "/v1/allocation?product=COMIRNATY&quantity=600&shipment=600",
+        "/v1/analytics/uptake?window=3",
+    ] {
+        let (status, body) = server.get(path, Some(&server.observer)).await;
+        assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_query");
+        assert!(
+            body["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("unknown field")),
+            "{path}: {body}"
+        );
+    }
+    let (status, body) = server
+        .get(
+            "/v1/allocation?product=NOPE&quantity=600",
+            Some(&server.observer),
+        )
+        .await;
+    assert_error(status, &body, StatusCode::NOT_FOUND, "unknown_product");
+    // In the catalogue, but no site gives or stocks it.
+    let (status, body) = server
+        .get(
+            "/v1/allocation?product=VAXZEVRIA&quantity=600",
+            Some(&server.observer),
+        )
+        .await;
+    assert_error(status, &body, StatusCode::CONFLICT, "no_sites");
+    assert!(
+        body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("POST /v1/lots")),
+        "{body}"
+    );
+    server.stop().await;
+}
+
+/// Only the sites that give or stock a product are planned for; a lot's allocation raised
+/// through the API is an adjustment of what the site received, not a second receipt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plans_cover_the_sites_of_the_product_and_count_lots_received_once() {
+    let server = TestServer::start().await;
+    let lines = |answer: &Value| -> Vec<(String, u64)> {
+        answer["plan"]["lines"]
+            .as_array()
+            .expect("lines")
+            .iter()
+            .map(|l| {
+                (
+                    l["area"].as_str().unwrap_or("?").to_owned(),
+                    l["received_doses"].as_u64().unwrap_or(0),
+                )
+            })
+            .collect()
+    };
+    let plan = |product: &str| {
+        let path = format!("/v1/allocation?product={product}&quantity=100");
+        let server = &server;
+        async move {
+            wait_for_empty_outbox(server, Duration::from_secs(30)).await;
+            let (status, answer) = server.get(&path, Some(&server.observer)).await;
+            assert_eq!(status, StatusCode::OK, "{answer}");
+            answer
+        }
+    };
+    // hcm-01 has no COMIRNATY and hn-01 no SPIKEVAX: neither is handed the other's people.
+    assert_eq!(
+        lines(&plan("COMIRNATY").await),
+        vec![("hn-01".to_owned(), 100_101)]
+    );
+    assert_eq!(
+        lines(&plan("SPIKEVAX").await),
+        vec![("hcm-01".to_owned(), 100_000)]
+    );
+    // FK100 raised from 100,000 to 120,000 doses, then announced again unchanged.
+    let raised = json!({"lot_number": "FK100", "site_id": "hn-01", "product": "COMIRNATY",
+                        "expires": "2099-12-31", "quantity": 120_000});
+    for _ in 0..2 {
+        let (status, body) = server.post("/v1/lots", Some(&server.admin), &raised).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    assert_eq!(
+        lines(&plan("COMIRNATY").await),
+        vec![("hn-01".to_owned(), 120_101)],
+        "received 100,101, adjusted by +20,000 once"
+    );
+    server.stop().await;
+}
+
+/// A listener that accepts connections and never answers: a black-holed ClickHouse, or server.
+struct BlackHole {
+    url: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl BlackHole {
+    async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("address"));
+        let task = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                held.push(socket); // never read, never answered, never closed
+            }
+        });
+        Self { url, task }
+    }
+}
+
+impl Drop for BlackHole {
+    fn drop(&mut self) {
+        // Closes the held connections and the listener: clients fail at once.
+        self.task.abort();
+    }
+}
+
+/// With ClickHouse black-holed, the allocation and uptake reads answer 503
+/// `analytics_unavailable` with `Retry-After` after the read timeout instead of hanging, and
+/// `vaxcamp allocate` against a server that never answers gives up after `--timeout`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_black_holed_clickhouse_is_answered_with_503_not_a_hang() {
+    let clickhouse = BlackHole::start().await;
+    let url = clickhouse.url.clone();
+    let server = TestServer::start_with(move |c| {
+        c.analytics.clickhouse = Some(url);
+        c.analytics.read_timeout_seconds = 1;
+    })
+    .await;
+    for path in [
+        "/v1/allocation?product=COMIRNATY&quantity=600",
+        "/v1/analytics/uptake?days=1",
+    ] {
+        // The client's own deadline is far beyond the server's: the server must answer first.
+        let response = tokio::time::timeout(
+            Duration::from_secs(30),
+            server
+                .client
+                .get(server.url(path))
+                .bearer_auth(&server.observer)
+                .send(),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{path} hung"))
+        .expect("an answer");
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE, "{path}");
+        assert_eq!(
+            response
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok()),
+            Some("5"),
+            "{path}"
+        );
+        let body: Value = response.json().await.expect("JSON");
+        assert_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &body,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "analytics_unavailable",
+        );
+        assert!(
+            body["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("did not answer within 1 s")),
+            "{body}"
+        );
+    }
+    // Doses are still recorded meanwhile.
+    let (person, _) = server.register("BH00001", "Lê Văn Nam").await;
+    let (status, body) = server
+        .post(
+            "/v1/doses",
+            Some(&server.site),
+            &dose(&new_id(), &person, 1, now()),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+
+    // The CLI against a server that never answers.
+    let silent = BlackHole::start().await;
+    let args = vec![
+        "allocate".to_owned(),
+        "--server".into(),
+        silent.url.clone(),
+        "--token".into(),
+        "vxc_observer_x".into(),
+        "--product".into(),
+        "COMIRNATY".into(),
+        "--quantity".into(),
+        "600".into(),
+        "--timeout".into(),
+        "1".into(),
+    ];
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_vaxcamp"))
+            .env_remove("VAXCAMP_SCYLLA_NODES")
+            .args(args)
+            .output()
+            .expect("run vaxcamp")
+    })
+    .await
+    .expect("join");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("did not answer within 1 s") && stderr.contains("--timeout"),
+        "{stderr}"
+    );
+    drop(silent);
+    drop(clickhouse);
     server.stop().await;
 }

@@ -5,7 +5,8 @@
 //! ```
 //! Loads `DOSES` (default 10,000,000) dose rows — 500 sites in 63 provinces, two products, two
 //! thirds of people back for dose 2 — into a fresh ClickHouse database, then times the planner
-//! (its three exact reads of the placed − retracted rollups, plus the plan) at site, district
+//! (its exact reads of the placed − retracted rollups — doses in the window, owed doses by due
+//! day, people started — and of the lot movements, plus the plan) at site, district
 //! and province level, and an uptake series from the same rollups; 5 runs each, median and
 //! worst. `EMBEDDED_DOSES` (default
 //! 1,000,000) does the same on the embedded rollups. A plain `main` (not criterion): each
@@ -58,9 +59,12 @@ fn rows(sites: &[Site], now: OffsetDateTime, from: u64, to: u64) -> Vec<Event> {
             ("COMIRNATY", 2)
         };
         let days_ago = (person % 60) as i64;
-        let at = now - time::Duration::days(days_ago)
-            + time::Duration::days(if second { 28 } else { 0 });
+        let first_at = now - time::Duration::days(days_ago);
+        let at = first_at + time::Duration::days(if second { 28 } else { 0 });
         let at = at.min(now);
+        // The second dose falls due the product's interval after the first.
+        let interval = if product == "VAXZEVRIA" { 28 } else { 21 };
+        let due = first_at.date() + time::Duration::days(interval);
         out.push(Event::Dose(DoseRow {
             dose_id: Uuid::from_u64_pair(0x5eed, n),
             person_code: format!("P{person:011}"),
@@ -86,6 +90,8 @@ fn rows(sites: &[Site], now: OffsetDateTime, from: u64, to: u64) -> Vec<Event> {
             administered_at: at,
             recorded_at: at,
             version: 1,
+            next_due: (!second).then_some(due),
+            previous_due: second.then_some(due),
         }));
     }
     out
@@ -140,6 +146,7 @@ async fn time_queries(backend: &dyn Analytics, sites: &[Site], now: OffsetDateTi
                     window_days: 7,
                     horizon_days: 14,
                     level,
+                    owed_lapse_days: 90,
                 },
                 Figures {
                     sites,

@@ -12,16 +12,28 @@
 //! (`0` = unknown), `s` stock on hand, `o` doses owed; `H = horizon_days`; `S = shipment_doses`;
 //! `u = unit_doses`.
 //!
+//! **Owed** means: people whose last dose of this product was given at the site, whose series is
+//! not complete, and whose next dose falls due by the last day of the horizon — the due day being
+//! the last dose's day plus the product's minimum interval — unless it was due more than
+//! `owed_lapse_days` ago. Those are **lapsed**: they dropped out, no dose is planned for them, and
+//! the plan reports them (`lapsed_doses`, and a note) so the department can call them back. People
+//! whose next dose falls due after the horizon are not this shipment's. (The caller counts them:
+//! see [`crate::OwedWindow`].)
+//!
 //! 1. **Pace.** `rate = d / W` doses a day, capped at `c` when the capacity is known. The doses the
 //!    site would give over the horizon at that pace are `pace = ceil(d × H / W)`, capped at `c × H`.
 //! 2. **Owed doses first.** People due for their next dose are served before new starts, even at a
 //!    site with no recent uptake: `owed = min(o, c × H)` (no cap when `c` is unknown), because a site
 //!    cannot give more than its capacity in the horizon.
-//! 3. **Then new starts**, in the pace left over and bounded by the people still waiting:
-//!    `new = min(max(pace − owed, 0), registrations)`. A district's remaining registrations are spread
-//!    over its sites in proportion to what each can give per window (`c × W` when the capacity is
-//!    known, otherwise `d`; equal shares when every weight is 0), in whole people by largest
-//!    remainder.
+//! 3. **Then new starts**, in the pace left over and bounded by the people still waiting in the
+//!    district: `room = max(pace − owed, 0)`, and the district's new starts are
+//!    `min(Σ room, registrations)` over its sites. At site level the district's remaining
+//!    registrations are spread over its sites in proportion to each site's `room`, in whole people
+//!    by largest remainder, and each site plans `new = min(room, share)`. Weighting by room means
+//!    no site's share exceeds its room while the district has room for everyone — a share a site
+//!    could not use goes to the sites that can — so the sites of a district plan exactly the
+//!    district's `min(Σ room, registrations)` between them. (When no site has room, the people are
+//!    shared equally for display; none is planned.)
 //! 4. **Need.** `planned = owed + new` doses over the horizon; `need = max(planned − s, 0)`.
 //! 5. **Share the shipment.**
 //!    - If `Σ need ≤ S` every line gets its need and the rest is **held back** (reported, never pushed
@@ -44,9 +56,13 @@
 //! rounding never depends on floating-point noise; only the reported rates and days are `f64`.
 //!
 //! At **district** or **province** level the sites' figures are summed per area first (rates, stock,
-//! owed doses after the capacity cap, leftover pace, and the area's remaining registrations) and the
-//! same rule runs on the sums. Stock at one site of a district therefore counts against another
-//! site's need in the same district: the district can move it.
+//! owed doses after the capacity cap) and the same rule runs on the sums. New starts are capped by
+//! registrations **district by district and then summed**, so people in a district with no room
+//! are never matched against room in another district: the planned doses of a province are the
+//! sum of its districts', and a district's are the sum of its sites' (tested). Stock at one site of
+//! a district does count against another site's need in the same district: the district can move
+//! it. So the areas agree on planned doses, and on need whenever no site holds more than its own
+//! planned use.
 //!
 //! Days of supply are `stock / rate` at the current pace, `None` when the rate is 0. Lines are sorted
 //! by area id.
@@ -140,6 +156,17 @@ pub struct PlanRequest {
     pub horizon_days: u32,
     /// Whether to split between sites, districts or provinces.
     pub level: Level,
+    /// Days overdue after which a person owed a dose counts as lapsed rather than owed (see the
+    /// module documentation). Only reported here: the caller counted owed and lapsed with it.
+    #[serde(default = "default_lapse_days")]
+    pub owed_lapse_days: u32,
+}
+
+/// The grace after which an owed dose lapses, when a request does not say.
+pub const DEFAULT_OWED_LAPSE_DAYS: u32 = 90;
+
+fn default_lapse_days() -> u32 {
+    DEFAULT_OWED_LAPSE_DAYS
 }
 
 /// One site that can receive this product, with its recent figures for the product.
@@ -160,8 +187,17 @@ pub struct SiteFigures {
     pub doses_in_window: u64,
     /// Doses of this product in unexpired lots at the site.
     pub stock_on_hand: u64,
-    /// People whose next dose of this product is owed at this site (e.g. due for dose 2).
+    /// People whose next dose of this product is owed at this site and falls due within the
+    /// horizon, or is overdue by at most `owed_lapse_days` (e.g. due for dose 2).
     pub owed_doses: u64,
+    /// People whose next dose is owed at this site but was due more than `owed_lapse_days` ago:
+    /// reported, not planned for.
+    #[serde(default)]
+    pub lapsed_doses: u64,
+    /// Doses of this product delivered to the site so far (lots received, adjustments); shown,
+    /// not planned with.
+    #[serde(default)]
+    pub received_doses: u64,
 }
 
 /// People in one district who registered but have not started their series yet.
@@ -188,10 +224,16 @@ pub struct PlanLine {
     pub daily_rate: f64,
     /// Doses on hand now.
     pub stock_on_hand: u64,
-    /// People owed their next dose (before any capacity cap).
+    /// People owed their next dose within the horizon (before any capacity cap).
     pub owed_doses: u64,
+    /// People more than `owed_lapse_days` overdue for their next dose here: to call back; no dose
+    /// is planned for them.
+    pub lapsed_doses: u64,
+    /// Doses of the product delivered to the line's sites so far (lots received, adjustments).
+    pub received_doses: u64,
     /// People still waiting to start that this line is expected to serve: the site's share of its
-    /// district's registrations at site level, the area's total otherwise.
+    /// district's registrations at site level (by its room for new starts), the area's total
+    /// otherwise.
     pub remaining_registrations: u64,
     /// Doses the line is expected to give over the horizon: owed doses first, then new starts
     /// (see the module documentation).
@@ -227,6 +269,8 @@ pub struct Plan {
     pub fill_level_days: Option<f64>,
     /// Registrations in districts where no listed site offers this product: nobody plans for them.
     pub unplaced_registrations: u64,
+    /// Σ lapsed over the lines: people to call back, not planned for.
+    pub lapsed_doses: u64,
     /// Plain-language remarks on how the plan was made and what to check.
     pub notes: Vec<String>,
 }
@@ -376,6 +420,16 @@ pub fn plan(
     // Σ allocated ≤ floor(S / u) × u ≤ S follows from the method; this is where it would show.
     debug_assert!(allocated <= shipment, "allocated {allocated} of {shipment}");
     notes.push(outcome_note(request, fill_level_days, held_back, unmet));
+    let lapsed = areas
+        .iter()
+        .try_fold(0u128, |sum, area| add(sum, area.lapsed))?;
+    if lapsed > 0 {
+        notes.push(format!(
+            "{lapsed} people are more than {} days overdue for their next dose (lapsed): no doses \
+             are planned for them; lapsed_doses on each line says where to call them back",
+            request.owed_lapse_days
+        ));
+    }
 
     let lines = areas
         .into_iter()
@@ -392,6 +446,7 @@ pub fn plan(
         unmet_need_doses: to_u64(unmet)?,
         fill_level_days,
         unplaced_registrations: to_u64(unplaced_registrations)?,
+        lapsed_doses: to_u64(lapsed)?,
         notes,
     })
 }
@@ -547,10 +602,9 @@ struct SiteDemand {
     daily_rate: f64,
     /// Owed doses that fit in the horizon's capacity.
     owed_planned: u128,
-    /// Pace left over after the owed doses: room for new starts.
+    /// Pace left over after the owed doses: room for new starts. Also the weight a district's
+    /// registrations are spread over its sites by.
     room_for_new: u128,
-    /// Weight for spreading the district's registrations: doses the site can give per window.
-    spread_weight: u128,
 }
 
 impl SiteDemand {
@@ -568,16 +622,10 @@ impl SiteDemand {
         if site.daily_capacity > 0 {
             daily_rate = daily_rate.min(f64::from(site.daily_capacity));
         }
-        let spread_weight = if capacity > 0 {
-            capacity * window
-        } else {
-            given
-        };
         Ok(SiteDemand {
             daily_rate,
             owed_planned,
             room_for_new: pace.saturating_sub(owed_planned),
-            spread_weight,
         })
     }
 }
@@ -599,10 +647,14 @@ struct Area {
     owed: u128,
     /// Σ owed doses that fit in each site's capacity over the horizon (what is planned).
     owed_planned: u128,
-    /// Σ pace left over after owed doses: how many new starts the sites could give.
-    room_for_new: u128,
+    /// Σ people lapsed (reported only).
+    lapsed: u128,
+    /// Σ doses delivered (reported only).
+    received: u128,
     /// People waiting to start that this line serves.
     registrations: u128,
+    /// New starts planned: room for new starts capped by registrations, district by district.
+    new_starts: u128,
 }
 
 impl Area {
@@ -615,8 +667,10 @@ impl Area {
             stock: 0,
             owed: 0,
             owed_planned: 0,
-            room_for_new: 0,
+            lapsed: 0,
+            received: 0,
             registrations: 0,
+            new_starts: 0,
         }
     }
 
@@ -626,14 +680,14 @@ impl Area {
         self.stock = add(self.stock, u128::from(site.stock_on_hand))?;
         self.owed = add(self.owed, u128::from(site.owed_doses))?;
         self.owed_planned = add(self.owed_planned, demand.owed_planned)?;
-        self.room_for_new = add(self.room_for_new, demand.room_for_new)?;
+        self.lapsed = add(self.lapsed, u128::from(site.lapsed_doses))?;
+        self.received = add(self.received, u128::from(site.received_doses))?;
         Ok(())
     }
 
-    /// Step 3 and 4: owed doses, then new starts bounded by the people waiting.
+    /// Step 3 and 4: owed doses, then the new starts worked out per district.
     fn planned(&self) -> u128 {
-        self.owed_planned
-            .saturating_add(self.room_for_new.min(self.registrations))
+        self.owed_planned.saturating_add(self.new_starts)
     }
 
     fn need(&self) -> u128 {
@@ -650,6 +704,8 @@ impl Area {
             allocated_doses: to_u64(allocated)?,
             stock_on_hand: to_u64(self.stock)?,
             owed_doses: to_u64(self.owed)?,
+            lapsed_doses: to_u64(self.lapsed)?,
+            received_doses: to_u64(self.received)?,
             remaining_registrations: to_u64(self.registrations)?,
             daily_rate: self.daily_rate,
             site_count: self.site_count,
@@ -684,12 +740,14 @@ fn site_areas(
     }
     for (key, members) in by_district {
         let people = registrations.get(&key).copied().unwrap_or(0);
+        // By room for new starts: a site with none (no uptake, or all of it owed) gets no share,
+        // and no site gets more than its room while the district has room for everyone.
         let mut weights: Vec<u128> = members
             .iter()
-            .map(|&index| demands[index].spread_weight)
+            .map(|&index| demands[index].room_for_new)
             .collect();
         if weights.iter().all(|&weight| weight == 0) {
-            // No site has a weight yet (all new, capacity unknown): share equally.
+            // No site has room: nobody is planned; the people are shown shared equally.
             weights.fill(1);
         }
         let total_weight = weights.iter().try_fold(0u128, |sum, &w| add(sum, w))?;
@@ -700,12 +758,14 @@ fn site_areas(
         let shares = round_to_units(&numerators, total_weight, 1, u128::from(people))?;
         for (&index, share) in members.iter().zip(shares) {
             areas[index].registrations = share;
+            areas[index].new_starts = share.min(demands[index].room_for_new);
         }
     }
     Ok(areas)
 }
 
-/// One line per district or province: the sites' figures summed, with the area's registrations.
+/// One line per district or province: the sites' figures summed; each district's new starts are
+/// its sites' room capped by its registrations, and an area's the sum of its districts'.
 fn grouped_areas(
     level: Level,
     sites: &[&SiteFigures],
@@ -713,7 +773,8 @@ fn grouped_areas(
     registrations: &Registrations<'_>,
 ) -> Result<Vec<Area>, PlanError> {
     let mut areas: BTreeMap<String, Area> = BTreeMap::new();
-    let mut counted: BTreeSet<(&str, &str)> = BTreeSet::new();
+    // Per district: the area holding its sites, and Σ room for new starts.
+    let mut districts: BTreeMap<(&str, &str), (String, u128)> = BTreeMap::new();
     for (site, demand) in sites.iter().zip(demands) {
         let (key, name) = match level {
             Level::District => (
@@ -725,13 +786,18 @@ fn grouped_areas(
         };
         let area = areas
             .entry(key.clone())
-            .or_insert_with(|| Area::empty(key, name));
+            .or_insert_with(|| Area::empty(key.clone(), name));
         area.add_site(site, demand)?;
-        // Each district's registrations are added once, to the area that holds its sites.
-        let district = (site.province.as_str(), site.district.as_str());
-        if counted.insert(district) {
-            let people = registrations.get(&district).copied().unwrap_or(0);
-            area.registrations = add(area.registrations, u128::from(people))?;
+        let district = districts
+            .entry((site.province.as_str(), site.district.as_str()))
+            .or_insert((key, 0));
+        district.1 = add(district.1, demand.room_for_new)?;
+    }
+    for (district, (key, room)) in districts {
+        let people = u128::from(registrations.get(&district).copied().unwrap_or(0));
+        if let Some(area) = areas.get_mut(&key) {
+            area.registrations = add(area.registrations, people)?;
+            area.new_starts = add(area.new_starts, room.min(people))?;
         }
     }
     Ok(areas.into_values().collect())
@@ -878,8 +944,8 @@ mod tests {
     //                                                      500                     2380     1880
     //
     // planned = owed + min(pace − owed, registrations share): 200 + 1200, 0 + 700, 50 + 230.
-    // Registration shares: Ba Đình's 10,000 spread by weight 700 (doses/window, capacity unknown)
-    // and 60 × 7 = 420: 6,250 and 3,750, both above the room for new starts.
+    // Registration shares: Ba Đình's 10,000 spread by room for new starts, 1400 − 200 = 1200 and
+    // 700 − 0 = 700: 6,315.8 and 3,684.2 → 6,316 and 3,684, both above the room.
 
     fn site(
         site_id: &str,
@@ -898,6 +964,8 @@ mod tests {
             doses_in_window,
             stock_on_hand,
             owed_doses,
+            lapsed_doses: 0,
+            received_doses: 0,
         }
     }
 
@@ -929,6 +997,7 @@ mod tests {
             window_days: 7,
             horizon_days: 14,
             level,
+            owed_lapse_days: 90,
         }
     }
 
@@ -977,8 +1046,8 @@ mod tests {
         assert_eq!(
             figures,
             vec![
-                (100.0, 1400, 1000, 6250),
-                (50.0, 700, 600, 3750),
+                (100.0, 1400, 1000, 6316),
+                (50.0, 700, 600, 3684),
                 (20.0, 280, 280, 10_000),
             ]
         );
@@ -1207,10 +1276,10 @@ mod tests {
 
     #[test]
     fn remaining_registrations_bound_new_starts() {
-        // Ba Đình has 1,500 people left, spread by weight 700 : 420 → 937.5 and 562.5; the loose
-        // person goes to the lower site id on the tie: 938 and 562.
-        // Ba Đình 1: 200 owed + min(1200, 938) = 1138 planned, need 738.
-        // Ba Đình 2: 0 owed + min(700, 562) = 562 planned, need 462.
+        // Ba Đình has 1,500 people left, spread by room for new starts 1200 : 700 → 947.4 and
+        // 552.6; the loose person goes to the larger remainder: 947 and 553.
+        // Ba Đình 1: 200 owed + min(1200, 947) = 1147 planned, need 1147 − 400 = 747.
+        // Ba Đình 2: 0 owed + min(700, 553) = 553 planned, need 553 − 100 = 453.
         let districts = [district("BADINH", 1500), district("CAUGIAY", 10_000)];
         let plan = make_plan(&request(0, 1, Level::Site), &three_sites(), &districts);
         let figures: Vec<_> = plan
@@ -1220,11 +1289,87 @@ mod tests {
             .collect();
         assert_eq!(
             figures,
-            vec![(938, 1138, 738), (562, 562, 462), (10_000, 280, 280)]
+            vec![(947, 1147, 747), (553, 553, 453), (10_000, 280, 280)]
         );
-        // District level: 200 owed + min(1900, 1500) = 1700 planned.
+        // District level: 200 owed + min(1900, 1500) = 1700 planned = 1147 + 553.
         let plan = make_plan(&request(0, 1, Level::District), &three_sites(), &districts);
         assert_eq!(plan.lines[0].planned_doses, 1700);
+    }
+
+    #[test]
+    fn people_go_to_the_sites_that_have_room_for_them() {
+        // The audit's case: 1,000 people left in Ba Đình. Site A (capacity unknown) gave 700 doses
+        // this week: room 700 × 14 / 7 = 1,400. Site B can give 3,000 a day but gave none of this
+        // product: room 0. Weighting by capacity gave A 700 / (700 + 3000 × 7) of the people, 32;
+        // by room A gets all 1,000 and B none, as the district plan says.
+        let sites = [
+            site("A", "BADINH", 0, 700, 0, 0),
+            site("B", "BADINH", 3000, 0, 0, 0),
+        ];
+        let districts = [district("BADINH", 1000)];
+        let by_site = make_plan(&request(0, 1, Level::Site), &sites, &districts);
+        let figures: Vec<_> = by_site
+            .lines
+            .iter()
+            .map(|l| (l.area.as_str(), l.remaining_registrations, l.planned_doses))
+            .collect();
+        assert_eq!(figures, vec![("A", 1000, 1000), ("B", 0, 0)]);
+        let by_district = make_plan(&request(0, 1, Level::District), &sites, &districts);
+        assert_eq!(by_district.lines[0].planned_doses, 1000);
+        assert_eq!(by_district.need_doses, by_site.need_doses);
+
+        // More people than room: each site is planned to its room (1,400 and, with B now giving
+        // 70 a week, 140), the district to the same 1,540 out of 5,000.
+        let sites = [
+            site("A", "BADINH", 0, 700, 0, 0),
+            site("B", "BADINH", 3000, 70, 0, 0),
+        ];
+        let districts = [district("BADINH", 5000)];
+        let by_site = make_plan(&request(0, 1, Level::Site), &sites, &districts);
+        let planned: Vec<u64> = by_site.lines.iter().map(|l| l.planned_doses).collect();
+        assert_eq!(planned, vec![1400, 140]);
+        let by_district = make_plan(&request(0, 1, Level::District), &sites, &districts);
+        assert_eq!(by_district.lines[0].planned_doses, 1540);
+    }
+
+    #[test]
+    fn province_level_caps_new_starts_district_by_district() {
+        // Ba Đình's site has room for 1,400 new starts but nobody left to start; Cầu Giấy has 500
+        // people left and a site with no uptake (room 0). Summing room and people over the
+        // province first would plan min(1400, 500) = 500 new starts; per district it is
+        // min(1400, 0) + min(0, 500) = 0, as the district plans say.
+        let sites = [
+            site("A", "BADINH", 0, 700, 0, 0),
+            site("B", "CAUGIAY", 0, 0, 0, 0),
+        ];
+        let districts = [district("BADINH", 0), district("CAUGIAY", 500)];
+        let by_province = make_plan(&request(0, 1, Level::Province), &sites, &districts);
+        assert_eq!(by_province.lines[0].planned_doses, 0);
+        assert_eq!(by_province.lines[0].remaining_registrations, 500);
+        let by_district = make_plan(&request(0, 1, Level::District), &sites, &districts);
+        let planned: u64 = by_district.lines.iter().map(|l| l.planned_doses).sum();
+        assert_eq!(planned, 0);
+    }
+
+    #[test]
+    fn lapsed_people_are_reported_and_not_planned_for() {
+        // Ba Đình 1 owes 200 doses due in the horizon and has 40 people long overdue: the 40 are
+        // shown, on the line and in a note, and planned for by no one.
+        let mut sites = three_sites();
+        sites[0].lapsed_doses = 40;
+        let plan = make_plan(&request(0, 1, Level::Site), &sites, &two_districts());
+        assert_eq!(plan.lines[0].lapsed_doses, 40);
+        assert_eq!(plan.lines[0].planned_doses, 1400, "as without them");
+        assert_eq!(plan.lapsed_doses, 40);
+        assert!(
+            plan.notes
+                .iter()
+                .any(|n| n.contains("40 people are more than 90 days overdue")),
+            "{:?}",
+            plan.notes
+        );
+        let by_district = make_plan(&request(0, 1, Level::District), &sites, &two_districts());
+        assert_eq!(by_district.lines[0].lapsed_doses, 40);
     }
 
     #[test]
@@ -1437,6 +1582,7 @@ mod tests {
                     window_days,
                     horizon_days,
                     level,
+                    owed_lapse_days: 90,
                 },
             );
         let sites = prop::collection::vec(arb_site(), 1..8).prop_map(|rows| {
@@ -1452,6 +1598,8 @@ mod tests {
                         doses_in_window: given,
                         stock_on_hand: stock,
                         owed_doses: owed,
+                        lapsed_doses: owed / 3,
+                        received_doses: stock,
                     },
                 )
                 .collect::<Vec<_>>()
@@ -1489,6 +1637,47 @@ mod tests {
             }
             let areas: Vec<&str> = plan.lines.iter().map(|l| l.area.as_str()).collect();
             prop_assert!(areas.windows(2).all(|pair| pair[0] < pair[1]), "{:?}", areas);
+        }
+
+        #[test]
+        fn sites_districts_and_provinces_agree_on_what_each_area_needs(
+            (request, sites, districts) in arb_campaign()
+        ) {
+            let at = |level| PlanRequest { level, ..request.clone() };
+            let by_site = plan(&at(Level::Site), &sites, &districts).expect("valid campaign");
+            let by_district = plan(&at(Level::District), &sites, &districts).expect("valid");
+            let by_province = plan(&at(Level::Province), &sites, &districts).expect("valid");
+            // Σ over the sites of each district, then over the districts of each province.
+            let mut district_sums: BTreeMap<String, (u64, u64, u64)> = BTreeMap::new();
+            for line in &by_site.lines {
+                let site = sites.iter().find(|s| s.site_id == line.area).expect("a site");
+                let sum = district_sums
+                    .entry(format!("{}/{}", site.province, site.district))
+                    .or_default();
+                sum.0 += line.planned_doses;
+                sum.1 += line.stock_on_hand;
+                sum.2 += line.remaining_registrations;
+            }
+            let mut province_sums: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+            for line in &by_district.lines {
+                let (planned, stock, people) = district_sums[&line.area];
+                prop_assert_eq!(line.planned_doses, planned, "{}", &line.area);
+                prop_assert_eq!(line.need_doses, planned.saturating_sub(stock), "{}", &line.area);
+                prop_assert_eq!(line.remaining_registrations, people, "{}", &line.area);
+                let province = line.area.split('/').next().expect("P/D").to_owned();
+                let sum = province_sums.entry(province).or_default();
+                sum.0 += line.planned_doses;
+                sum.1 += line.stock_on_hand;
+            }
+            for line in &by_province.lines {
+                let (planned, stock) = province_sums[&line.area];
+                prop_assert_eq!(line.planned_doses, planned, "{}", &line.area);
+                prop_assert_eq!(line.need_doses, planned.saturating_sub(stock), "{}", &line.area);
+            }
+            // Where no site holds more than its own planned use, the needs add up exactly.
+            if by_site.lines.iter().all(|l| l.stock_on_hand <= l.planned_doses) {
+                prop_assert_eq!(by_site.need_doses, by_district.need_doses);
+            }
         }
 
         #[test]

@@ -16,12 +16,21 @@
 //! - `dose_retractions` (version 2): one row per correction, the placement it ended — the
 //!   `previous` row as it stood (the doses table's columns, `deleted = 1`) under the
 //!   *correction's* version.
-//! - `dose_hours` (product, hour, site, dose number), `owed_sites` (product, site, whether the
-//!   dose owes the next one there or settles one owed there) and `started_districts` (home
-//!   district, first doses): `AggregatingMergeTree` rollups of `uniqExactState(dose_id,
-//!   version)`, kept by materialized views on `doses` (placements, `retracted = 0`) and on
-//!   `dose_retractions` (`retracted = 1`).
-//! - `stock_movements`: deliveries per lot, `ReplacingMergeTree` by movement id.
+//! - `dose_hours` (product, hour, site, dose number), `owed_due` (version 4: product, site, the
+//!   day the next dose falls due, whether the dose owes the next one there or settles one owed
+//!   there) and `started_districts` (home district, first doses): `AggregatingMergeTree` rollups
+//!   of `uniqExactState(dose_id, version)`, kept by materialized views on `doses` (placements,
+//!   `retracted = 0`) and on `dose_retractions` (`retracted = 1`). `owed_sites` (version 2, the
+//!   same without the due day) was replaced by `owed_due` and dropped by version 4.
+//! - `doses.next_due`, `doses.previous_due` (version 4, also on `dose_retractions`): the due
+//!   day a dose leaves owed and the one it settles (see [`DoseRow`]). Rows from before version 4
+//!   got theirs in the migration's backfill of `owed_due`, from each product's minimum interval
+//!   ([`Intervals`]: the server passes its catalogue) and, for the settled day, the person's
+//!   previous dose.
+//! - `lot_movements` (version 5): each lot received once and each later change of its
+//!   allocation as an adjustment by the difference, `ReplacingMergeTree` by movement id (see
+//!   [`LotAllocation`]). `stock_movements` (version 1) hashed the quantity into the id, so a
+//!   changed lot was "received" twice; it is no longer written nor read, and kept as history.
 //!
 //! ## Why the rollups are exact
 //! A placement of a dose starts at a version (its first commit, or the correction that put it
@@ -49,9 +58,10 @@ use store::{AreaCode, District};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::row::{DoseRow, Event};
+use crate::row::{DoseRow, Event, LotAllocation, LotLedger, StockMovement, nanos};
 use crate::{
-    Analytics, AreaLevel, Granularity, Result, SiteActivity, UptakePoint, UptakeQuery, hour_floor,
+    Analytics, AreaLevel, Granularity, Intervals, OwedWindow, Result, SiteActivity, UptakePoint,
+    UptakeQuery, hour_floor,
 };
 
 /// Where the analytics database is.
@@ -80,6 +90,12 @@ impl ClickHouseConfig {
 
 /// The schema, in order. Each statement is idempotent; the highest applied version is recorded
 /// in `schema_migrations`, so a later release adds statements under a new version.
+///
+/// Two conventions, applied by the migration runner:
+/// - `ALTER TABLE t ADD COLUMN c ...` runs only when `t` has no column `c` (ClickHouse 18.16
+///   has no `ADD COLUMN IF NOT EXISTS`), so a migration interrupted after it can run again.
+/// - `{min_interval_days}` is replaced by an expression giving the minimum interval after a
+///   dose of `product`, in days, from the [`Intervals`] the backend was given.
 pub const MIGRATIONS: &[(u32, &str, &[&str])] = &[
     (
         1,
@@ -286,6 +302,103 @@ pub const MIGRATIONS: &[(u32, &str, &[&str])] = &[
             "DROP TABLE IF EXISTS uptake_area_day",
         ],
     ),
+    (
+        4,
+        "owed doses by the day they fall due",
+        &[
+            "ALTER TABLE doses ADD COLUMN next_due Date",
+            "ALTER TABLE doses ADD COLUMN previous_due Date",
+            "ALTER TABLE dose_retractions ADD COLUMN next_due Date",
+            "ALTER TABLE dose_retractions ADD COLUMN previous_due Date",
+            "CREATE TABLE IF NOT EXISTS owed_due (
+            product String,
+            site_id String,
+            due Date,
+            settles UInt8,
+            retracted UInt8,
+            doses AggregateFunction(uniqExact, UUID, UInt64)
+        ) ENGINE = AggregatingMergeTree()
+        ORDER BY (product, site_id, due, settles, retracted)",
+            "CREATE MATERIALIZED VIEW IF NOT EXISTS owed_due_owing_placed_mv TO owed_due AS
+        SELECT product, site_id, next_due AS due, toUInt8(0) AS settles, toUInt8(0) AS retracted,
+               uniqExactState(dose_id, version) AS doses
+        FROM doses WHERE deleted = 0 AND dose_number < series_doses
+        GROUP BY product, site_id, due",
+            "CREATE MATERIALIZED VIEW IF NOT EXISTS owed_due_settling_placed_mv TO owed_due AS
+        SELECT previous_product AS product, previous_site AS site_id, previous_due AS due,
+               toUInt8(1) AS settles, toUInt8(0) AS retracted,
+               uniqExactState(dose_id, version) AS doses
+        FROM doses WHERE deleted = 0 AND previous_site != ''
+        GROUP BY previous_product, previous_site, due",
+            "CREATE MATERIALIZED VIEW IF NOT EXISTS owed_due_owing_retracted_mv TO owed_due AS
+        SELECT product, site_id, next_due AS due, toUInt8(0) AS settles, toUInt8(1) AS retracted,
+               uniqExactState(dose_id, version) AS doses
+        FROM dose_retractions WHERE dose_number < series_doses
+        GROUP BY product, site_id, due",
+            "CREATE MATERIALIZED VIEW IF NOT EXISTS owed_due_settling_retracted_mv TO owed_due AS
+        SELECT previous_product AS product, previous_site AS site_id, previous_due AS due,
+               toUInt8(1) AS settles, toUInt8(1) AS retracted,
+               uniqExactState(dose_id, version) AS doses
+        FROM dose_retractions WHERE previous_site != ''
+        GROUP BY previous_product, previous_site, due",
+            // Backfill from the doses recorded before version 4, each at its latest placement
+            // (read `FINAL`, once), as the views would have placed them: the owed day is the
+            // dose's day plus its product's interval; the settled day is the previous dose's
+            // (same person, the dose number before), found by a join. Rows already carrying
+            // their days keep them. Idempotent; the caveat of version 2's backfill applies.
+            // (No alias repeats a column name: current releases refuse cyclic aliases.)
+            "INSERT INTO owed_due
+        SELECT product, site_id, due, toUInt8(0) AS settles, toUInt8(0) AS retracted,
+               uniqExactState(dose_id, version) AS doses
+        FROM (SELECT product, site_id, dose_id, version,
+                     if(next_due = toDate(0), toDate(administered_at) + {min_interval_days},
+                        next_due) AS due
+              FROM (SELECT * FROM doses FINAL)
+              WHERE deleted = 0 AND dose_number < series_doses)
+        GROUP BY product, site_id, due",
+            "INSERT INTO owed_due
+        SELECT previous_product AS product, previous_site AS site_id, due,
+               toUInt8(1) AS settles, toUInt8(0) AS retracted,
+               uniqExactState(dose_id, version) AS doses
+        FROM (SELECT previous_product, previous_site, dose_id, version,
+                     if(previous_due != toDate(0), previous_due,
+                        if(earlier_due != toDate(0), earlier_due, toDate(administered_at))) AS due
+              FROM (SELECT person_code, toUInt8(dose_number - 1) AS earlier_number,
+                           previous_product, previous_site, previous_due, dose_id, version,
+                           administered_at
+                    FROM (SELECT * FROM doses FINAL)
+                    WHERE deleted = 0 AND previous_site != '')
+              ANY LEFT JOIN
+                   (SELECT person_code, dose_number AS earlier_number,
+                           toDate(administered_at) + {min_interval_days} AS earlier_due
+                    FROM (SELECT * FROM doses FINAL) WHERE deleted = 0)
+              USING (person_code, earlier_number))
+        GROUP BY previous_product, previous_site, due",
+            // The rollup `owed_due` replaces; views first, so no insert feeds a dropped table.
+            "DROP TABLE IF EXISTS owed_sites_owing_placed_mv",
+            "DROP TABLE IF EXISTS owed_sites_settling_placed_mv",
+            "DROP TABLE IF EXISTS owed_sites_owing_retracted_mv",
+            "DROP TABLE IF EXISTS owed_sites_settling_retracted_mv",
+            "DROP TABLE IF EXISTS owed_sites",
+        ],
+    ),
+    (
+        5,
+        "lot movements: each lot received once, later changes as adjustments",
+        // Filled by the lot announcements the server makes for every lot at start-up (the
+        // first announcement of a lot is its receipt), so nothing to backfill.
+        &["CREATE TABLE IF NOT EXISTS lot_movements (
+            movement_id UUID,
+            site_id String,
+            product String,
+            lot_number String,
+            quantity Int64,
+            reason String,
+            at DateTime('UTC'),
+            announced UInt64
+        ) ENGINE = ReplacingMergeTree()
+        ORDER BY (product, site_id, lot_number, movement_id)"],
+    ),
 ];
 
 /// For reads of `doses` at each dose's latest version (the migration's backfill,
@@ -318,6 +431,18 @@ struct DoseRecord<'a> {
     recorded_at: OffsetDateTime,
     version: u64,
     deleted: u8,
+    /// Days since 1970 (ClickHouse `Date`); 0 when the row owes nothing.
+    next_due: u16,
+    /// Days since 1970; 0 when the row settles nothing.
+    previous_due: u16,
+}
+
+/// A day as ClickHouse's `Date`: days since 1970-01-01, within its range.
+fn date_days(day: Option<time::Date>) -> u16 {
+    day.map_or(0, |day| {
+        let days = day.to_julian_day() - time::macros::date!(1970 - 01 - 01).to_julian_day();
+        u16::try_from(days.max(0)).unwrap_or(u16::MAX)
+    })
 }
 
 impl<'a> DoseRecord<'a> {
@@ -340,6 +465,8 @@ impl<'a> DoseRecord<'a> {
             recorded_at: row.recorded_at,
             version,
             deleted: u8::from(deleted),
+            next_due: date_days(row.owed_from()),
+            previous_due: date_days(row.settles_from()),
         }
     }
 }
@@ -355,6 +482,25 @@ struct MovementRecord<'a> {
     reason: &'a str,
     #[serde(with = "::clickhouse::serde::time::datetime")]
     at: OffsetDateTime,
+    /// `nanos(at)` of the announcement that made the movement: orders a lot's announcements.
+    announced: u64,
+}
+
+/// A lot's movements summed, as [`LotLedger`] needs them.
+#[derive(Debug, Row, Deserialize)]
+struct LedgerRow {
+    site_id: String,
+    product: String,
+    lot_number: String,
+    total: i64,
+    last_at: u64,
+}
+
+#[derive(Debug, Row, Deserialize)]
+struct SiteOwed {
+    site_id: String,
+    owed: i64,
+    lapsed: i64,
 }
 
 /// Net figures are placed − retracted, which is never negative when every correction names
@@ -393,6 +539,8 @@ pub struct ClickHouseAnalytics {
     client: Client,
     database: String,
     schema: tokio::sync::OnceCell<()>,
+    /// Dates the rows recorded before due dates, in the version-4 backfill.
+    intervals: Intervals,
 }
 
 impl std::fmt::Debug for ClickHouseAnalytics {
@@ -422,7 +570,16 @@ impl ClickHouseAnalytics {
             client,
             database: config.database.clone(),
             schema: tokio::sync::OnceCell::new(),
+            intervals: Intervals::default(),
         }
+    }
+
+    /// The products' minimum intervals the migrations date old rows with (default: the
+    /// built-in catalogue). Give the campaign's catalogue when it has products of its own.
+    #[must_use]
+    pub fn with_intervals(mut self, intervals: Intervals) -> Self {
+        self.intervals = intervals;
+        self
     }
 
     /// Connects, creates the database and applies the migrations not yet applied.
@@ -469,8 +626,15 @@ impl ClickHouseAnalytics {
                 continue;
             }
             for statement in *statements {
+                if let Some((table, column)) = added_column(statement)
+                    && self.has_column(table, column).await?
+                {
+                    continue;
+                }
+                let statement =
+                    statement.replace("{min_interval_days}", &interval_sql(&self.intervals));
                 // Backfills read `doses FINAL`, hence the exact settings.
-                self.exact(statement).execute().await?;
+                self.exact(&statement).execute().await?;
             }
             self.client
                 .query("INSERT INTO schema_migrations VALUES (?, ?, now())")
@@ -481,6 +645,78 @@ impl ClickHouseAnalytics {
             tracing::info!(version, description, "ClickHouse schema migrated");
         }
         Ok(())
+    }
+
+    async fn has_column(&self, table: &str, column: &str) -> Result<bool> {
+        let n: u64 = self
+            .client
+            .query(
+                "SELECT count() FROM system.columns
+                 WHERE database = currentDatabase() AND table = ? AND name = ?",
+            )
+            .bind(table)
+            .bind(column)
+            .fetch_one()
+            .await?;
+        Ok(n > 0)
+    }
+
+    /// The lots' ledgers, for the lots of `sites`.
+    async fn ledgers(
+        &self,
+        sites: &[&str],
+    ) -> Result<HashMap<(String, String, String), LotLedger>> {
+        let rows: Vec<LedgerRow> = self
+            .client
+            .query(
+                "SELECT site_id, product, lot_number, sum(quantity) AS total,
+                        max(announced) AS last_at
+                 FROM (SELECT site_id, product, lot_number, quantity, announced
+                       FROM lot_movements FINAL WHERE has(?, site_id))
+                 GROUP BY site_id, product, lot_number",
+            )
+            .bind(sites)
+            .fetch_all()
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                (
+                    (r.site_id, r.product, r.lot_number),
+                    LotLedger {
+                        total: r.total,
+                        last_at: r.last_at,
+                    },
+                )
+            })
+            .collect())
+    }
+
+    /// The movements `announcements` make, against the ledgers in the table (one shipper, so
+    /// nothing else writes between this read and the insert; a batch retried after an
+    /// ambiguous failure finds its movements there and makes none again).
+    async fn movements(&self, announcements: &[LotAllocation]) -> Result<Vec<StockMovement>> {
+        if announcements.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut sites: Vec<&str> = announcements.iter().map(|a| a.site_id.as_str()).collect();
+        sites.sort_unstable();
+        sites.dedup();
+        let mut ledgers = self.ledgers(&sites).await?;
+        let mut movements = Vec::new();
+        for lot in announcements {
+            let key = (
+                lot.site_id.clone(),
+                lot.product.clone(),
+                lot.lot_number.clone(),
+            );
+            let (movement, after) = LotLedger::apply(ledgers.get(&key).copied(), lot);
+            movements.extend(movement);
+            if let Some(after) = after {
+                ledgers.insert(key, after);
+            }
+        }
+        Ok(movements)
     }
 
     /// Runs `SELECT count() FROM doses` without `FINAL`: physical rows, for tests that check
@@ -534,6 +770,42 @@ fn net_sql(table: &str, key: &str, filter: &str, select: &str, group: &str, sign
 const HOUR_KEY: &str =
     "product, hour, site_province, site_district, site_id, dose_number, retracted";
 
+/// `(table, column)` of an `ALTER TABLE t ADD COLUMN c ...` migration statement.
+fn added_column(statement: &str) -> Option<(&str, &str)> {
+    let mut words = statement.split_whitespace();
+    let mut expect = |word: &str| words.next().is_some_and(|w| w.eq_ignore_ascii_case(word));
+    if !(expect("ALTER") && expect("TABLE")) {
+        return None;
+    }
+    let table = words.next()?;
+    let mut words_after = words;
+    let add = words_after.next()?;
+    let column_kw = words_after.next()?;
+    if !(add.eq_ignore_ascii_case("ADD") && column_kw.eq_ignore_ascii_case("COLUMN")) {
+        return None;
+    }
+    Some((table, words_after.next()?))
+}
+
+/// The minimum interval after a dose of `product`, in days, as SQL: `transform` over the
+/// catalogue, 0 for a product it does not know.
+fn interval_sql(intervals: &Intervals) -> String {
+    let all = intervals.sorted();
+    if all.is_empty() {
+        return "toUInt16(0)".to_owned();
+    }
+    let products: Vec<String> = all
+        .iter()
+        .map(|(p, _)| format!("'{}'", p.replace('\\', "\\\\").replace('\'', "\\'")))
+        .collect();
+    let days: Vec<String> = all.iter().map(|(_, d)| format!("toUInt16({d})")).collect();
+    format!(
+        "transform(product, [{}], [{}], toUInt16(0))",
+        products.join(", "),
+        days.join(", ")
+    )
+}
+
 #[async_trait]
 impl Analytics for ClickHouseAnalytics {
     fn backend_name(&self) -> &'static str {
@@ -546,11 +818,16 @@ impl Analytics for ClickHouseAnalytics {
 
     async fn apply(&self, events: &[Event]) -> Result<()> {
         self.ready().await?;
+        // Rows of the release before due dates get theirs here (see `DoseRow::fill_legacy_dues`).
+        let filled: Vec<std::borrow::Cow<'_, Event>> = events
+            .iter()
+            .map(|event| fill_legacy_dues(event, &self.intervals))
+            .collect();
         let mut doses = Vec::new();
         let mut retractions = Vec::new();
-        let mut movements = Vec::new();
-        for event in events {
-            match event {
+        let mut announcements = Vec::new();
+        for event in &filled {
+            match event.as_ref() {
                 Event::Dose(row) => doses.push(DoseRecord::new(row, row.version, false)),
                 Event::DoseCorrected {
                     previous,
@@ -564,17 +841,24 @@ impl Analytics for ClickHouseAnalytics {
                     // correction's version (the doses table's columns; `deleted` is 1).
                     retractions.push(DoseRecord::new(previous, corrected.version, true));
                 }
-                Event::Stock(m) => movements.push(MovementRecord {
-                    movement_id: m.movement_id,
-                    site_id: &m.site_id,
-                    product: &m.product,
-                    lot_number: &m.lot_number,
-                    quantity: m.quantity,
-                    reason: &m.reason,
-                    at: m.at,
-                }),
+                Event::Lot(lot) => announcements.push(lot.clone()),
+                Event::Stock(old) => announcements.push(old.as_allocation()),
             }
         }
+        let lot_movements = self.movements(&announcements).await?;
+        let movements: Vec<MovementRecord<'_>> = lot_movements
+            .iter()
+            .map(|m| MovementRecord {
+                movement_id: m.movement_id,
+                site_id: &m.site_id,
+                product: &m.product,
+                lot_number: &m.lot_number,
+                quantity: m.quantity,
+                reason: &m.reason,
+                at: m.at,
+                announced: nanos(m.at),
+            })
+            .collect();
         // Retractions first: should the second insert fail, the batch is retried whole, and
         // until then a dose is missing from its new placement rather than counted twice.
         if !retractions.is_empty() {
@@ -597,7 +881,7 @@ impl Analytics for ClickHouseAnalytics {
         if !movements.is_empty() {
             let mut insert = self
                 .client
-                .insert::<MovementRecord<'_>>("stock_movements")
+                .insert::<MovementRecord<'_>>("lot_movements")
                 .await?;
             for record in &movements {
                 insert.write(record).await?;
@@ -621,6 +905,7 @@ impl Analytics for ClickHouseAnalytics {
         &self,
         product: &str,
         since: OffsetDateTime,
+        owed: OwedWindow,
     ) -> Result<Vec<SiteActivity>> {
         self.ready().await?;
         let since = hour_floor(since).unix_timestamp();
@@ -632,14 +917,21 @@ impl Analytics for ClickHouseAnalytics {
             "site_id",
             "retracted = 0",
         );
-        // Owing placed and settling retracted add; owing retracted and settling placed take away.
-        let owed = net_sql(
-            "owed_sites",
-            "site_id, settles, retracted",
-            "WHERE product = ?",
-            "site_id",
-            "site_id",
+        // Per due day: owing placed and settling retracted add; owing retracted and settling
+        // placed take away. Then per site, the days before the window are lapsed, the others
+        // (up to its last day, the filter) owed.
+        let by_day = net_sql(
+            "owed_due",
+            "site_id, due, settles, retracted",
+            "WHERE product = ? AND due <= toDate(?)",
+            "site_id, due",
+            "site_id, due",
             "settles = retracted",
+        );
+        let owed_sql = format!(
+            "SELECT site_id, sum(if(due < toDate(?), 0, n)) AS owed,
+                    sum(if(due < toDate(?), n, 0)) AS lapsed
+             FROM ({by_day}) GROUP BY site_id"
         );
         let in_window = self
             .client
@@ -647,32 +939,55 @@ impl Analytics for ClickHouseAnalytics {
             .bind(product)
             .bind(since)
             .fetch_all::<SiteCount>();
-        let owed = self
+        let lapsed_before = owed.lapsed_before.to_string();
+        let owed_rows = self
             .client
-            .query(&owed)
+            .query(&owed_sql)
+            .bind(&lapsed_before)
+            .bind(&lapsed_before)
             .bind(product)
-            .fetch_all::<SiteCount>();
-        let (in_window, owed) = tokio::try_join!(in_window, owed)?;
+            .bind(owed.due_by.to_string())
+            .fetch_all::<SiteOwed>();
+        let (in_window, owed_rows) = tokio::try_join!(in_window, owed_rows)?;
         let mut sites: BTreeMap<String, SiteActivity> = BTreeMap::new();
-        for (counts, owing) in [(in_window, false), (owed, true)] {
-            for count in counts {
-                let site = sites
-                    .entry(count.site_id.clone())
-                    .or_insert_with(|| SiteActivity {
-                        site_id: count.site_id,
-                        ..SiteActivity::default()
-                    });
-                if owing {
-                    site.owed_doses = net(count.n);
-                } else {
-                    site.doses_in_window = net(count.n);
-                }
-            }
+        for count in in_window {
+            sites
+                .entry(count.site_id.clone())
+                .or_insert_with(|| SiteActivity {
+                    site_id: count.site_id,
+                    ..SiteActivity::default()
+                })
+                .doses_in_window = net(count.n);
+        }
+        for row in owed_rows {
+            let site = sites
+                .entry(row.site_id.clone())
+                .or_insert_with(|| SiteActivity {
+                    site_id: row.site_id,
+                    ..SiteActivity::default()
+                });
+            site.owed_doses = net(row.owed);
+            site.lapsed_doses = net(row.lapsed);
         }
         Ok(sites
             .into_values()
-            .filter(|s| s.doses_in_window > 0 || s.owed_doses > 0)
+            .filter(|s| s.doses_in_window > 0 || s.owed_doses > 0 || s.lapsed_doses > 0)
             .collect())
+    }
+
+    async fn received_by_site(&self, product: &str) -> Result<HashMap<String, i64>> {
+        self.ready().await?;
+        let rows: Vec<SiteCount> = self
+            .client
+            .query(
+                "SELECT site_id, sum(quantity) AS n
+                 FROM (SELECT site_id, quantity FROM lot_movements FINAL WHERE product = ?)
+                 GROUP BY site_id",
+            )
+            .bind(product)
+            .fetch_all()
+            .await?;
+        Ok(rows.into_iter().map(|r| (r.site_id, r.n)).collect())
     }
 
     async fn started_by_district(&self) -> Result<HashMap<District, u64>> {
@@ -750,5 +1065,55 @@ impl Analytics for ClickHouseAnalytics {
                 doses: net(p.doses),
             })
             .collect())
+    }
+}
+
+/// `event` with the due dates a legacy row lacks filled in; borrowed when it has them.
+fn fill_legacy_dues<'a>(event: &'a Event, intervals: &Intervals) -> std::borrow::Cow<'a, Event> {
+    let lacks = |row: &DoseRow| {
+        (row.leaves_dose_owed() && row.next_due.is_none())
+            || (!row.previous_site.is_empty() && row.previous_due.is_none())
+    };
+    let fill = |row: &DoseRow| {
+        let mut row = row.clone();
+        row.fill_legacy_dues(|p| intervals.days(p));
+        row
+    };
+    match event {
+        Event::Dose(row) if lacks(row) => std::borrow::Cow::Owned(Event::Dose(fill(row))),
+        Event::DoseCorrected {
+            previous,
+            corrected,
+        } if lacks(previous) || lacks(corrected) => std::borrow::Cow::Owned(Event::DoseCorrected {
+            previous: Box::new(fill(previous)),
+            corrected: Box::new(fill(corrected)),
+        }),
+        other => std::borrow::Cow::Borrowed(other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn add_column_statements_are_recognised() {
+        assert_eq!(
+            added_column("ALTER TABLE doses ADD COLUMN next_due Date"),
+            Some(("doses", "next_due"))
+        );
+        assert_eq!(added_column("DROP TABLE IF EXISTS owed_sites"), None);
+        assert_eq!(added_column("ALTER TABLE doses DROP COLUMN x"), None);
+    }
+
+    #[test]
+    fn the_interval_expression_covers_the_catalogue() {
+        let sql = interval_sql(&Intervals::default());
+        for product in store::builtin_products() {
+            let entry = format!("'{}'", product.code);
+            assert!(sql.contains(&entry), "{sql}");
+        }
+        assert!(sql.starts_with("transform(product, ['ABDALA', "), "{sql}");
+        assert!(sql.contains("toUInt16(21)"), "{sql}");
     }
 }

@@ -7,14 +7,28 @@
 //! - `rollups`: counters, each an `i64`:
 //!   - `h` product 0x00 hour(8 bytes, big-endian) province 0x00 district 0x00 site → doses given
 //!     in that hour (product and time first: windows and uptake series are range scans);
-//!   - `o` site 0x00 product → doses owed at the site;
+//!   - `w` product 0x00 site 0x00 due day (4 bytes, big-endian days since 1970) → people owed
+//!     their next dose at the site from that day: +1 for a dose that leaves one owed, −1 for
+//!     the dose that settles it (under the due day it settles, which its row carries);
 //!   - `s` province 0x00 district → people who started their series, by home district;
 //!   - `p` product → 1 (the products seen, for uptake over all products);
+//!   - `r` product 0x00 site → doses delivered to the site (lots received, adjustments);
 //!   - `n` → doses in total.
-//! - `stock`: movement id → [`StockMovement`].
+//! - `lots`: `l` site 0x00 product 0x00 lot → [`LotLedger`] (what the lot's movements add up to
+//!   and its last announcement), `m` movement id → [`StockMovement`].
+//! - `meta`: `schema` → the layout version (see [`SCHEMA`]).
 //!
 //! `apply` runs under one lock (there is one shipper) and commits the counters and the rows in
 //! one fsync'd batch before the shipper removes the entries from the outbox.
+//!
+//! ## Upgrading
+//! Layout 1 (before due dates) kept owed doses as `o` site 0x00 product, with no due day, and
+//! stock as content-hashed rows in `stock`. On open, [`EmbeddedAnalytics::open`] moves a layout-1
+//! database to layout 2 from the dose rows it keeps: each legacy row gets its due dates (its
+//! product's minimum interval from [`Intervals`]; the previous dose of the same person gives
+//! `previous_due`), the `w` counters are rebuilt, the `o` counters and the old stock rows are
+//! removed (the server announces every lot at start-up, which refills `lots`). The rebuild is
+//! recomputed from the rows, so an interrupted one is simply done again on the next open.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -23,23 +37,29 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use store::{AreaCode, District};
-use time::OffsetDateTime;
+use time::{Date, OffsetDateTime};
 use uuid::Uuid;
 
-use crate::row::{DoseRow, Event};
+use crate::row::{DoseRow, Event, LegacyDoseRow, LotAllocation, LotLedger};
 use crate::{
-    Analytics, AnalyticsError, AreaLevel, Granularity, Result, SiteActivity, UptakePoint,
-    UptakeQuery, hour_floor,
+    Analytics, AnalyticsError, AreaLevel, Due, Granularity, Intervals, OwedWindow, Result,
+    SiteActivity, UptakePoint, UptakeQuery, hour_floor,
 };
 
-const TAG: u8 = 1;
+/// Format tag of values written by this release (postcard after the tag).
+const TAG: u8 = 2;
+/// Format tag of dose rows written before due dates ([`LegacyDoseRow`]).
+const LEGACY_TAG: u8 = 1;
+/// The layout version this release reads and writes (see the module docs).
+pub const SCHEMA: u8 = 2;
 
 /// The embedded analytics backend.
 pub struct EmbeddedAnalytics {
     db: Database,
     doses: Keyspace,
     rollups: Keyspace,
-    stock: Keyspace,
+    lots: Keyspace,
+    intervals: Intervals,
     apply_lock: Mutex<()>,
 }
 
@@ -50,11 +70,23 @@ impl std::fmt::Debug for EmbeddedAnalytics {
 }
 
 impl EmbeddedAnalytics {
-    /// Opens (or creates) the rollups in `dir`.
+    /// Opens (or creates) the rollups in `dir`, with the built-in products' intervals for
+    /// rows that lack due dates (see [`EmbeddedAnalytics::open_with`]).
     ///
     /// # Errors
     /// When the directory cannot be opened (for instance, in use by another process).
     pub fn open(dir: &Path) -> Result<Self> {
+        Self::open_with(dir, Intervals::default())
+    }
+
+    /// Opens (or creates) the rollups in `dir`, moving an older layout to the current one (see
+    /// the module docs). `intervals` (the campaign's catalogue) dates the rows written before
+    /// rows carried due dates.
+    ///
+    /// # Errors
+    /// When the directory cannot be opened (for instance, in use by another process), or a
+    /// stored row is unreadable.
+    pub fn open_with(dir: &Path, intervals: Intervals) -> Result<Self> {
         let db = Database::builder(dir)
             .cache_size(32 * 1024 * 1024)
             .open()
@@ -66,13 +98,150 @@ impl EmbeddedAnalytics {
                 other => other.into(),
             })?;
         let options = || KeyspaceCreateOptions::default().max_memtable_size(8 * 1024 * 1024);
-        Ok(Self {
+        let analytics = Self {
             doses: db.keyspace("doses", options)?,
             rollups: db.keyspace("rollups", options)?,
-            stock: db.keyspace("stock", options)?,
+            lots: db.keyspace("lots", options)?,
+            intervals,
             db,
             apply_lock: Mutex::new(()),
-        })
+        };
+        analytics.upgrade()?;
+        Ok(analytics)
+    }
+
+    /// Moves a layout-1 database to layout 2 (see the module docs); nothing to do on a new or
+    /// current one.
+    fn upgrade(&self) -> Result<()> {
+        let meta = self.db.keyspace("meta", KeyspaceCreateOptions::default)?;
+        let version = meta.get(b"schema")?.and_then(|v| v.first().copied());
+        if version == Some(SCHEMA) {
+            return Ok(());
+        }
+        if version.is_some_and(|v| v > SCHEMA) {
+            return Err(AnalyticsError::Invalid(format!(
+                "the embedded analytics were written by a newer release (layout {version:?}); \
+                 upgrade vaxcamp or remove the analytics directory to rebuild it from the outbox"
+            )));
+        }
+        // Pass 1: each person's doses (number, due day of the next one), for `previous_due`.
+        let mut series: HashMap<String, Vec<(u8, Date)>> = HashMap::new();
+        let mut legacy = 0u64;
+        for guard in self.doses.iter() {
+            let (k, v) = guard.into_inner()?;
+            let mut row = decode_dose(&k, &v)?;
+            if v.first() == Some(&LEGACY_TAG) {
+                legacy += 1;
+            }
+            row.fill_legacy_dues(|p| self.intervals.days(p));
+            let due = row
+                .next_due
+                .unwrap_or_else(|| self.next_due_of(&row.product, row.administered_at));
+            series
+                .entry(row.person_code.clone())
+                .or_default()
+                .push((row.dose_number, due));
+        }
+        // Pass 2: legacy rows rewritten with their due dates (in chunks: a rerun recomputes the
+        // same values), and every row's contribution to the owed counters.
+        let mut owed: BTreeMap<Vec<u8>, i64> = BTreeMap::new();
+        let mut batch = self.db.batch().durability(Some(PersistMode::SyncData));
+        let mut in_batch = 0;
+        for guard in self.doses.iter() {
+            let (k, v) = guard.into_inner()?;
+            let mut row = decode_dose(&k, &v)?;
+            if v.first() == Some(&LEGACY_TAG) {
+                row.fill_legacy_dues(|p| self.intervals.days(p));
+                if !row.previous_site.is_empty() {
+                    // The previous dose of the series: the highest number below this one.
+                    row.previous_due = series
+                        .get(&row.person_code)
+                        .and_then(|doses| {
+                            doses
+                                .iter()
+                                .filter(|(n, _)| *n < row.dose_number)
+                                .max_by_key(|(n, _)| *n)
+                        })
+                        .map(|(_, due)| *due)
+                        .or(row.previous_due);
+                }
+                batch.insert(&self.doses, k.clone(), encode(&row));
+                in_batch += 1;
+                if in_batch == 10_000 {
+                    batch.commit()?;
+                    batch = self.db.batch().durability(Some(PersistMode::SyncData));
+                    in_batch = 0;
+                }
+            }
+            contribute_owed(&row, 1, &mut owed);
+        }
+        batch.commit()?;
+        // The counters and the version in one batch.
+        let mut batch = self.db.batch().durability(Some(PersistMode::SyncData));
+        for tag in [b'o', b'w'] {
+            for guard in self.rollups.prefix([tag]) {
+                batch.remove(&self.rollups, guard.key()?);
+            }
+        }
+        for (key, n) in owed {
+            if n != 0 {
+                batch.insert(&self.rollups, key, n.to_le_bytes());
+            }
+        }
+        // Layout 1's stock rows hashed the quantity (one "received" row per change of a lot):
+        // not worth keeping; the announcements at start-up rebuild the lots.
+        let stock = self.db.keyspace("stock", KeyspaceCreateOptions::default)?;
+        for guard in stock.iter() {
+            batch.remove(&stock, guard.key()?);
+        }
+        batch.insert(&meta, b"schema", [SCHEMA]);
+        batch.commit()?;
+        if version.is_some() || legacy > 0 {
+            tracing::info!(
+                legacy_rows = legacy,
+                "embedded analytics moved to layout {SCHEMA} (owed doses by due day)"
+            );
+        }
+        Ok(())
+    }
+
+    fn next_due_of(&self, product: &str, at: OffsetDateTime) -> Date {
+        let days = self.intervals.days(product).unwrap_or(0);
+        crate::row::utc_day(at) + time::Duration::days(i64::from(days))
+    }
+
+    /// A lot announcement: the movement it makes (received, or adjusted by the difference) is
+    /// stored under its id and added to the site's received doses; the ledger is updated.
+    fn announce(
+        &self,
+        lot: &LotAllocation,
+        ledgers: &mut HashMap<Vec<u8>, LotLedger>,
+        deltas: &mut BTreeMap<Vec<u8>, i64>,
+        batch: &mut fjall::OwnedWriteBatch,
+    ) -> Result<()> {
+        let ledger_key = lot_key(lot);
+        let ledger = match ledgers.get(&ledger_key) {
+            Some(ledger) => Some(*ledger),
+            None => self
+                .lots
+                .get(&ledger_key)?
+                .map(|v| decode::<LotLedger>(&ledger_key, &v))
+                .transpose()?,
+        };
+        let (movement, after) = LotLedger::apply(ledger, lot);
+        if let Some(movement) = movement {
+            let received = deltas
+                .entry(key(b'r', &[&lot.product, &lot.site_id]))
+                .or_default();
+            *received = received.saturating_add(movement.quantity);
+            let mut id = vec![b'm'];
+            id.extend_from_slice(movement.movement_id.as_bytes());
+            batch.insert(&self.lots, id, encode(&movement));
+        }
+        if let Some(after) = after {
+            ledgers.insert(ledger_key, after);
+        }
+        Ok(())
     }
 
     fn counter(&self, key: &[u8]) -> Result<i64> {
@@ -88,22 +257,74 @@ impl EmbeddedAnalytics {
 /// Adds `sign` × the row's contributions to `deltas`.
 fn contribute(row: &DoseRow, sign: i64, deltas: &mut BTreeMap<Vec<u8>, i64>) {
     *deltas.entry(hour_key(row)).or_default() += sign;
-    if row.leaves_dose_owed() {
-        *deltas
-            .entry(key(b'o', &[&row.site_id, &row.product]))
-            .or_default() += sign;
-    }
-    if !row.previous_site.is_empty() {
-        *deltas
-            .entry(key(b'o', &[&row.previous_site, &row.previous_product]))
-            .or_default() -= sign;
-    }
+    contribute_owed(row, sign, deltas);
     if row.dose_number == 1 {
         *deltas
             .entry(key(b's', &[&row.home_province, &row.home_district]))
             .or_default() += sign;
     }
     *deltas.entry(vec![b'n']).or_default() += sign;
+}
+
+/// The row's part of the owed counters: the dose it leaves owed, under its due day, and the one
+/// it settles, under the due day that one was put under.
+fn contribute_owed(row: &DoseRow, sign: i64, deltas: &mut BTreeMap<Vec<u8>, i64>) {
+    if let Some(due) = row.owed_from() {
+        *deltas
+            .entry(owed_key(&row.product, &row.site_id, due))
+            .or_default() += sign;
+    }
+    if let Some(due) = row.settles_from() {
+        *deltas
+            .entry(owed_key(&row.previous_product, &row.previous_site, due))
+            .or_default() -= sign;
+    }
+}
+
+/// Days since 1970-01-01 (0 before it).
+fn epoch_day(day: Date) -> u32 {
+    u32::try_from(day.to_julian_day() - UNIX_EPOCH_JULIAN_DAY).unwrap_or(0)
+}
+
+const UNIX_EPOCH_JULIAN_DAY: i32 = 2_440_588;
+
+fn owed_key(product: &str, site: &str, due: Date) -> Vec<u8> {
+    let mut key = key(b'w', &[product, site]);
+    key.push(0);
+    key.extend_from_slice(&epoch_day(due).to_be_bytes());
+    key
+}
+
+/// `(site, due day)` from a `w` key whose product prefix (with its 0x00) is `prefix_len` long.
+fn split_owed_key(key: &[u8], prefix_len: usize) -> Option<(String, Date)> {
+    let rest = key.get(prefix_len..)?;
+    let (site, day) = rest.split_at(rest.len().checked_sub(5)?);
+    let (&0, day) = day.split_first()? else {
+        return None;
+    };
+    let day = u32::from_be_bytes(day.try_into().ok()?);
+    let julian = UNIX_EPOCH_JULIAN_DAY.checked_add(i32::try_from(day).ok()?)?;
+    Some((
+        std::str::from_utf8(site).ok()?.to_owned(),
+        Date::from_julian_day(julian).ok()?,
+    ))
+}
+
+fn lot_key(lot: &LotAllocation) -> Vec<u8> {
+    let (site, product, number) = lot.lot_key();
+    key(b'l', &[site, product, number])
+}
+
+fn decode_dose(key: &[u8], value: &[u8]) -> Result<DoseRow> {
+    match value.split_first() {
+        Some((&LEGACY_TAG, rest)) => postcard::from_bytes::<LegacyDoseRow>(rest)
+            .map(DoseRow::from)
+            .map_err(|e| AnalyticsError::Corrupt {
+                key: format!("{key:?}"),
+                reason: e.to_string(),
+            }),
+        _ => decode(key, value),
+    }
 }
 
 fn key(tag: u8, parts: &[&str]) -> Vec<u8> {
@@ -192,27 +413,31 @@ impl Analytics for EmbeddedAnalytics {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut latest: HashMap<Uuid, DoseRow> = HashMap::new();
+        let mut ledgers: HashMap<Vec<u8>, LotLedger> = HashMap::new();
         let mut deltas: BTreeMap<Vec<u8>, i64> = BTreeMap::new();
         let mut batch = self.db.batch().durability(Some(PersistMode::SyncData));
         for event in events {
-            let row = match event {
-                Event::Dose(row) => row,
-                Event::DoseCorrected { corrected, .. } => corrected.as_ref(),
+            let mut row = match event {
+                Event::Dose(row) => row.clone(),
+                Event::DoseCorrected { corrected, .. } => corrected.as_ref().clone(),
+                Event::Lot(lot) => {
+                    self.announce(lot, &mut ledgers, &mut deltas, &mut batch)?;
+                    continue;
+                }
                 Event::Stock(movement) => {
-                    batch.insert(
-                        &self.stock,
-                        movement.movement_id.as_bytes(),
-                        encode(movement),
-                    );
+                    let lot = movement.as_allocation();
+                    self.announce(&lot, &mut ledgers, &mut deltas, &mut batch)?;
                     continue;
                 }
             };
+            row.fill_legacy_dues(|p| self.intervals.days(p));
+            let row = &row;
             let current = match latest.get(&row.dose_id) {
                 Some(row) => Some(row.clone()),
                 None => self
                     .doses
                     .get(row.dose_id.as_bytes())?
-                    .map(|v| decode::<DoseRow>(row.dose_id.as_bytes(), &v))
+                    .map(|v| decode_dose(row.dose_id.as_bytes(), &v))
                     .transpose()?,
             };
             if let Some(current) = &current {
@@ -226,7 +451,7 @@ impl Analytics for EmbeddedAnalytics {
             latest.insert(row.dose_id, row.clone());
         }
         for (key, delta) in deltas {
-            let value = self.counter(&key)? + delta;
+            let value = self.counter(&key)?.saturating_add(delta);
             if key.first() == Some(&b'p') {
                 batch.insert(&self.rollups, key, 1i64.to_le_bytes());
             } else if value == 0 {
@@ -237,6 +462,9 @@ impl Analytics for EmbeddedAnalytics {
         }
         for (id, row) in &latest {
             batch.insert(&self.doses, id.as_bytes(), encode(row));
+        }
+        for (key, ledger) in &ledgers {
+            batch.insert(&self.lots, key, encode(ledger));
         }
         Ok(batch.commit()?)
     }
@@ -249,6 +477,7 @@ impl Analytics for EmbeddedAnalytics {
         &self,
         product: &str,
         since: OffsetDateTime,
+        owed: OwedWindow,
     ) -> Result<Vec<SiteActivity>> {
         let mut sites: BTreeMap<String, SiteActivity> = BTreeMap::new();
         let start = hour_prefix(product, hour_floor(since).unix_timestamp());
@@ -266,32 +495,56 @@ impl Analytics for EmbeddedAnalytics {
                 site_id: site,
                 ..SiteActivity::default()
             });
-            entry.doses_in_window += n;
+            entry.doses_in_window = entry.doses_in_window.saturating_add(n);
         }
-        for guard in self.rollups.prefix([b'o']) {
+        // Owed and lapsed per site, netted over due days (a day's own count may be negative
+        // where a settling dose was dated differently from the dose it settled).
+        let mut owed_prefix = key(b'w', &[product]);
+        owed_prefix.push(0);
+        let mut counts: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+        for guard in self.rollups.prefix(&owed_prefix) {
             let (k, v) = guard.into_inner()?;
-            let Ok(text) = std::str::from_utf8(&k[1..]) else {
+            let Some((site, due)) = split_owed_key(&k, owed_prefix.len()) else {
                 continue;
             };
-            let Some((site, owed_product)) = text.split_once('\0') else {
-                continue;
-            };
-            if owed_product != product {
+            let n = decode_i64(&k, &v)?;
+            let (owed_here, lapsed_here) = counts.entry(site).or_default();
+            match owed.classify(due) {
+                Due::Owed => *owed_here += n,
+                Due::Lapsed => *lapsed_here += n,
+                Due::Later => {}
+            }
+        }
+        for (site, (owed_here, lapsed_here)) in counts {
+            let (owed_here, lapsed_here) = (
+                u64::try_from(owed_here).unwrap_or(0),
+                u64::try_from(lapsed_here).unwrap_or(0),
+            );
+            if owed_here == 0 && lapsed_here == 0 {
                 continue;
             }
-            let owed = u64::try_from(decode_i64(&k, &v)?).unwrap_or(0);
-            if owed == 0 {
-                continue;
-            }
-            sites
-                .entry(site.to_owned())
-                .or_insert_with(|| SiteActivity {
-                    site_id: site.to_owned(),
-                    ..SiteActivity::default()
-                })
-                .owed_doses = owed;
+            let entry = sites.entry(site.clone()).or_insert_with(|| SiteActivity {
+                site_id: site,
+                ..SiteActivity::default()
+            });
+            entry.owed_doses = owed_here;
+            entry.lapsed_doses = lapsed_here;
         }
         Ok(sites.into_values().collect())
+    }
+
+    async fn received_by_site(&self, product: &str) -> Result<HashMap<String, i64>> {
+        let mut prefix = key(b'r', &[product]);
+        prefix.push(0);
+        let mut out = HashMap::new();
+        for guard in self.rollups.prefix(&prefix) {
+            let (k, v) = guard.into_inner()?;
+            let Ok(site) = std::str::from_utf8(&k[prefix.len()..]) else {
+                continue;
+            };
+            out.insert(site.to_owned(), decode_i64(&k, &v)?);
+        }
+        Ok(out)
     }
 
     async fn started_by_district(&self) -> Result<HashMap<District, u64>> {
@@ -369,5 +622,171 @@ impl Analytics for EmbeddedAnalytics {
 
     async fn close(&self) -> Result<()> {
         Ok(self.db.persist(PersistMode::SyncAll)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::{date, datetime};
+
+    const NOW: OffsetDateTime = datetime!(2026-11-20 15:30 UTC);
+
+    fn legacy(
+        id: u128,
+        person: &str,
+        number: u8,
+        site: &str,
+        previous: &str,
+        at: OffsetDateTime,
+    ) -> LegacyDoseRow {
+        LegacyDoseRow {
+            dose_id: Uuid::from_u128(id),
+            person_code: person.into(),
+            product: "COMIRNATY".into(),
+            lot_number: "FK1".into(),
+            dose_number: number,
+            series_doses: 2,
+            site_id: site.into(),
+            site_province: "01".into(),
+            site_district: "001".into(),
+            home_province: "01".into(),
+            home_district: "001".into(),
+            previous_site: previous.into(),
+            previous_product: if previous.is_empty() {
+                String::new()
+            } else {
+                "COMIRNATY".into()
+            },
+            administered_at: at,
+            recorded_at: at,
+            version: 1,
+        }
+    }
+
+    /// A database as layout 1 left it: legacy rows and per-site owed counters, no `meta`.
+    fn layout_one(dir: &Path, rows: &[LegacyDoseRow]) {
+        let db = Database::builder(dir).open().expect("open");
+        let doses = db
+            .keyspace("doses", KeyspaceCreateOptions::default)
+            .expect("doses");
+        let rollups = db
+            .keyspace("rollups", KeyspaceCreateOptions::default)
+            .expect("rollups");
+        let stock = db
+            .keyspace("stock", KeyspaceCreateOptions::default)
+            .expect("stock");
+        for row in rows {
+            let value = postcard::to_extend(row, vec![LEGACY_TAG]).expect("encode");
+            doses.insert(row.dose_id.as_bytes(), value).expect("insert");
+        }
+        rollups
+            .insert(key(b'o', &["hn-01", "COMIRNATY"]), 3i64.to_le_bytes())
+            .expect("o");
+        stock.insert([7u8; 16], [TAG]).expect("stock");
+        db.persist(PersistMode::SyncAll).expect("persist");
+    }
+
+    async fn owed(backend: &EmbeddedAnalytics) -> Vec<(String, u64, u64)> {
+        let window = OwedWindow::new(NOW.date(), 14, 90);
+        backend
+            .site_activity("COMIRNATY", NOW - time::Duration::days(7), window)
+            .await
+            .expect("site_activity")
+            .into_iter()
+            .filter(|s| s.owed_doses > 0 || s.lapsed_doses > 0)
+            .map(|s| (s.site_id, s.owed_doses, s.lapsed_doses))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn layout_one_is_moved_to_owed_doses_by_due_day() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        layout_one(
+            dir.path(),
+            &[
+                // Due 2026-12-01, inside a 14-day horizon from 2026-11-20: owed.
+                legacy(1, "P1", 1, "hn-01", "", datetime!(2026-11-10 09:00 UTC)),
+                // Due 2026-12-10: after the horizon.
+                legacy(2, "P2", 1, "hn-01", "", datetime!(2026-11-19 09:00 UTC)),
+                // Due 2026-05-22, more than 90 days ago: lapsed.
+                legacy(3, "P3", 1, "hn-01", "", datetime!(2026-05-01 09:00 UTC)),
+                // Dose 1 at hn-02 due 2026-10-22, settled by dose 2 at hn-01 three days later.
+                legacy(4, "P4", 1, "hn-02", "", datetime!(2026-10-01 09:00 UTC)),
+                legacy(
+                    5,
+                    "P4",
+                    2,
+                    "hn-01",
+                    "hn-02",
+                    datetime!(2026-10-25 09:00 UTC),
+                ),
+            ],
+        );
+        let backend = EmbeddedAnalytics::open(dir.path()).expect("upgrade");
+        assert_eq!(owed(&backend).await, vec![("hn-01".to_owned(), 1, 1)]);
+        assert!(
+            backend.rollups.prefix([b'o']).next().is_none(),
+            "layout 1's owed counters are gone"
+        );
+        // P1's dose 2, as the new write path reports it, settles exactly what the upgrade put
+        // under 2026-12-01.
+        let mut second = DoseRow::from(legacy(
+            6,
+            "P1",
+            2,
+            "hn-02",
+            "hn-01",
+            datetime!(2026-11-20 10:00 UTC),
+        ));
+        second.previous_due = Some(date!(2026 - 12 - 01));
+        backend.apply(&[Event::Dose(second)]).await.expect("apply");
+        assert_eq!(owed(&backend).await, vec![("hn-01".to_owned(), 0, 1)]);
+        backend.close().await.expect("close");
+        drop(backend);
+        // Opening again finds the current layout and changes nothing.
+        let backend = EmbeddedAnalytics::open(dir.path()).expect("reopen");
+        assert_eq!(owed(&backend).await, vec![("hn-01".to_owned(), 0, 1)]);
+    }
+
+    #[tokio::test]
+    async fn lot_announcements_become_receipts_and_adjustments() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let backend = EmbeddedAnalytics::open(dir.path()).expect("open");
+        let lot = |quantity, day: i64| {
+            Event::Lot(LotAllocation {
+                site_id: "hn-01".into(),
+                product: "COMIRNATY".into(),
+                lot_number: "FK1".into(),
+                quantity,
+                at: NOW + time::Duration::days(day),
+            })
+        };
+        // Received 1,000; announced again at a restart; raised to 1,200; the whole lot replayed.
+        let events = [lot(1000, 0), lot(1000, 1), lot(1200, 2)];
+        backend.apply(&events).await.expect("apply");
+        backend.apply(&events).await.expect("replay");
+        let received = backend
+            .received_by_site("COMIRNATY")
+            .await
+            .expect("received");
+        assert_eq!(received, HashMap::from([("hn-01".to_owned(), 1200)]));
+        let movements: Vec<crate::StockMovement> = backend
+            .lots
+            .prefix([b'm'])
+            .map(|g| {
+                let (k, v) = g.into_inner().expect("read");
+                decode(&k, &v).expect("movement")
+            })
+            .collect();
+        let mut kinds: Vec<(String, i64)> = movements
+            .into_iter()
+            .map(|m| (m.reason, m.quantity))
+            .collect();
+        kinds.sort();
+        assert_eq!(
+            kinds,
+            vec![("adjusted".to_owned(), 200), ("received".to_owned(), 1000)]
+        );
     }
 }

@@ -15,6 +15,8 @@
 //! - [`Analytics`]: the backends. Applying an event is idempotent per dose id and version, so
 //!   replays after a crash or an ambiguous failure never count twice.
 //! - [`allocation`]: the pure allocation planner; [`planner`] gathers its figures.
+//! - [`row`]: what is shipped — dose rows (with due dates of the next dose) and lot
+//!   announcements — and its outbox encoding, readable across releases.
 
 pub mod allocation;
 pub mod clickhouse;
@@ -29,12 +31,12 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use store::District;
-use time::OffsetDateTime;
+use time::{Date, Duration, OffsetDateTime};
 
 pub use clickhouse::{ClickHouseAnalytics, ClickHouseConfig};
 pub use embedded::EmbeddedAnalytics;
 pub use outbox::{Outbox, OutboxStatus};
-pub use row::{DoseRow, Event, StockMovement};
+pub use row::{DoseRow, Event, LotAllocation, StockMovement};
 pub use shipper::{Shipper, ShipperStatus};
 
 /// Why an analytics call failed.
@@ -59,9 +61,98 @@ pub struct SiteActivity {
     pub site_id: String,
     /// Doses of the product given at the site since the window start.
     pub doses_in_window: u64,
-    /// People whose next dose of the series is owed at this site (their last dose was given
-    /// here, and the series is not complete).
+    /// People whose next dose of the series is owed at this site (their last dose, of this
+    /// product, was given here and the series is not complete) and falls due inside the
+    /// [`OwedWindow`]: by its last day, and not lapsed.
     pub owed_doses: u64,
+    /// People whose next dose is owed at this site but was due before the window's
+    /// `lapsed_before`: dropped out, to be called back rather than planned for.
+    pub lapsed_doses: u64,
+}
+
+/// Which owed doses a plan counts, by the day the next dose falls due (UTC days).
+///
+/// A person is *owed* a dose from its due day on (the last dose's day plus the product's minimum
+/// interval). For a plan covering the days `today .. today + horizon − 1`, the doses it must
+/// serve are those due by its last day; people whose dose was due more than `lapse_days` ago
+/// are *lapsed* — reported, not planned for (they are not coming by themselves).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OwedWindow {
+    /// Due on or before this day: owed (the horizon's last day).
+    pub due_by: Date,
+    /// Due before this day: lapsed (`today − lapse_days`).
+    pub lapsed_before: Date,
+}
+
+impl OwedWindow {
+    /// The window of a plan made on `today` for `horizon_days` (at least 1) with the grace
+    /// `lapse_days`.
+    pub fn new(today: Date, horizon_days: u32, lapse_days: u32) -> Self {
+        let days = |n: u32| Duration::days(i64::from(n));
+        Self {
+            due_by: today.saturating_add(days(horizon_days.saturating_sub(1))),
+            lapsed_before: today.saturating_sub(days(lapse_days)),
+        }
+    }
+
+    /// Sorts one due day into the window: owed, lapsed, or not due yet.
+    pub fn classify(&self, due: Date) -> Due {
+        if due < self.lapsed_before {
+            Due::Lapsed
+        } else if due <= self.due_by {
+            Due::Owed
+        } else {
+            Due::Later
+        }
+    }
+}
+
+/// Where a due day falls in an [`OwedWindow`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Due {
+    /// Due before the window: the person lapsed.
+    Lapsed,
+    /// Due inside the window (overdue within the grace, or falling due in the horizon).
+    Owed,
+    /// Due after the horizon: not this shipment's.
+    Later,
+}
+
+/// Each product's minimum interval between doses, in days: what the backends need to give due
+/// dates to rows written before rows carried them (the outbox entries and the stored doses of
+/// the release before due dates). The server passes its catalogue; the built-in products are
+/// the default.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Intervals(HashMap<String, u16>);
+
+impl Intervals {
+    /// From a catalogue.
+    pub fn of<'a>(products: impl IntoIterator<Item = &'a store::Product>) -> Self {
+        Self(
+            products
+                .into_iter()
+                .map(|p| (p.code.to_string(), p.min_interval_days))
+                .collect(),
+        )
+    }
+
+    /// The minimum interval after a dose of `product`, if the product is known.
+    pub fn days(&self, product: &str) -> Option<u16> {
+        self.0.get(product).copied()
+    }
+
+    /// Products and intervals, sorted by product (for generated SQL).
+    pub fn sorted(&self) -> Vec<(&str, u16)> {
+        let mut all: Vec<(&str, u16)> = self.0.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        all.sort_unstable();
+        all
+    }
+}
+
+impl Default for Intervals {
+    fn default() -> Self {
+        Self::of(&store::builtin_products())
+    }
 }
 
 /// The area level a question is asked at.
@@ -137,13 +228,20 @@ pub trait Analytics: Send + Sync + 'static {
     /// Distinct doses recorded.
     async fn dose_count(&self) -> Result<u64>;
 
-    /// Figures per site for `product`, with the window starting at `since` (rounded down to the
-    /// hour). Sites with nothing to report may be missing.
+    /// Figures per site for `product`, with the uptake window starting at `since` (rounded down
+    /// to the hour) and owed doses counted by `owed`. Sites with nothing to report may be
+    /// missing.
     async fn site_activity(
         &self,
         product: &str,
         since: OffsetDateTime,
+        owed: OwedWindow,
     ) -> Result<Vec<SiteActivity>>;
+
+    /// Doses of `product` delivered to each site: every lot received there, with the
+    /// adjustments of its allocation since (see [`LotAllocation`]). Sites never sent a lot of
+    /// the product are missing.
+    async fn received_by_site(&self, product: &str) -> Result<HashMap<String, i64>>;
 
     /// People who have started their series (any product), by the district they live in.
     async fn started_by_district(&self) -> Result<HashMap<District, u64>>;

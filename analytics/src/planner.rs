@@ -1,9 +1,10 @@
-//! Gathers the allocation planner's figures — uptake and owed doses from the analytics backend,
-//! stock on hand from the caller's live lot counts, people still to start from the store's
-//! registrations less those who started — and runs [`allocation::plan`] on them.
+//! Gathers the allocation planner's figures — uptake, owed and lapsed doses and doses received
+//! from the analytics backend, stock on hand from the caller's live lot counts, people still to
+//! start from the store's registrations less those who started — and runs [`allocation::plan`]
+//! on them, for the sites that give or stock the product.
 //!
 //! The same function runs over ClickHouse or the embedded rollups, so on the same doses both
-//! give the same plan (tested in `tests/analytics.rs`).
+//! give the same plan (tested in `analytics/tests/backends.rs`).
 
 use std::collections::HashMap;
 
@@ -11,14 +12,17 @@ use store::{District, Site, SiteId};
 use time::{Duration, OffsetDateTime};
 
 use crate::allocation::{self, DistrictFigures, Plan, PlanError, PlanRequest, SiteFigures};
-use crate::{Analytics, AnalyticsError, hour_floor};
+use crate::{Analytics, AnalyticsError, OwedWindow, hour_floor};
 
 /// What the planner needs besides the analytics backend.
 #[derive(Debug, Clone, Copy)]
 pub struct Figures<'a> {
-    /// Sites that may receive the product.
+    /// Every site. Only those that give or stock the product are planned for: a site with a lot
+    /// of the product (an entry in `stock_on_hand`, even 0), or doses of it given, received,
+    /// owed or lapsed there. A site that never gives the product would otherwise be handed a
+    /// share of its district's people.
     pub sites: &'a [Site],
-    /// Doses of the product in unexpired lots, per site.
+    /// Per site holding (or having held) a lot of the product: doses left in its unexpired lots.
     pub stock_on_hand: &'a HashMap<SiteId, u64>,
     /// Registrations per district of residence (the store's running totals).
     pub registrations_by_district: &'a HashMap<District, u64>,
@@ -47,9 +51,15 @@ pub async fn propose(
     // The window ends at the current hour and is whole hours long, the rollups' finest bucket:
     // ClickHouse and the embedded rollups then count exactly the same doses.
     let since = hour_floor(figures.now) - Duration::days(i64::from(request.window_days));
-    let (activity, started) = tokio::try_join!(
-        analytics.site_activity(&request.product, since),
-        analytics.started_by_district()
+    let owed = OwedWindow::new(
+        crate::row::utc_day(figures.now),
+        request.horizon_days,
+        request.owed_lapse_days,
+    );
+    let (activity, started, received) = tokio::try_join!(
+        analytics.site_activity(&request.product, since, owed),
+        analytics.started_by_district(),
+        analytics.received_by_site(&request.product),
     )?;
     let activity: HashMap<String, crate::SiteActivity> = activity
         .into_iter()
@@ -58,6 +68,11 @@ pub async fn propose(
     let sites: Vec<SiteFigures> = figures
         .sites
         .iter()
+        .filter(|site| {
+            figures.stock_on_hand.contains_key(&site.site_id)
+                || activity.contains_key(site.site_id.as_str())
+                || received.contains_key(site.site_id.as_str())
+        })
         .map(|site| {
             let seen = activity.get(site.site_id.as_str());
             SiteFigures {
@@ -73,6 +88,10 @@ pub async fn propose(
                     .copied()
                     .unwrap_or(0),
                 owed_doses: seen.map_or(0, |a| a.owed_doses),
+                lapsed_doses: seen.map_or(0, |a| a.lapsed_doses),
+                received_doses: received
+                    .get(site.site_id.as_str())
+                    .map_or(0, |&n| u64::try_from(n).unwrap_or(0)),
             }
         })
         .collect();

@@ -1,14 +1,23 @@
-//! What the analytics side is told: one row per committed dose, one per stock movement.
+//! What the analytics side is told: one row per committed dose, one announcement per lot.
 //!
-//! Rows are self-contained (they carry the site's and the person's area, the product's series
-//! length and where the previous dose was given) so that neither ClickHouse nor the embedded
-//! rollups ever have to join back to the store. Every row has a `version`: a replay of the same
-//! version is a no-op everywhere, a higher version (a correction) replaces the earlier one.
+//! Rows are self-contained (they carry the site's and the person's area, the series length, when
+//! the next dose falls due and where the previous dose was given) so that neither ClickHouse nor
+//! the embedded rollups ever have to join back to the store or the catalogue. Every dose row has
+//! a `version`: a replay of the same version is a no-op everywhere, a higher version (a
+//! correction) replaces the earlier one.
+//!
+//! ## The outbox format
+//! Events are stored in the outbox with postcard, which has no field names: a field added to a
+//! row would make every entry written by the previous release unreadable. So [`Event`] is written
+//! through a private wire enum whose first three variants are the format before due dates
+//! ([`LegacyDoseRow`], the old [`StockMovement`] announcements) and decode forever; new events are
+//! written as the variants after them. A legacy dose row decodes with its due dates missing, and
+//! the backends fill them in ([`DoseRow::fill_legacy_dues`]).
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Serialize, Serializer};
 use sha2::{Digest, Sha256};
 use store::{Dose, Lot, Registration, Site};
-use time::OffsetDateTime;
+use time::{Date, Duration, OffsetDateTime};
 use uuid::Uuid;
 
 /// One dose as the analytics side sees it.
@@ -19,7 +28,9 @@ pub struct DoseRow {
     pub product: String,
     pub lot_number: String,
     pub dose_number: u8,
-    /// Doses in the product's primary series: dose 1 of 2 leaves a dose owed, dose 2 of 2 does not.
+    /// Doses in the person's primary series, as the vaccination rules count it: the series length
+    /// of the product the series was *started* with (`ingest/src/rules.rs`), so a mixed series
+    /// counts by its first product. Dose 1 of 2 leaves a dose owed, dose 2 of 2 does not.
     pub series_doses: u8,
     pub site_id: String,
     pub site_province: String,
@@ -36,6 +47,28 @@ pub struct DoseRow {
     pub recorded_at: OffsetDateTime,
     /// Nanoseconds since the epoch of the commit or correction that produced this version.
     pub version: u64,
+    /// The first day the next dose of the series may be given: this dose's UTC day plus its
+    /// product's minimum interval, as the rules compute it (they use the day in the time's own
+    /// offset; analytics count UTC days). From then on the next dose is owed at this dose's
+    /// site. `None` when this dose completes the series.
+    pub next_due: Option<Date>,
+    /// The previous dose's `next_due`: the owed dose this one settles, so that both backends
+    /// can take it out of the same due day it was put under. `None` for a first dose.
+    pub previous_due: Option<Date>,
+}
+
+/// Where a dose stands in its person's series, worked out by the write path from the history
+/// and the catalogue (see `ingest/src/feed.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SeriesPosition<'a> {
+    /// Doses in the series, by the product it was started with.
+    pub series_doses: u8,
+    /// The dose given just before this one in the series.
+    pub previous: Option<&'a Dose>,
+    /// When the dose after this one falls due (`None` when this one completes the series).
+    pub next_due: Option<Date>,
+    /// When this dose fell due: the previous dose's `next_due`.
+    pub previous_due: Option<Date>,
 }
 
 impl DoseRow {
@@ -44,17 +77,17 @@ impl DoseRow {
         dose: &Dose,
         person: &Registration,
         site: &Site,
-        series_doses: u8,
-        previous: Option<&Dose>,
+        series: SeriesPosition<'_>,
         at: OffsetDateTime,
     ) -> Self {
+        let previous = series.previous;
         Self {
             dose_id: dose.dose_id.0,
             person_code: dose.person_code.to_string(),
             product: dose.product.to_string(),
             lot_number: dose.lot_number.to_string(),
             dose_number: dose.dose_number,
-            series_doses,
+            series_doses: series.series_doses,
             site_id: dose.site_id.to_string(),
             site_province: site.area.province.to_string(),
             site_district: site.area.district.to_string(),
@@ -65,12 +98,48 @@ impl DoseRow {
             administered_at: dose.administered_at,
             recorded_at: dose.recorded_at,
             version: nanos(at),
+            next_due: series
+                .next_due
+                .filter(|_| dose.dose_number < series.series_doses),
+            previous_due: series.previous_due.filter(|_| previous.is_some()),
         }
     }
 
     /// Whether the dose leaves the next one of its series owed.
     pub fn leaves_dose_owed(&self) -> bool {
         self.dose_number < self.series_doses
+    }
+
+    /// The day the next dose falls due, for a row that leaves one owed. A row without a due date
+    /// (a legacy row not yet filled in) counts as due on the day of the dose.
+    pub fn owed_from(&self) -> Option<Date> {
+        self.leaves_dose_owed().then(|| {
+            self.next_due
+                .unwrap_or_else(|| utc_day(self.administered_at))
+        })
+    }
+
+    /// The due day of the owed dose this row settles, for a row that has a previous dose.
+    pub fn settles_from(&self) -> Option<Date> {
+        (!self.previous_site.is_empty()).then(|| {
+            self.previous_due
+                .unwrap_or_else(|| utc_day(self.administered_at))
+        })
+    }
+
+    /// Fills in the due dates of a row written before they existed (an outbox entry from the
+    /// previous release): `next_due` from the product's minimum interval (`interval_days`, from
+    /// the catalogue), `previous_due` — which would need the previous dose's day — as this
+    /// dose's own day. Second doses are given on or soon after their due day, so the settled
+    /// dose lands on a nearby day; both days are inside the owed window until they lapse.
+    pub fn fill_legacy_dues(&mut self, interval_days: impl Fn(&str) -> Option<u16>) {
+        if self.next_due.is_none() && self.leaves_dose_owed() {
+            let days = interval_days(&self.product).unwrap_or(0);
+            self.next_due = Some(utc_day(self.administered_at) + Duration::days(i64::from(days)));
+        }
+        if self.previous_due.is_none() && !self.previous_site.is_empty() {
+            self.previous_due = Some(utc_day(self.administered_at));
+        }
     }
 
     /// The key ClickHouse sorts (and de-duplicates) the doses table by.
@@ -84,50 +153,211 @@ impl DoseRow {
     }
 }
 
-/// Vaccine arriving at (positive) or leaving (negative) a site outside of doses given: deliveries
-/// and write-offs. Doses given are counted from the dose rows.
+/// A dose row as the release before due dates wrote it into the outbox (postcard, field by
+/// field): read, never written.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LegacyDoseRow {
+    pub dose_id: Uuid,
+    pub person_code: String,
+    pub product: String,
+    pub lot_number: String,
+    pub dose_number: u8,
+    pub series_doses: u8,
+    pub site_id: String,
+    pub site_province: String,
+    pub site_district: String,
+    pub home_province: String,
+    pub home_district: String,
+    pub previous_site: String,
+    pub previous_product: String,
+    pub administered_at: OffsetDateTime,
+    pub recorded_at: OffsetDateTime,
+    pub version: u64,
+}
+
+impl From<LegacyDoseRow> for DoseRow {
+    fn from(row: LegacyDoseRow) -> Self {
+        Self {
+            dose_id: row.dose_id,
+            person_code: row.person_code,
+            product: row.product,
+            lot_number: row.lot_number,
+            dose_number: row.dose_number,
+            series_doses: row.series_doses,
+            site_id: row.site_id,
+            site_province: row.site_province,
+            site_district: row.site_district,
+            home_province: row.home_province,
+            home_district: row.home_district,
+            previous_site: row.previous_site,
+            previous_product: row.previous_product,
+            administered_at: row.administered_at,
+            recorded_at: row.recorded_at,
+            version: row.version,
+            next_due: None,
+            previous_due: None,
+        }
+    }
+}
+
+/// A lot's allocation as the server knows it: announced when a lot is added or its quantity
+/// changed through the API, and for every lot at start-up (a lot may have been added or changed
+/// on a stopped server with `vaxcamp lot add`).
+///
+/// The backends turn announcements into [`StockMovement`]s: the first announcement of a lot is
+/// the lot *received*; a later one with another quantity is an *adjustment* by the difference;
+/// one with the quantity already recorded, or no later than the last one applied for the lot
+/// (a replay), changes nothing. So the movements of a lot always add up to its allocation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LotAllocation {
+    pub site_id: String,
+    pub product: String,
+    pub lot_number: String,
+    /// Doses allocated to the site from this lot, in total.
+    pub quantity: u64,
+    /// When the server announced it; orders the announcements of one lot.
+    pub at: OffsetDateTime,
+}
+
+impl LotAllocation {
+    /// The allocation of `lot` as of `at`.
+    pub fn of(lot: &Lot, at: OffsetDateTime) -> Self {
+        Self {
+            site_id: lot.site_id.to_string(),
+            product: lot.product.to_string(),
+            lot_number: lot.lot_number.to_string(),
+            quantity: lot.quantity,
+            at,
+        }
+    }
+
+    /// The lot's key: site, product, lot number.
+    pub fn lot_key(&self) -> (&str, &str, &str) {
+        (&self.site_id, &self.product, &self.lot_number)
+    }
+}
+
+/// Vaccine arriving at a site outside of doses given: a lot received, or its allocation adjusted
+/// (positive or negative). Doses given are counted from the dose rows. Kept by the backends,
+/// derived from [`LotAllocation`] announcements; also the format of the stock announcements of
+/// the release before them (`Event::Stock`), which are read as announcements.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StockMovement {
-    /// Derived from the movement's content, so that announcing the same lot twice is one movement.
+    /// Stable per real movement: a lot's receipt is one id however often the lot is announced;
+    /// an adjustment's id names the lot and the announcement that made it.
     pub movement_id: Uuid,
     pub site_id: String,
     pub product: String,
     pub lot_number: String,
+    /// Doses: the lot's quantity when received, the difference for an adjustment.
     pub quantity: i64,
+    /// `received` or `adjusted`.
     pub reason: String,
     pub at: OffsetDateTime,
 }
 
 impl StockMovement {
-    /// A lot as received at its site.
-    pub fn received(lot: &Lot, at: OffsetDateTime) -> Self {
-        let mut hash = Sha256::new();
-        for part in [
-            lot.lot_number.as_str(),
-            lot.site_id.as_str(),
-            lot.product.as_str(),
-        ] {
-            hash.update(part.as_bytes());
-            hash.update([0]);
-        }
-        hash.update(lot.quantity.to_le_bytes());
-        let digest = hash.finalize();
-        let mut id = [0u8; 16];
-        id.copy_from_slice(&digest[..16]);
+    /// The first announcement of a lot: the lot received.
+    pub fn received(lot: &LotAllocation) -> Self {
         Self {
-            movement_id: uuid::Builder::from_custom_bytes(id).into_uuid(),
-            site_id: lot.site_id.to_string(),
-            product: lot.product.to_string(),
-            lot_number: lot.lot_number.to_string(),
+            movement_id: movement_id(lot, "received", &[]),
+            site_id: lot.site_id.clone(),
+            product: lot.product.clone(),
+            lot_number: lot.lot_number.clone(),
             quantity: i64::try_from(lot.quantity).unwrap_or(i64::MAX),
             reason: "received".into(),
-            at,
+            at: lot.at,
+        }
+    }
+
+    /// A later announcement with another quantity: the allocation adjusted by `delta`.
+    pub fn adjusted(lot: &LotAllocation, delta: i64) -> Self {
+        Self {
+            movement_id: movement_id(lot, "adjusted", &nanos(lot.at).to_be_bytes()),
+            site_id: lot.site_id.clone(),
+            product: lot.product.clone(),
+            lot_number: lot.lot_number.clone(),
+            quantity: delta,
+            reason: "adjusted".into(),
+            at: lot.at,
+        }
+    }
+
+    /// The announcement an old-format stock row stood for: the lot's quantity at `at`.
+    pub fn as_allocation(&self) -> LotAllocation {
+        LotAllocation {
+            site_id: self.site_id.clone(),
+            product: self.product.clone(),
+            lot_number: self.lot_number.clone(),
+            quantity: u64::try_from(self.quantity).unwrap_or(0),
+            at: self.at,
         }
     }
 }
 
+/// What the movements of one lot add up to, and the last announcement applied: what the next
+/// announcement is compared with.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LotLedger {
+    /// Σ quantity of the lot's movements.
+    pub total: i64,
+    /// `nanos(at)` of the last announcement applied.
+    pub last_at: u64,
+}
+
+impl LotLedger {
+    /// The movement `announcement` makes, if any, and the ledger after it.
+    pub fn apply(
+        ledger: Option<LotLedger>,
+        announcement: &LotAllocation,
+    ) -> (Option<StockMovement>, Option<LotLedger>) {
+        let at = nanos(announcement.at);
+        let quantity = i64::try_from(announcement.quantity).unwrap_or(i64::MAX);
+        match ledger {
+            None => (
+                Some(StockMovement::received(announcement)),
+                Some(LotLedger {
+                    total: quantity,
+                    last_at: at,
+                }),
+            ),
+            Some(ledger) if at <= ledger.last_at => (None, None),
+            Some(ledger) => {
+                let delta = quantity.saturating_sub(ledger.total);
+                let after = LotLedger {
+                    total: quantity,
+                    last_at: at,
+                };
+                (
+                    (delta != 0).then(|| StockMovement::adjusted(announcement, delta)),
+                    Some(after),
+                )
+            }
+        }
+    }
+}
+
+fn movement_id(lot: &LotAllocation, reason: &str, extra: &[u8]) -> Uuid {
+    let mut hash = Sha256::new();
+    for part in [
+        lot.lot_number.as_str(),
+        lot.site_id.as_str(),
+        lot.product.as_str(),
+        reason,
+    ] {
+        hash.update(part.as_bytes());
+        hash.update([0]);
+    }
+    hash.update(extra);
+    let digest = hash.finalize();
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&digest[..16]);
+    uuid::Builder::from_custom_bytes(id).into_uuid()
+}
+
 /// One entry of the outbox.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(from = "WireEvent")]
 pub enum Event {
     /// A dose committed for the first time (or replayed).
     Dose(DoseRow),
@@ -136,7 +366,92 @@ pub enum Event {
         previous: Box<DoseRow>,
         corrected: Box<DoseRow>,
     },
+    /// A lot as announced by the release before [`LotAllocation`]s: read as an announcement.
     Stock(StockMovement),
+    /// A lot's allocation announced.
+    Lot(LotAllocation),
+}
+
+/// The outbox's encoding of [`Event`]: variants are numbered in declaration order, so the
+/// first three are the previous release's and new ones only ever go at the end.
+#[derive(Deserialize)]
+enum WireEvent {
+    Dose(LegacyDoseRow),
+    DoseCorrected {
+        previous: Box<LegacyDoseRow>,
+        corrected: Box<LegacyDoseRow>,
+    },
+    Stock(StockMovement),
+    DoseWithDues(DoseRow),
+    DoseCorrectedWithDues {
+        previous: Box<DoseRow>,
+        corrected: Box<DoseRow>,
+    },
+    Lot(LotAllocation),
+}
+
+/// [`WireEvent`] borrowed, for writing without copying rows. Same variants in the same order;
+/// the legacy dose variants are never written.
+#[derive(Serialize)]
+#[allow(dead_code)]
+enum WireEventRef<'a> {
+    Dose(()),
+    DoseCorrected(()),
+    Stock(&'a StockMovement),
+    DoseWithDues(&'a DoseRow),
+    DoseCorrectedWithDues {
+        previous: &'a DoseRow,
+        corrected: &'a DoseRow,
+    },
+    Lot(&'a LotAllocation),
+}
+
+impl From<WireEvent> for Event {
+    fn from(wire: WireEvent) -> Self {
+        match wire {
+            WireEvent::Dose(row) => Event::Dose(row.into()),
+            WireEvent::DoseCorrected {
+                previous,
+                corrected,
+            } => Event::DoseCorrected {
+                previous: Box::new((*previous).into()),
+                corrected: Box::new((*corrected).into()),
+            },
+            WireEvent::Stock(movement) => Event::Stock(movement),
+            WireEvent::DoseWithDues(row) => Event::Dose(row),
+            WireEvent::DoseCorrectedWithDues {
+                previous,
+                corrected,
+            } => Event::DoseCorrected {
+                previous,
+                corrected,
+            },
+            WireEvent::Lot(lot) => Event::Lot(lot),
+        }
+    }
+}
+
+impl Serialize for Event {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Event::Dose(row) => WireEventRef::DoseWithDues(row),
+            Event::DoseCorrected {
+                previous,
+                corrected,
+            } => WireEventRef::DoseCorrectedWithDues {
+                previous,
+                corrected,
+            },
+            Event::Stock(movement) => WireEventRef::Stock(movement),
+            Event::Lot(lot) => WireEventRef::Lot(lot),
+        }
+        .serialize(serializer)
+    }
+}
+
+/// The UTC day of a time: analytics count in UTC days everywhere (ClickHouse stores UTC).
+pub fn utc_day(at: OffsetDateTime) -> Date {
+    at.to_offset(time::UtcOffset::UTC).date()
 }
 
 /// The instants a ClickHouse `DateTime` column can hold: seconds since 1970 as a `UInt32`.
@@ -166,6 +481,7 @@ impl Event {
             Event::Stock(movement) => {
                 out_of_range("stock movement", &movement.movement_id, movement.at)
             }
+            Event::Lot(lot) => out_of_range("lot", &lot.lot_number, lot.at),
         }
     }
 
@@ -198,4 +514,153 @@ impl Event {
 
 pub(crate) fn nanos(at: OffsetDateTime) -> u64 {
     u64::try_from(at.unix_timestamp_nanos()).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::{date, datetime};
+
+    fn legacy_row() -> LegacyDoseRow {
+        LegacyDoseRow {
+            dose_id: Uuid::from_u128(7),
+            person_code: "P1".into(),
+            product: "COMIRNATY".into(),
+            lot_number: "FK1".into(),
+            dose_number: 2,
+            series_doses: 2,
+            site_id: "hn-01".into(),
+            site_province: "01".into(),
+            site_district: "001".into(),
+            home_province: "01".into(),
+            home_district: "001".into(),
+            previous_site: "hn-02".into(),
+            previous_product: "COMIRNATY".into(),
+            administered_at: datetime!(2026-11-20 09:30 UTC),
+            recorded_at: datetime!(2026-11-20 09:30 UTC),
+            version: 42,
+        }
+    }
+
+    /// The previous release's `Event`, as it derived its encoding.
+    #[derive(Serialize)]
+    enum OldEvent {
+        Dose(LegacyDoseRow),
+        DoseCorrected {
+            previous: Box<LegacyDoseRow>,
+            corrected: Box<LegacyDoseRow>,
+        },
+        Stock(StockMovement),
+    }
+
+    #[test]
+    fn outbox_entries_of_the_previous_release_still_decode() {
+        let stock = StockMovement {
+            movement_id: Uuid::from_u128(9),
+            site_id: "hn-01".into(),
+            product: "COMIRNATY".into(),
+            lot_number: "FK1".into(),
+            quantity: 1200,
+            reason: "received".into(),
+            at: datetime!(2026-11-01 00:00 UTC),
+        };
+        let old = vec![
+            OldEvent::Dose(legacy_row()),
+            OldEvent::DoseCorrected {
+                previous: Box::new(legacy_row()),
+                corrected: Box::new(legacy_row()),
+            },
+            OldEvent::Stock(stock.clone()),
+        ];
+        let bytes = postcard::to_allocvec(&old).expect("encode");
+        let events: Vec<Event> = postcard::from_bytes(&bytes).expect("decode");
+        let row = DoseRow::from(legacy_row());
+        assert_eq!(row.next_due, None);
+        assert_eq!(
+            events,
+            vec![
+                Event::Dose(row.clone()),
+                Event::DoseCorrected {
+                    previous: Box::new(row.clone()),
+                    corrected: Box::new(row),
+                },
+                Event::Stock(stock),
+            ]
+        );
+    }
+
+    #[test]
+    fn new_events_round_trip_with_their_due_dates() {
+        let mut row = DoseRow::from(legacy_row());
+        row.dose_number = 1;
+        row.next_due = Some(date!(2026 - 12 - 11));
+        row.previous_due = None;
+        let events = vec![
+            Event::Dose(row.clone()),
+            Event::DoseCorrected {
+                previous: Box::new(row.clone()),
+                corrected: Box::new(row),
+            },
+            Event::Lot(LotAllocation {
+                site_id: "hn-01".into(),
+                product: "COMIRNATY".into(),
+                lot_number: "FK1".into(),
+                quantity: 12_000,
+                at: datetime!(2026-11-01 00:00 UTC),
+            }),
+        ];
+        let bytes = postcard::to_allocvec(&events).expect("encode");
+        let back: Vec<Event> = postcard::from_bytes(&bytes).expect("decode");
+        assert_eq!(back, events);
+    }
+
+    #[test]
+    fn legacy_rows_get_due_dates_from_the_catalogue() {
+        let mut first = DoseRow::from(legacy_row());
+        first.dose_number = 1;
+        first.previous_site.clear();
+        first.fill_legacy_dues(|p| (p == "COMIRNATY").then_some(21));
+        assert_eq!(first.next_due, Some(date!(2026 - 12 - 11)));
+        assert_eq!(first.previous_due, None);
+        let mut second = DoseRow::from(legacy_row());
+        second.fill_legacy_dues(|_| Some(21));
+        assert_eq!(second.next_due, None, "the series is complete");
+        assert_eq!(second.settles_from(), Some(date!(2026 - 11 - 20)));
+    }
+
+    fn announced(quantity: u64, day: u8) -> LotAllocation {
+        LotAllocation {
+            site_id: "hn-01".into(),
+            product: "COMIRNATY".into(),
+            lot_number: "FK1".into(),
+            quantity,
+            at: datetime!(2026-11-01 00:00 UTC) + Duration::days(i64::from(day)),
+        }
+    }
+
+    #[test]
+    fn a_lot_is_received_once_and_later_changes_are_adjustments() {
+        let (received, ledger) = LotLedger::apply(None, &announced(1000, 0));
+        let received = received.expect("received");
+        assert_eq!(
+            (received.reason.as_str(), received.quantity),
+            ("received", 1000)
+        );
+        // The same lot announced again (a restart), unchanged: nothing.
+        let (none, same) = LotLedger::apply(ledger, &announced(1000, 1));
+        assert_eq!(none, None);
+        // Raised to 1,500: an adjustment of +500, with an id of its own.
+        let (adjusted, after) = LotLedger::apply(same, &announced(1500, 2));
+        let adjusted = adjusted.expect("adjusted");
+        assert_eq!(
+            (adjusted.reason.as_str(), adjusted.quantity),
+            ("adjusted", 500)
+        );
+        assert_ne!(adjusted.movement_id, received.movement_id);
+        // A replay of an older announcement changes nothing.
+        assert_eq!(LotLedger::apply(after, &announced(1000, 1)), (None, None));
+        // Receipt ids do not depend on the quantity: the same lot is one receipt.
+        let (again, _) = LotLedger::apply(None, &announced(1500, 3));
+        assert_eq!(again.expect("received").movement_id, received.movement_id);
+    }
 }

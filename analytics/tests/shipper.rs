@@ -8,6 +8,9 @@
 //! The ClickHouse half needs `VAXCAMP_TEST_CLICKHOUSE` (set by `tests/run.sh`); without it that
 //! half is skipped with a message, unless `VAXCAMP_REQUIRE_CLICKHOUSE=1` (CI).
 
+mod common;
+use common::clickhouse_url;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -38,6 +41,8 @@ fn dose(id: u128, at: OffsetDateTime) -> DoseRow {
         administered_at: at,
         recorded_at: datetime!(2026-11-20 08:00 UTC),
         version: 1_763_625_600_000_000_000 + id as u64,
+        next_due: Some(at.date() + time::Duration::days(21)),
+        previous_due: None,
     }
 }
 
@@ -166,20 +171,4 @@ async fn a_silent_clickhouse_fails_the_batch_after_the_timeout_and_keeps_the_row
         .await
         .expect("the shipper stops");
     silent.abort();
-}
-
-fn clickhouse_url() -> Option<String> {
-    match std::env::var("VAXCAMP_TEST_CLICKHOUSE") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ => {
-            assert!(
-                std::env::var("VAXCAMP_REQUIRE_CLICKHOUSE").as_deref() != Ok("1"),
-                "VAXCAMP_REQUIRE_CLICKHOUSE=1 but VAXCAMP_TEST_CLICKHOUSE is not set"
-            );
-            eprintln!(
-                "skipped the ClickHouse half: set VAXCAMP_TEST_CLICKHOUSE (bash tests/run.sh does)"
-            );
-            None
-        }
-    }
 }

@@ -19,6 +19,7 @@
 //! user = "default"                       # password: VAXCAMP_CLICKHOUSE_PASSWORD only
 //! outbox_max_bytes = 1073741824          # 1 GiB of rows waiting for ClickHouse, then dropped
 //! lag_alert_seconds = 60
+//! read_timeout_seconds = 10              # allocation and uptake reads: 503 analytics_unavailable after this
 //!
 //! [scylla]                               # the dose store; without `nodes`, the embedded store in `data`
 //! nodes = ["10.0.0.11:9042", "10.0.0.12:9042", "10.0.0.13:9042"]   # contact points
@@ -38,6 +39,7 @@
 //! unit_doses = 10                         # allocations in whole vials/boxes of this many doses
 //! window_days = 7                         # uptake window
 //! horizon_days = 14                       # days of need a shipment should cover
+//! owed_lapse_days = 90                    # overdue longer than this: lapsed (reported), not owed (planned)
 //! ```
 
 use std::net::SocketAddr;
@@ -262,6 +264,10 @@ pub struct AnalyticsSettings {
     pub password: Option<String>,
     pub outbox_max_bytes: u64,
     pub lag_alert_seconds: u64,
+    /// How long `GET /v1/allocation`, `GET /v1/analytics/uptake` (and so `vaxcamp allocate`)
+    /// wait for the analytics backend before answering 503 `analytics_unavailable`: a ClickHouse
+    /// that accepts connections and never answers must not hang them.
+    pub read_timeout_seconds: u64,
 }
 
 impl Default for AnalyticsSettings {
@@ -273,9 +279,17 @@ impl Default for AnalyticsSettings {
             password: None,
             outbox_max_bytes: 1 << 30,
             lag_alert_seconds: 60,
+            read_timeout_seconds: 10,
         }
     }
 }
+
+/// Largest `unit` (doses per vial or box) a plan accepts.
+pub const MAX_UNIT_DOSES: u32 = 100_000;
+/// Longest uptake window and planning horizon, in days.
+pub const MAX_DAYS: u32 = 366;
+/// Longest grace before an owed dose lapses, in days.
+pub const MAX_LAPSE_DAYS: u32 = 3650;
 
 /// Defaults of the allocation planner (each can be given per request).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -284,6 +298,10 @@ pub struct AllocationSettings {
     pub unit_doses: u32,
     pub window_days: u32,
     pub horizon_days: u32,
+    /// A person more than this many days overdue for their next dose counts as lapsed: shown on
+    /// the plan to be called back, no dose reserved (default 90: three times the longest
+    /// interval in the catalogue, long past any second-dose campaign's recall).
+    pub owed_lapse_days: u32,
 }
 
 impl Default for AllocationSettings {
@@ -292,6 +310,7 @@ impl Default for AllocationSettings {
             unit_doses: 10,
             window_days: 7,
             horizon_days: 14,
+            owed_lapse_days: analytics::allocation::DEFAULT_OWED_LAPSE_DAYS,
         }
     }
 }
@@ -377,11 +396,25 @@ impl ServerConfig {
             }
         }
         self.scylla.validate()?;
+        if !(1..=3600).contains(&self.analytics.read_timeout_seconds) {
+            return Err("analytics.read_timeout_seconds must be 1 to 3600".into());
+        }
         let a = &self.allocation;
         if a.unit_doses == 0 || a.window_days == 0 || a.horizon_days == 0 {
             return Err(
                 "allocation.unit_doses, window_days and horizon_days must be at least 1".into(),
             );
+        }
+        if a.unit_doses > MAX_UNIT_DOSES || a.window_days > MAX_DAYS || a.horizon_days > MAX_DAYS {
+            return Err(format!(
+                "allocation.unit_doses must be at most {MAX_UNIT_DOSES}, window_days and \
+                 horizon_days at most {MAX_DAYS}"
+            ));
+        }
+        if a.owed_lapse_days > MAX_LAPSE_DAYS {
+            return Err(format!(
+                "allocation.owed_lapse_days must be at most {MAX_LAPSE_DAYS}"
+            ));
         }
         Ok(())
     }

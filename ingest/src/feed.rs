@@ -9,9 +9,10 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use analytics::{DoseRow, Event, Outbox, StockMovement, outbox::Appended};
-use store::{Dose, Lot, ProductCode, Registration};
-use time::OffsetDateTime;
+use analytics::row::{LotAllocation, SeriesPosition, utc_day};
+use analytics::{DoseRow, Event, Outbox, outbox::Appended};
+use store::{Dose, Lot, Product, ProductCode, Registration};
+use time::{Date, Duration, OffsetDateTime};
 
 use crate::campaign::Campaign;
 
@@ -58,16 +59,13 @@ impl AnalyticsFeed {
                     .entry(c.dose.site_id.clone())
                     .or_insert_with(|| self.campaign.site(&c.dose.site_id))
                     .as_ref()?;
-                let series = series_length(&products, &c.dose.product);
-                let previous = previous_in_series(c.history, c.dose);
                 // Version: the first commit time, so a replay is the very same row; a correction
                 // (made later) carries its own, higher time.
                 Some(Event::Dose(DoseRow::new(
                     c.dose,
                     c.person,
                     site,
-                    series,
-                    previous,
+                    series_position(&products, c.history, c.dose),
                     c.dose.recorded_at,
                 )))
             })
@@ -100,16 +98,14 @@ impl AnalyticsFeed {
                 old,
                 person_before,
                 &old_site,
-                series_length(&products, &old.product),
-                previous_in_series(before, old),
+                series_position(&products, before, old),
                 old.recorded_at,
             );
             let corrected = DoseRow::new(
                 new,
                 person_after,
                 &new_site,
-                series_length(&products, &new.product),
-                previous_in_series(after, new),
+                series_position(&products, after, new),
                 at,
             );
             let unchanged = DoseRow {
@@ -126,18 +122,20 @@ impl AnalyticsFeed {
         self.append(events);
     }
 
-    /// Announces a lot received at a site.
-    pub fn lot_received(&self, lot: &Lot) {
-        self.lots_received(std::slice::from_ref(lot));
+    /// Announces a lot's allocation at its site: a lot added or changed, or every lot at start-up.
+    /// The backends record the first announcement of a lot as received and later changes as
+    /// adjustments (see [`LotAllocation`]), so announcing a lot again is harmless.
+    pub fn lot_allocated(&self, lot: &Lot) {
+        self.lots_allocated(std::slice::from_ref(lot));
     }
 
-    /// Announces lots received, in one durable append (start-up announces the whole catalogue:
+    /// Announces several lots in one durable append (start-up announces the whole catalogue:
     /// one fsync, not one per lot).
-    pub fn lots_received(&self, lots: &[Lot]) {
+    pub fn lots_allocated(&self, lots: &[Lot]) {
         let at = OffsetDateTime::now_utc();
         self.append(
             lots.iter()
-                .map(|lot| Event::Stock(StockMovement::received(lot, at)))
+                .map(|lot| Event::Lot(LotAllocation::of(lot, at)))
                 .collect(),
         );
     }
@@ -159,8 +157,42 @@ impl AnalyticsFeed {
     }
 }
 
-fn series_length(products: &HashMap<ProductCode, store::Product>, product: &ProductCode) -> u8 {
-    products.get(product).map_or(1, |p| p.doses_in_series)
+/// Where `dose` stands in its person's series, by the rules of `crate::rules`: the series is
+/// the product of its first dose (a mixed series counts by that product's length), and the next
+/// dose falls due the product's minimum interval after this one (the interval is the earlier
+/// dose's product's, as [`crate::rules::check_sequence`] applies it).
+pub fn series_position<'a>(
+    products: &HashMap<ProductCode, Product>,
+    history: &'a [Dose],
+    dose: &Dose,
+) -> SeriesPosition<'a> {
+    let first = history
+        .iter()
+        .filter(|d| d.dose_id != dose.dose_id)
+        .chain(std::iter::once(dose))
+        .min_by_key(|d| (d.dose_number, d.administered_at))
+        .unwrap_or(dose);
+    let series_doses = products
+        .get(&first.product)
+        .or_else(|| products.get(&dose.product))
+        .map_or(1, |p| p.doses_in_series);
+    let previous = previous_in_series(history, dose);
+    SeriesPosition {
+        series_doses,
+        previous,
+        next_due: (dose.dose_number < series_doses).then(|| next_due(products, dose)),
+        previous_due: previous.map(|p| next_due(products, p)),
+    }
+}
+
+/// The first day the dose after `dose` may be given: its UTC day plus its product's minimum
+/// interval (0 for a product not in the catalogue) — the day `rules::next_dose` calls
+/// `earliest`, counted in UTC days as all analytics are.
+pub fn next_due(products: &HashMap<ProductCode, Product>, dose: &Dose) -> Date {
+    let interval = products
+        .get(&dose.product)
+        .map_or(0, |p| p.min_interval_days);
+    utc_day(dose.administered_at) + Duration::days(i64::from(interval))
 }
 
 /// The dose given just before `dose` in its person's series.
@@ -169,4 +201,80 @@ pub fn previous_in_series<'a>(history: &'a [Dose], dose: &Dose) -> Option<&'a Do
         .iter()
         .filter(|d| d.dose_id != dose.dose_id && d.dose_number < dose.dose_number)
         .max_by_key(|d| (d.dose_number, d.administered_at))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules;
+    use store::conformance::sample_dose;
+    use store::{PersonCode, builtin_products};
+    use time::macros::{date, datetime};
+
+    fn catalogue() -> HashMap<ProductCode, Product> {
+        builtin_products()
+            .into_iter()
+            .map(|p| (p.code.clone(), p))
+            .collect()
+    }
+
+    fn dose(n: u8, product: &str, at: OffsetDateTime) -> Dose {
+        let mut d = sample_dose(&PersonCode::new("P1").expect("valid"), n);
+        d.product = ProductCode::new(product).expect("valid");
+        d.administered_at = at;
+        d
+    }
+
+    #[test]
+    fn the_next_dose_falls_due_when_the_rules_allow_it() {
+        let p = catalogue();
+        let today = date!(2026 - 11 - 21);
+        for history in [
+            vec![dose(1, "COMIRNATY", datetime!(2026-11-10 23:30 UTC))],
+            vec![dose(1, "VAXZEVRIA", datetime!(2026-11-01 09:00 UTC))],
+            vec![
+                dose(1, "ABDALA", datetime!(2026-10-01 09:00 UTC)),
+                dose(2, "ABDALA", datetime!(2026-10-20 09:00 UTC)),
+            ],
+        ] {
+            let last = history.last().expect("a dose");
+            let position = series_position(&p, &history, last);
+            let rules = rules::next_dose(&history, &p, today);
+            assert_eq!(position.next_due, rules.earliest, "{history:?}");
+        }
+    }
+
+    #[test]
+    fn a_mixed_series_counts_by_its_first_product() {
+        // A custom three-dose product that mixes, started first; then a two-dose product.
+        let mut p = catalogue();
+        let mut long = p[&ProductCode::new("COMIRNATY").expect("valid")].clone();
+        long.code = ProductCode::new("LONGMIX").expect("valid");
+        long.doses_in_series = 3;
+        p.insert(long.code.clone(), long);
+        let first = dose(1, "LONGMIX", datetime!(2026-10-01 09:00 UTC));
+        let second = dose(2, "SPIKEVAX", datetime!(2026-10-25 09:00 UTC));
+        let history = [first.clone(), second.clone()];
+        let position = series_position(&p, &history, &second);
+        assert_eq!(position.series_doses, 3, "the series is LONGMIX's");
+        // Dose 3 is owed, due 28 days (Spikevax's interval) after dose 2.
+        assert_eq!(position.next_due, Some(date!(2026 - 11 - 22)));
+        // Dose 2 settled dose 1's due day: 21 days (LONGMIX, a copy of Comirnaty) after it.
+        assert_eq!(position.previous_due, Some(date!(2026 - 10 - 22)));
+        assert_eq!(position.previous.map(|d| d.dose_id), Some(first.dose_id));
+    }
+
+    #[test]
+    fn the_last_dose_of_a_series_leaves_nothing_due() {
+        let p = catalogue();
+        let history = [
+            dose(1, "COMIRNATY", datetime!(2026-10-01 09:00 UTC)),
+            dose(2, "COMIRNATY", datetime!(2026-10-25 09:00 UTC)),
+        ];
+        let position = series_position(&p, &history, &history[1]);
+        assert_eq!(position.next_due, None);
+        assert_eq!(position.previous_due, Some(date!(2026 - 10 - 22)));
+        let single = dose(1, "JCOVDEN", datetime!(2026-10-01 09:00 UTC));
+        assert_eq!(series_position(&p, &[], &single).next_due, None);
+    }
 }

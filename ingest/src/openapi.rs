@@ -127,7 +127,7 @@ pub fn document() -> Value {
         &["400", "401", "403"],
     );
     let mut allocation = op(
-        "Proposes how to split a shipment of one product between sites, districts or provinces: from recent uptake, stock on hand, doses owed, people still to start and site capacity; never more than the shipment, in whole units, with days of supply before and after",
+        "Proposes how to split a shipment of one product between sites, districts or provinces (those that give or stock it): from recent uptake, stock on hand, doses owed (due within the horizon, not lapsed), people still to start and site capacity; never more than the shipment, in whole units, with days of supply before and after, people lapsed, doses received, and how fresh the analytics are. 503 analytics_unavailable (with Retry-After) when the analytics backend does not answer within analytics.read_timeout_seconds",
         "admin, observer",
         None,
         ("200", "AllocationAnswer"),
@@ -135,11 +135,12 @@ pub fn document() -> Value {
     );
     allocation["parameters"] = json!([
         {"name": "product", "in": "query", "required": true, "schema": {"type": "string"}},
-        {"name": "quantity", "in": "query", "required": true, "description": "doses in the shipment", "schema": {"type": "integer", "minimum": 0}},
+        {"name": "quantity", "in": "query", "required": true, "description": "doses in the shipment", "schema": {"type": "integer", "minimum": 0, "maximum": 1_000_000_000u64}},
         {"name": "level", "in": "query", "schema": {"type": "string", "enum": ["site", "district", "province"], "default": "site"}},
-        {"name": "unit", "in": "query", "description": "doses per vial or box (server default: allocation.unit_doses)", "schema": {"type": "integer", "minimum": 1}},
+        {"name": "unit", "in": "query", "description": "doses per vial or box (server default: allocation.unit_doses)", "schema": {"type": "integer", "minimum": 1, "maximum": 100_000}},
         {"name": "window_days", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 366}},
-        {"name": "horizon_days", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 366}}
+        {"name": "horizon_days", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 366}},
+        {"name": "owed_lapse_days", "in": "query", "description": "days overdue after which a person owed a dose is lapsed, not owed (server default: allocation.owed_lapse_days)", "schema": {"type": "integer", "minimum": 0, "maximum": 3650}}
     ]);
     let mut uptake = op(
         "Doses per area per day or hour (UTC buckets), from the analytics rollups",
@@ -301,17 +302,27 @@ fn schemas() -> Value {
         "Stats": {"type": "object"},
         "AllocationAnswer": {"type": "object", "description": "see analytics/src/allocation.rs for the method", "properties": {
             "analytics_backend": {"type": "string"}, "generated_at": {"type": "integer"},
+            "analytics": {"$ref": "#/components/schemas/AnalyticsFreshness"},
             "plan": {"type": "object", "properties": {
                 "request": {"type": "object"}, "need_doses": {"type": "integer"}, "allocated_doses": {"type": "integer"},
                 "held_back_doses": {"type": "integer"}, "unmet_need_doses": {"type": "integer"}, "fill_level_days": {"type": "number", "nullable": true},
-                "unplaced_registrations": {"type": "integer"}, "notes": {"type": "array", "items": {"type": "string"}},
+                "unplaced_registrations": {"type": "integer"}, "lapsed_doses": {"type": "integer", "description": "people more than owed_lapse_days overdue: to call back, not planned for"},
+                "notes": {"type": "array", "items": {"type": "string"}},
                 "lines": {"type": "array", "items": {"type": "object", "properties": {
                     "area": {"type": "string"}, "name": {"type": "string"}, "site_count": {"type": "integer"}, "daily_rate": {"type": "number"},
-                    "stock_on_hand": {"type": "integer"}, "owed_doses": {"type": "integer"}, "remaining_registrations": {"type": "integer"},
+                    "stock_on_hand": {"type": "integer"}, "owed_doses": {"type": "integer"}, "lapsed_doses": {"type": "integer"},
+                    "received_doses": {"type": "integer", "description": "doses of the product delivered to the line's sites: lots received and adjustments"},
+                    "remaining_registrations": {"type": "integer"},
                     "planned_doses": {"type": "integer"}, "need_doses": {"type": "integer"}, "allocated_doses": {"type": "integer"},
                     "days_of_supply_before": {"type": "number", "nullable": true}, "days_of_supply_after": {"type": "number", "nullable": true}}}}}}}},
+        "AnalyticsFreshness": {"type": "object", "description": "how current the analytics figures are", "properties": {
+            "as_of": {"type": "integer", "description": "unix seconds: every dose committed before this is counted"},
+            "stale": {"type": "boolean", "description": "the outbox lags more than analytics.lag_alert_seconds, or dropped rows"},
+            "lag_seconds": {"type": "integer"}, "outbox_rows": {"type": "integer"}, "dropped_rows": {"type": "integer"},
+            "last_error": {"type": "string", "nullable": true}, "note": {"type": "string", "nullable": true}}},
         "UptakeAnswer": {"type": "object", "properties": {
-            "analytics_backend": {"type": "string"}, "level": {"type": "string"}, "granularity": {"type": "string"},
+            "analytics_backend": {"type": "string"}, "analytics": {"$ref": "#/components/schemas/AnalyticsFreshness"},
+            "level": {"type": "string"}, "granularity": {"type": "string"},
             "since": {"type": "integer"}, "until": {"type": "integer"},
             "points": {"type": "array", "items": {"type": "object", "properties": {
                 "area": {"type": "string"}, "bucket": {"type": "string", "format": "date-time"}, "doses": {"type": "integer"}}}}}},

@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use analytics::shipper::ShipperConfig;
 use analytics::{
-    Analytics, ClickHouseAnalytics, ClickHouseConfig, EmbeddedAnalytics, Outbox, Shipper,
+    Analytics, ClickHouseAnalytics, ClickHouseConfig, EmbeddedAnalytics, Intervals, Outbox, Shipper,
 };
 use certify::{KeyPurpose, RevocationList, Signer};
 use store::Store;
@@ -131,6 +131,9 @@ pub async fn build_state(
         shipper,
         allocation: config.allocation,
         analytics_lag_alert_s: config.analytics.lag_alert_seconds,
+        analytics_read_timeout: std::time::Duration::from_secs(
+            config.analytics.read_timeout_seconds,
+        ),
         config: config.api(),
         started: Instant::now(),
     }))
@@ -144,7 +147,8 @@ struct AnalyticsParts {
 }
 
 /// Opens the outbox and the analytics backend and starts shipping. Every lot in the catalogue
-/// is announced as received (movement ids are content hashes, so this is idempotent).
+/// is announced (a lot added or changed on the stopped server becomes a movement; an unchanged
+/// one changes nothing).
 fn start_analytics(
     data: &Path,
     config: &ServerConfig,
@@ -155,19 +159,27 @@ fn start_analytics(
         &data.join("analytics-outbox"),
         settings.outbox_max_bytes,
     )?);
+    // Rows from before due dates are dated with the campaign's own catalogue.
+    let intervals = Intervals::of(campaign.products().values());
     let backend: Arc<dyn Analytics> = match &settings.clickhouse {
-        Some(url) => Arc::new(ClickHouseAnalytics::new(&ClickHouseConfig {
-            url: url.clone(),
-            database: settings.database.clone(),
-            user: settings.user.clone(),
-            password: settings.password.clone(),
-            ..ClickHouseConfig::new(url.clone())
-        })),
-        None => Arc::new(EmbeddedAnalytics::open(&data.join("analytics"))?),
+        Some(url) => Arc::new(
+            ClickHouseAnalytics::new(&ClickHouseConfig {
+                url: url.clone(),
+                database: settings.database.clone(),
+                user: settings.user.clone(),
+                password: settings.password.clone(),
+                ..ClickHouseConfig::new(url.clone())
+            })
+            .with_intervals(intervals),
+        ),
+        None => Arc::new(EmbeddedAnalytics::open_with(
+            &data.join("analytics"),
+            intervals,
+        )?),
     };
     let feed = Arc::new(AnalyticsFeed::new(outbox.clone(), campaign.clone()));
     let lots: Vec<_> = campaign.lots().iter().map(|s| s.lot.clone()).collect();
-    feed.lots_received(&lots);
+    feed.lots_allocated(&lots);
     // Schema and migrations now, in the background: the dose path never waits for them, and an
     // unreachable ClickHouse or a refused migration is in the log from the first second.
     let preparing = backend.clone();

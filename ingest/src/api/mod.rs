@@ -93,8 +93,10 @@ pub struct AppState {
     /// Ships the outbox to `analytics`.
     pub shipper: Shipper,
     pub allocation: AllocationSettings,
-    /// Analytics lag that raises an alert, seconds.
+    /// Analytics lag that raises an alert, seconds (and marks plans and uptake series stale).
     pub analytics_lag_alert_s: u64,
+    /// How long an allocation or uptake read waits for the analytics backend before 503.
+    pub analytics_read_timeout: std::time::Duration,
     pub config: ApiConfig,
     pub started: Instant,
 }

@@ -75,6 +75,6 @@ pub async fn add_lot(
     caller.require(&[Role::Admin])?;
     setup::add_lot(state.store.as_ref(), &lot).await?;
     state.campaign.upsert_lot(lot.clone());
-    state.feed.lot_received(&lot);
+    state.feed.lot_allocated(&lot);
     Ok(json_answer(StatusCode::CREATED, json!({"lot": lot})))
 }
