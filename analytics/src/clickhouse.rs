@@ -346,7 +346,8 @@ pub const MIGRATIONS: &[(u32, &str, &[&str])] = &[
             // dose's day plus its product's interval; the settled day is the previous dose's
             // (same person, the dose number before), found by a join. Rows already carrying
             // their days keep them. Idempotent; the caveat of version 2's backfill applies.
-            // (No alias repeats a column name: current releases refuse cyclic aliases.)
+            // (No alias repeats a column name: current releases refuse cyclic aliases; and
+            // every joined subquery has an alias: they require it, `joined_subquery_requires_alias`.)
             "INSERT INTO owed_due
         SELECT product, site_id, due, toUInt8(0) AS settles, toUInt8(0) AS retracted,
                uniqExactState(dose_id, version) AS doses
@@ -367,11 +368,11 @@ pub const MIGRATIONS: &[(u32, &str, &[&str])] = &[
                            previous_product, previous_site, previous_due, dose_id, version,
                            administered_at
                     FROM (SELECT * FROM doses FINAL)
-                    WHERE deleted = 0 AND previous_site != '')
+                    WHERE deleted = 0 AND previous_site != '') AS later
               ANY LEFT JOIN
                    (SELECT person_code, dose_number AS earlier_number,
                            toDate(administered_at) + {min_interval_days} AS earlier_due
-                    FROM (SELECT * FROM doses FINAL) WHERE deleted = 0)
+                    FROM (SELECT * FROM doses FINAL) WHERE deleted = 0) AS earlier
               USING (person_code, earlier_number))
         GROUP BY previous_product, previous_site, due",
             // The rollup `owed_due` replaces; views first, so no insert feeds a dropped table.
