@@ -428,10 +428,13 @@ impl App {
             Event::Key(_) | Event::Resize => {}
             Event::Tick { now } => self.now = now,
             Event::Feed(FeedEvent::Snapshot(snapshot)) => {
-                let newer = self
-                    .snapshot
-                    .as_ref()
-                    .is_none_or(|s| snapshot.generated_at > s.generated_at);
+                // The first snapshot of a connection is fresh whatever its time says (another
+                // replica's clock may be behind the last one's).
+                let newer = self.connection != Connection::Live
+                    || self
+                        .snapshot
+                        .as_ref()
+                        .is_none_or(|s| snapshot.generated_at > s.generated_at);
                 if newer {
                     self.fresh_at = self.now;
                 }

@@ -1420,6 +1420,15 @@ fn frozen_figures_are_marked_stale_and_server_errors_shown() {
         1,
         &[" Server error: the snapshot could not be built. Data from 08:00:00 UTC, 5 s old."],
     );
+    // After a reconnection the first snapshot is fresh, even from a server whose clock is
+    // behind the last one's (a standby replica).
+    let mut behind = campaign();
+    behind.generated_at = NOW - 2;
+    app.update(Event::Feed(FeedEvent::Connecting { attempt: 1 }));
+    app.update(Event::Feed(FeedEvent::Snapshot(Box::new(behind))));
+    assert!(!app.is_stale());
+    app.update(Event::Tick { now: NOW + 9 });
+    assert!(app.is_stale());
     // A fresh snapshot clears both.
     let mut fresh = campaign();
     fresh.generated_at = NOW + 5;
