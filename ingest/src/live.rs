@@ -539,6 +539,7 @@ struct Counted {
     sites: Vec<Option<SiteCounted>>,
     products: Vec<ProductCode>,
     history: Vec<u64>,
+    doses_total: u64,
     national_now: u64,
     national_rate: u64,
     national_minute: u64,
@@ -649,13 +650,14 @@ impl Live {
         if doses.is_empty() {
             return;
         }
-        self.doses_total
-            .fetch_add(doses.len() as u64, Ordering::Relaxed);
         let products = self.campaign.products();
         let started_at = self.started_at;
         let offset = self.config.utc_offset_s;
         let start_day = self.start_day();
         let mut state = self.lock();
+        // Under the lock, so that a snapshot's total and its per-day counts agree.
+        self.doses_total
+            .fetch_add(doses.len() as u64, Ordering::Relaxed);
         for dose in doses {
             let at = dose.recorded_at.unix_timestamp();
             let day = campaign_day(at, offset);
@@ -829,6 +831,7 @@ impl Live {
             history: (history_from..=last_complete)
                 .map(|s| state.national.get(s))
                 .collect(),
+            doses_total: self.doses_total(),
             national_now: state
                 .national
                 .sum(last_complete - now_span + 1, last_complete),
@@ -1089,7 +1092,7 @@ impl Live {
             .collect();
 
         let doses = DoseFigures {
-            total: self.doses_total(),
+            total: counted.doses_total,
             today: sites.iter().map(|s| s.doses_today).sum(),
             since_start: counted.since_start,
             per_s_now: counted.national_now as f64 / now_span as f64,
