@@ -6,7 +6,9 @@
 #   bash console/measure-cpu.sh                 # 500 sites, 60 s, a 200x60 window
 #   SITES=500 SECONDS_MEASURED=60 COLS=80 ROWS=24 bash console/measure-cpu.sh
 #
-# Needs tmux and a release build (`cargo build --release`); BIN overrides the binary.
+# Needs tmux and a release build (`cargo build --release`); BIN overrides the binary. The console
+# uses the demo's observer token (read-only), and the minute is measured from the moment it
+# shows "● live".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,11 +33,12 @@ trap cleanup EXIT
     --duration "$((SECONDS_MEASURED + 60))s" --out "$OUT" >"$OUT.log" 2>&1 &
 demo_pid=$!
 
-# The demo writes campaign.json once its server listens.
-for _ in $(seq 1 600); do [[ -s "$OUT/campaign.json" ]] && break; sleep 0.5; done
-[[ -s "$OUT/campaign.json" ]] || { echo "the demo did not start: $(tail -5 "$OUT.log")"; exit 1; }
+# The demo writes campaign.json and its observer token once its server listens.
+for _ in $(seq 1 600); do [[ -s "$OUT/observer-token" ]] && break; sleep 0.5; done
+[[ -s "$OUT/observer-token" ]] || { echo "the demo did not start: $(tail -5 "$OUT.log")"; exit 1; }
 server=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["server"])' "$OUT/campaign.json")
-token=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["admin_token"])' "$OUT/campaign.json")
+# The steering committee's read-only token, as a real console would use.
+token=$(cat "$OUT/observer-token")
 
 bytes=$(python3 -c 'import sys, urllib.request as u
 r = u.Request(sys.argv[1] + "/v1/live", headers={"Authorization": "Bearer " + sys.argv[2]})
@@ -45,7 +48,13 @@ tmux -L "$SOCKET" -f /dev/null new-session -d -s measure -x "$COLS" -y "$ROWS" \
 console_pid=$(tmux -L "$SOCKET" display-message -p -t measure '#{pane_pid}')
 
 ticks() { awk '{print $14 + $15}' "/proc/$console_pid/stat"; }
-sleep 5 # let the console connect and draw its first screens before measuring
+# Measure from the moment the console shows live figures (at most 60 s to get there).
+for _ in $(seq 1 600); do
+    tmux -L "$SOCKET" capture-pane -p -t measure | grep -q '● live' && break
+    sleep 0.1
+done
+tmux -L "$SOCKET" capture-pane -p -t measure | grep -q '● live' \
+    || { echo "the console did not come up live:"; tmux -L "$SOCKET" capture-pane -p -t measure; exit 1; }
 start_ticks=$(ticks); start_ns=$(date +%s%N)
 sleep "$SECONDS_MEASURED"
 end_ticks=$(ticks); end_ns=$(date +%s%N)

@@ -216,6 +216,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let base = format!("http://{}", listener.local_addr()?);
     campaign.server.clone_from(&base);
     campaign.save(&out.join("campaign.json"))?;
+    // The read-only token for watching the demo from another terminal (`vaxcamp console`,
+    // console/measure-cpu.sh), next to campaign.json and as secret as it.
+    std::fs::write(out.join("observer-token"), &observer)?;
     let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(ingest::serve(listener, state, async move {
         let _ = server_stopped.await;

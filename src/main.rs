@@ -105,6 +105,10 @@ struct ServeArgs {
     /// ClickHouse user. Default: ClickHouse's default user.
     #[arg(long, env = "VAXCAMP_CLICKHOUSE_USER")]
     clickhouse_user: Option<String>,
+    /// The campaign's time zone, a fixed offset from UTC such as +07:00: its midnight starts
+    /// "today" on the console. Default: +07:00 (Viet Nam)
+    #[arg(long, env = "VAXCAMP_UTC_OFFSET", allow_hyphen_values = true)]
+    utc_offset: Option<String>,
 }
 
 impl ServeArgs {
@@ -127,6 +131,9 @@ impl ServeArgs {
         }
         if let Some(user) = &self.clickhouse_user {
             config.analytics.user = Some(user.clone());
+        }
+        if let Some(offset) = &self.utc_offset {
+            config.campaign.utc_offset.clone_from(offset);
         }
         config.analytics.password = std::env::var("VAXCAMP_CLICKHOUSE_PASSWORD").ok();
         config.validate().map_err(anyhow::Error::msg)?;

@@ -292,9 +292,22 @@ async fn a_clickhouse_outage_fails_no_dose_and_the_counts_converge_exactly() {
         (before + during) as u64,
         "after the outage ClickHouse has every dose exactly once"
     );
-    let (_, live) = server.get("/v1/live", Some(&server.observer)).await;
-    assert_eq!(live["analytics"]["outbox_rows"], 0, "{}", live["analytics"]);
-    assert_eq!(live["analytics"]["dropped_rows"], 0);
+    // The live snapshot is shared for up to a second: wait for one built after the outbox
+    // emptied.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, live) = server.get("/v1/live", Some(&server.observer)).await;
+        if live["analytics"]["outbox_rows"] == 0 {
+            assert_eq!(live["analytics"]["dropped_rows"], 0);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the console still sees rows waiting: {}",
+            live["analytics"]
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     server.stop().await;
 }
 

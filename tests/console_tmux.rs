@@ -6,8 +6,13 @@
 //! Also: the server's live feed and its allocation planner, read by the console's own code over
 //! real HTTP.
 //!
+//! More: the console at 80×24 sees its server stop ("Offline") and a new one start on the same
+//! port and data ("● live" again); the terminal is out of raw mode after `q` and after a panic
+//! (`stty -a` in the pane).
+//!
 //! tmux comes from Debian's package; `tests/run.sh` installs it. If it is missing here, the
-//! test installs it with apt-get, and skips (saying so) only if that fails.
+//! test installs it with apt-get, and skips (saying so) only if that fails, unless
+//! `VAXCAMP_REQUIRE_TMUX=1` (as in CI), when a missing tmux fails the test.
 
 #![allow(clippy::unwrap_used)]
 
@@ -35,8 +40,9 @@ fn tmux_works() -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
-/// True when tmux can run, installing it with apt-get first if it is missing.
-fn tmux_ready() -> bool {
+/// True when tmux can run, installing it with apt-get first if it is missing. With
+/// `VAXCAMP_REQUIRE_TMUX=1` a tmux that cannot be had fails the test instead of skipping it.
+fn tmux_ready(test: &str) -> bool {
     if tmux_works() {
         return true;
     }
@@ -52,16 +58,37 @@ fn tmux_ready() -> bool {
         let _ = Command::new("apt-get").args(["update", "-q"]).status();
         install();
     }
-    tmux_works()
+    if tmux_works() {
+        return true;
+    }
+    assert!(
+        std::env::var("VAXCAMP_REQUIRE_TMUX").as_deref() != Ok("1"),
+        "{test}: tmux is not installed and `apt-get install -y tmux` failed, and \
+         VAXCAMP_REQUIRE_TMUX=1 says this test must run"
+    );
+    eprintln!(
+        "SKIPPED {test}: tmux is not installed and `apt-get install -y tmux` failed; \
+         tests/run.sh installs it (and sets VAXCAMP_REQUIRE_TMUX=1)"
+    );
+    false
+}
+
+/// Whether `stty -a` output on `screen` shows a terminal in cooked mode (line editing, echo,
+/// signals): what a shell needs after the console has left.
+fn cooked(screen: &str) -> bool {
+    let words: Vec<&str> = screen.split_whitespace().collect();
+    ["icanon", "echo", "isig"]
+        .iter()
+        .all(|flag| words.contains(flag) && !words.contains(&format!("-{flag}").as_str()))
 }
 
 impl Tmux {
     /// Runs the shell command `command` in a detached `width`×`height` session with no status
-    /// line.
-    fn start(command: &str, width: u16, height: u16) -> Self {
+    /// line, on a tmux server of its own (`name` tells the tests of this binary apart).
+    fn start(name: &str, command: &str, width: u16, height: u16) -> Self {
         let config = tempfile::NamedTempFile::new().unwrap();
         std::fs::write(config.path(), "set -g status off\n").unwrap();
-        let socket = format!("vaxcamp-console-test-{}", std::process::id());
+        let socket = format!("vaxcamp-console-{name}-{}", std::process::id());
         let status = Command::new("tmux")
             .args(["-L", &socket, "-f"])
             .arg(config.path())
@@ -204,11 +231,7 @@ fn drive_traffic(server: &TestServer, stop: Arc<AtomicBool>, recorded: Arc<Atomi
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn console_in_tmux_follows_live_traffic_and_drills_down() {
-    if !tmux_ready() {
-        eprintln!(
-            "SKIPPED console_in_tmux_follows_live_traffic_and_drills_down: tmux is not installed \
-             and `apt-get install -y tmux` failed; tests/run.sh installs it"
-        );
+    if !tmux_ready("console_in_tmux_follows_live_traffic_and_drills_down") {
         return;
     }
     let server = TestServer::start().await;
@@ -221,12 +244,12 @@ async fn console_in_tmux_follows_live_traffic_and_drills_down() {
     // exit and left a zombie.) Every value quoted here is letters, digits and `/:._-`.
     let command = format!(
         "NO_COLOR=1 VAXCAMP_LOG=warn VAXCAMP_TOKEN='{}' '{}' console --server '{}'; \
-         echo \"console exited with status $?\"; exec sleep 3600",
+         echo \"console exited with status $?\"; stty -a; exec sleep 3600",
         server.observer,
         env!("CARGO_BIN_EXE_vaxcamp"),
         server.base
     );
-    let tmux = tokio::task::block_in_place(|| Tmux::start(&command, 100, 30));
+    let tmux = tokio::task::block_in_place(|| Tmux::start("drill", &command, 100, 30));
     let wait = Duration::from_secs(30);
 
     tokio::task::block_in_place(|| {
@@ -330,6 +353,10 @@ async fn console_in_tmux_follows_live_traffic_and_drills_down() {
             !screen.contains("Overview"),
             "the alternate screen is gone: {screen}"
         );
+        let screen = tmux.wait_for("stty's report", wait, |s| {
+            s.contains("icanon").then(|| s.to_owned())
+        });
+        assert!(cooked(&screen), "raw mode is off after q: {screen}");
     });
 }
 
@@ -425,4 +452,154 @@ async fn console_reads_the_live_feed_of_a_real_server() {
     assert_eq!(got.doses.since_start, 1);
     feed.abort();
     server.stop().await;
+}
+
+/// A server of the test campaign on `addr` (port 0 for any), until `stop` is sent.
+async fn serve_campaign(
+    store: Arc<dyn store::Store>,
+    dir: &std::path::Path,
+    addr: std::net::SocketAddr,
+) -> (
+    std::net::SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+) {
+    let config = ingest::ServerConfig {
+        data: dir.to_owned(),
+        ..ingest::ServerConfig::default()
+    };
+    let state = ingest::build_state(store, dir, &config).await.unwrap();
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        ingest::serve(listener, state, async move {
+            let _ = stopped.await;
+        })
+        .await
+        .unwrap();
+    });
+    (addr, stop, task)
+}
+
+/// The console on an 80×24 terminal: everything fits; the server stops (the console says
+/// "Offline" and keeps the figures), a new server starts on the same port and data (the
+/// console is "● live" again by itself); `q` leaves the terminal in cooked mode.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_at_80x24_reconnects_to_a_restarted_server() {
+    if !tmux_ready("console_at_80x24_reconnects_to_a_restarted_server") {
+        return;
+    }
+    let campaign = common::campaign().await;
+    let dir = campaign.dir.path().to_owned();
+    let (addr, stop, task) =
+        serve_campaign(campaign.store.clone(), &dir, "127.0.0.1:0".parse().unwrap()).await;
+    let command = format!(
+        "NO_COLOR=1 VAXCAMP_LOG=warn VAXCAMP_TOKEN='{}' '{}' console --server 'http://{addr}'; \
+         echo \"console exited with status $?\"; stty -a; exec sleep 3600",
+        campaign.observer,
+        env!("CARGO_BIN_EXE_vaxcamp"),
+    );
+    let tmux = tokio::task::block_in_place(|| Tmux::start("restart", &command, 80, 24));
+    let wait = Duration::from_secs(30);
+    tokio::task::block_in_place(|| {
+        let screen = tmux.wait_for("the live overview at 80×24", wait, |s| {
+            s.contains("● live").then(|| s.to_owned())
+        });
+        // Every box of the overview and the key line are on the screen.
+        for part in [
+            "┌ Doses",
+            "┌ Campaign",
+            "┌ Server",
+            "Latency",
+            "Errors",
+            "q quit",
+        ] {
+            assert!(screen.contains(part), "{part} at 80×24:\n{screen}");
+        }
+        assert_eq!(screen.lines().count(), 24, "{screen}");
+    });
+
+    // The server stops: the console says so.
+    let _ = stop.send(());
+    task.await.unwrap();
+    tokio::task::block_in_place(|| {
+        tmux.wait_for("the offline banner", wait, |s| {
+            (s.contains("Offline:") && s.contains("offline, retry in")).then_some(())
+        });
+    });
+
+    // A new server on the same data and port (the store reopened, as after a restart).
+    drop(campaign.store);
+    let deadline = Instant::now() + wait;
+    let store: Arc<dyn store::Store> = loop {
+        match store::EmbeddedStore::open(
+            &dir,
+            &store::EmbeddedOptions {
+                shards: 2,
+                ..Default::default()
+            },
+        ) {
+            Ok(store) => break Arc::new(store),
+            Err(e) => {
+                assert!(Instant::now() < deadline, "cannot reopen the store: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    let (again, stop, task) = serve_campaign(store, &dir, addr).await;
+    assert_eq!(again, addr);
+    tokio::task::block_in_place(|| {
+        tmux.wait_for("the console live again", wait, |s| {
+            (s.contains("● live") && !s.contains("Offline")).then_some(())
+        });
+        tmux.keys(&["q"]);
+        let screen = tmux.wait_for("stty's report after q", wait, |s| {
+            (s.contains("console exited with status") && s.contains("icanon")).then(|| s.to_owned())
+        });
+        assert!(screen.contains("console exited with status 0"), "{screen}");
+        assert!(cooked(&screen), "raw mode is off after q: {screen}");
+    });
+    let _ = stop.send(());
+    task.await.unwrap();
+}
+
+/// A panic while the console is on screen: the hook gives the terminal back (normal screen,
+/// cooked mode) before the panic message prints.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_restores_the_terminal() {
+    if !tmux_ready("a_panic_restores_the_terminal") {
+        return;
+    }
+    // No server needed: the console draws its first screen (connecting) and panics.
+    let command = format!(
+        "{}=1 RUST_BACKTRACE=0 NO_COLOR=1 VAXCAMP_TOKEN=x '{}' console --server 'http://127.0.0.1:9'; \
+         echo \"console exited with status $?\"; stty -a; exec sleep 3600",
+        console::TEST_PANIC_ENV,
+        env!("CARGO_BIN_EXE_vaxcamp"),
+    );
+    let tmux = tokio::task::block_in_place(|| Tmux::start("panic", &command, 80, 24));
+    tokio::task::block_in_place(|| {
+        let screen = tmux.wait_for(
+            "the console to panic and exit",
+            Duration::from_secs(30),
+            |s| {
+                (s.contains("console exited with status") && s.contains("icanon"))
+                    .then(|| s.to_owned())
+            },
+        );
+        assert!(
+            screen.contains("console exited with status 101"),
+            "{screen}"
+        );
+        assert!(
+            screen.contains("panics on purpose"),
+            "the message shows: {screen}"
+        );
+        assert!(
+            !screen.contains("Overview"),
+            "the alternate screen is gone: {screen}"
+        );
+        assert!(cooked(&screen), "raw mode is off after a panic: {screen}");
+    });
 }

@@ -444,7 +444,7 @@ async fn batches_answer_per_dose() {
     let (status, lookup) = server
         .post(
             "/v1/doses:lookup",
-            Some(&server.observer),
+            Some(&server.site),
             &json!({"dose_ids": ids}),
         )
         .await;
@@ -455,9 +455,38 @@ async fn batches_answer_per_dose() {
             .as_array()
             .unwrap()
             .iter()
-            .all(|f| f["copies"] == 1)
+            .all(|f| f["copies"] == 1 && f["person_code"].is_string())
     );
     assert_eq!(lookup["missing"].as_array().unwrap().len(), 1);
+    // The answer names people: the steering committee's observer token may not ask, and
+    // another site does not even learn that these doses exist.
+    let (status, json) = server
+        .post(
+            "/v1/doses:lookup",
+            Some(&server.observer),
+            &json!({"dose_ids": ids}),
+        )
+        .await;
+    assert_error(status, &json, StatusCode::FORBIDDEN, "forbidden");
+    let (status, elsewhere) = server
+        .post(
+            "/v1/doses:lookup",
+            Some(&server.site2),
+            &json!({"dose_ids": ids}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{elsewhere}");
+    assert_eq!(elsewhere["found"], json!([]));
+    assert_eq!(elsewhere["missing"].as_array().unwrap().len(), 4);
+    let (status, all) = server
+        .post(
+            "/v1/doses:lookup",
+            Some(&server.admin),
+            &json!({"dose_ids": ids}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{all}");
+    assert_eq!(all["found"].as_array().unwrap().len(), 3);
     server.stop().await;
 }
 

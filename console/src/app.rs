@@ -149,6 +149,9 @@ impl StockSort {
     }
 }
 
+/// Connected figures older than this many seconds (three refresh periods) are marked stale.
+pub const STALE_AFTER_S: i64 = 3;
+
 /// One row of the area table: a province, a district or a site, with its sites added up.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AreaRow {
@@ -167,6 +170,8 @@ pub struct AreaRow {
     pub low: usize,
     pub out: usize,
     pub silent: usize,
+    /// Dose errors over the last minute at the sites of this row.
+    pub errors_last_minute: u64,
 }
 
 impl AreaRow {
@@ -184,6 +189,7 @@ impl AreaRow {
             low: 0,
             out: 0,
             silent: 0,
+            errors_last_minute: 0,
         }
     }
 
@@ -204,6 +210,7 @@ impl AreaRow {
         if site.silent {
             self.silent += 1;
         }
+        self.errors_last_minute += site.errors_last_minute;
     }
 
     fn finish(&mut self) {
@@ -322,12 +329,23 @@ pub struct App {
     pub connection: Connection,
     /// Unix seconds, from the last tick.
     pub now: i64,
+    /// When (our clock, from the ticks) a snapshot newer than the one before last arrived.
+    /// Measured on our clock rather than against the server's `generated_at`, so a skew between
+    /// the two machines cannot make live figures look stale, nor stale ones live.
+    pub fresh_at: i64,
+    /// The last `event: error` of the server (it could not build a snapshot), until a snapshot
+    /// comes again.
+    pub server_error: Option<String>,
     pub view: View,
     /// The drill-down: `[]` nation, `[province]`, `[province, district]`,
     /// `[province, district, site]`.
     pub path: Vec<String>,
-    /// The selected row in each view (Overview has none).
+    /// The selected row in each view (Overview has none), as an index into the rows drawn.
     pub selected: [usize; 4],
+    /// What the selected row is (an area code, a site and product, an alert), per view. Rows
+    /// re-sort with every snapshot, so after each one the selection is found again by this key:
+    /// the highlight stays on the same area rather than on the same line.
+    selected_key: [Option<String>; 4],
     pub sort: SortColumn,
     pub stock_sort: StockSort,
     pub filter: String,
@@ -359,9 +377,12 @@ impl App {
             snapshot: None,
             connection: Connection::Connecting { attempt: 1 },
             now,
+            fresh_at: now,
+            server_error: None,
             view: View::Overview,
             path: Vec::new(),
             selected: [0; 4],
+            selected_key: [None, None, None, None],
             sort: SortColumn::Name,
             stock_sort: StockSort::Days,
             filter: String::new(),
@@ -387,6 +408,19 @@ impl App {
         })
     }
 
+    /// Seconds since the figures on screen last moved on (see [`App::fresh_at`]).
+    pub fn data_age(&self) -> i64 {
+        self.now - self.fresh_at
+    }
+
+    /// Connected, but no fresh snapshot for more than [`STALE_AFTER_S`] seconds: the figures
+    /// on screen are frozen and must not pass for live ones.
+    pub fn is_stale(&self) -> bool {
+        self.connection == Connection::Live
+            && self.snapshot.is_some()
+            && self.data_age() > STALE_AFTER_S
+    }
+
     /// Moves the state for one event.
     pub fn update(&mut self, event: Event) {
         match event {
@@ -394,9 +428,23 @@ impl App {
             Event::Key(_) | Event::Resize => {}
             Event::Tick { now } => self.now = now,
             Event::Feed(FeedEvent::Snapshot(snapshot)) => {
+                // The first snapshot of a connection is fresh whatever its time says (another
+                // replica's clock may be behind the last one's).
+                let newer = self.connection != Connection::Live
+                    || self
+                        .snapshot
+                        .as_ref()
+                        .is_none_or(|s| snapshot.generated_at > s.generated_at);
+                if newer {
+                    self.fresh_at = self.now;
+                }
                 self.snapshot = Some(*snapshot);
                 self.connection = Connection::Live;
-                self.clamp_selection();
+                self.server_error = None;
+                self.find_selection();
+            }
+            Event::Feed(FeedEvent::ServerError(message)) => {
+                self.server_error = Some(message);
             }
             Event::Feed(FeedEvent::Connecting { attempt }) => {
                 self.connection = Connection::Connecting { attempt };
@@ -587,6 +635,7 @@ impl App {
                 _ => {}
             }
             self.selected[self.view.index()] = 0;
+            self.remember_selection();
             self.proposal_selected = 0;
             return;
         }
@@ -618,11 +667,15 @@ impl App {
                 self.editing_filter = true;
             }
             KeyCode::Char('a') if self.view == View::Stock => self.open_shipment_form(),
-            KeyCode::Char('s') => match self.view {
-                View::Areas => self.sort = self.sort.next(),
-                View::Stock => self.stock_sort = self.stock_sort.next(),
-                View::Overview | View::Alerts => {}
-            },
+            KeyCode::Char('s') => {
+                match self.view {
+                    View::Areas => self.sort = self.sort.next(),
+                    View::Stock => self.stock_sort = self.stock_sort.next(),
+                    View::Overview | View::Alerts => {}
+                }
+                // The same row stays selected wherever the new order puts it.
+                self.find_selection();
+            }
             _ => {}
         }
     }
@@ -631,6 +684,7 @@ impl App {
         if view != self.view {
             self.filter.clear();
             self.view = view;
+            self.find_selection();
         }
     }
 
@@ -648,30 +702,63 @@ impl App {
 
     fn move_selection(&mut self, by: i64) {
         let count = self.row_count();
-        let slot = if self.view == View::Stock && self.proposal_open() {
+        let proposal = self.view == View::Stock && self.proposal_open();
+        let slot = if proposal {
             &mut self.proposal_selected
         } else {
             &mut self.selected[self.view.index()]
         };
         if count == 0 {
             *slot = 0;
-            return;
+        } else {
+            let next = (*slot as i64).saturating_add(by).clamp(0, count as i64 - 1);
+            *slot = next as usize;
         }
-        let next = (*slot as i64).saturating_add(by).clamp(0, count as i64 - 1);
-        *slot = next as usize;
+        if !proposal {
+            self.remember_selection();
+        }
     }
 
-    fn clamp_selection(&mut self) {
-        let view = self.view;
-        let proposal = std::mem::replace(&mut self.proposal, Proposal::None);
-        for v in View::ALL {
-            self.view = v;
-            let count = self.row_count();
-            let slot = &mut self.selected[v.index()];
-            *slot = (*slot).min(count.saturating_sub(1));
+    /// What each row of the current view is, in the order drawn: an area code, a site and
+    /// product, an alert. Empty where the view has no selectable rows that a snapshot moves
+    /// (the overview, a site's page, a proposal's lines).
+    fn row_keys(&self) -> Vec<String> {
+        match self.view {
+            View::Areas if self.path.len() < 3 => {
+                self.area_rows().into_iter().map(|row| row.key).collect()
+            }
+            View::Stock if !self.proposal_open() => self
+                .stock_rows()
+                .into_iter()
+                .map(|row| format!("{}\u{0}{}", row.site_id, row.product))
+                .collect(),
+            View::Alerts => self.alerts().into_iter().map(alert_key).collect(),
+            View::Overview | View::Areas | View::Stock => Vec::new(),
         }
-        self.proposal = proposal;
-        self.view = view;
+    }
+
+    /// Notes which row is selected in the current view, after the user moved the selection.
+    fn remember_selection(&mut self) {
+        let i = self.view.index();
+        self.selected_key[i] = self.row_keys().get(self.selected[i]).cloned();
+    }
+
+    /// Finds the selected row again after the rows changed (a snapshot, a new sort order, a
+    /// view switched back to): by its key where it is still there, else the nearest line, which
+    /// then becomes the selection.
+    fn find_selection(&mut self) {
+        let keys = self.row_keys();
+        let i = self.view.index();
+        match self.selected_key[i]
+            .as_ref()
+            .and_then(|key| keys.iter().position(|k| k == key))
+        {
+            Some(found) => self.selected[i] = found,
+            None => {
+                self.selected[i] = self.selected[i].min(keys.len().saturating_sub(1));
+                self.selected_key[i] = keys.get(self.selected[i]).cloned();
+            }
+        }
     }
 
     fn enter(&mut self) {
@@ -682,6 +769,7 @@ impl App {
                     self.path.push(row.key.clone());
                     self.filter.clear();
                     self.selected[View::Areas.index()] = 0;
+                    self.remember_selection();
                 }
             }
             View::Alerts => {
@@ -723,13 +811,17 @@ impl App {
             self.proposal_selected = 0;
             return;
         }
-        if self.view == View::Areas
+        // The stock view follows the drill-down, so Esc goes up a level there too.
+        if matches!(self.view, View::Areas | View::Stock)
             && let Some(left) = self.path.pop()
         {
-            // Select the row we came from.
-            let rows = self.area_rows();
-            self.selected[View::Areas.index()] =
-                rows.iter().position(|r| r.key == left).unwrap_or(0);
+            // In the areas, select the row we came from.
+            if self.view == View::Areas {
+                let rows = self.area_rows();
+                self.selected[View::Areas.index()] =
+                    rows.iter().position(|r| r.key == left).unwrap_or(0);
+            }
+            self.remember_selection();
         }
     }
 
@@ -806,9 +898,20 @@ impl App {
                 r.doses_today as f64 / r.capacity as f64
             }
         };
+        // Names compare without their diacritics, so "Đà Nẵng" sorts with the Ds, not after Z.
+        let names: BTreeMap<String, String> = if sort == SortColumn::Name {
+            rows.iter()
+                .map(|r| (r.key.clone(), fold(&r.label)))
+                .collect()
+        } else {
+            BTreeMap::new()
+        };
         rows.sort_by(|a, b| {
             let by = match sort {
-                SortColumn::Name => a.label.cmp(&b.label),
+                SortColumn::Name => names
+                    .get(&a.key)
+                    .cmp(&names.get(&b.key))
+                    .then_with(|| a.label.cmp(&b.label)),
                 SortColumn::Today => b.doses_today.cmp(&a.doses_today),
                 SortColumn::Rate => b.rate_per_s.total_cmp(&a.rate_per_s),
                 SortColumn::Share => share(b).total_cmp(&share(a)),
@@ -839,6 +942,13 @@ impl App {
             })
             .filter(|row| self.matches_filter(&[&row.site_id, &row.site_name, &row.product]))
             .collect();
+        let names: BTreeMap<String, String> = if self.stock_sort == StockSort::Name {
+            rows.iter()
+                .map(|r| (r.site_id.clone(), fold(&r.site_name)))
+                .collect()
+        } else {
+            BTreeMap::new()
+        };
         rows.sort_by(|a, b| {
             let by = match self.stock_sort {
                 StockSort::Days => b
@@ -846,7 +956,10 @@ impl App {
                     .cmp(&a.low)
                     .then_with(|| days_ascending(a.days_of_supply, b.days_of_supply)),
                 StockSort::Stock => a.remaining.cmp(&b.remaining),
-                StockSort::Name => a.site_name.cmp(&b.site_name),
+                StockSort::Name => names
+                    .get(&a.site_id)
+                    .cmp(&names.get(&b.site_id))
+                    .then_with(|| a.site_name.cmp(&b.site_name)),
             };
             by.then_with(|| a.site_id.cmp(&b.site_id))
                 .then_with(|| a.product.cmp(&b.product))
@@ -874,13 +987,36 @@ impl App {
     }
 }
 
-/// Case-insensitive substring match of `filter` in any of `texts`; an empty filter matches all.
+/// Substring match of `filter` in any of `texts`, ignoring case and diacritics ("bach mai"
+/// finds "Bạch Mai", "da nang" finds "Đà Nẵng"); an empty filter matches all.
 fn matches(filter: &str, texts: &[&str]) -> bool {
     if filter.is_empty() {
         return true;
     }
-    let needle = filter.to_lowercase();
-    texts.iter().any(|t| t.to_lowercase().contains(&needle))
+    let needle = fold(filter);
+    texts.iter().any(|t| fold(t).contains(&needle))
+}
+
+/// Text as compared by the filter and the name sort: diacritics removed (`Đ` → `d`, `ạ` → `a`,
+/// precomposed or with combining marks), lower case.
+pub fn fold(text: &str) -> String {
+    deunicode::deunicode(text).to_lowercase()
+}
+
+/// What identifies an alert across snapshots (its message changes as time passes).
+fn alert_key(alert: &Alert) -> String {
+    format!(
+        "{}\u{0}{}\u{0}{}",
+        alert.kind,
+        alert.site_id.as_deref().unwrap_or(""),
+        // National alerts of one kind (a queue per shard) differ in their first words.
+        alert
+            .message
+            .split_whitespace()
+            .take(2)
+            .collect::<Vec<_>>()
+            .join(" ")
+    )
 }
 
 /// Fewest days first; unknown last.

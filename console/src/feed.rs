@@ -21,8 +21,12 @@ pub struct Snapshot {
     pub generated_at: i64,
     /// Unix seconds when the server started; "since start" figures count from there.
     pub started_at: i64,
-    /// Unix seconds from which "today" counts (UTC midnight, or the server's start if later).
+    /// Unix seconds from which "today" counts: midnight in the campaign's time zone, or the
+    /// server's start when it could not learn the day's earlier doses.
     pub today_since: i64,
+    /// The campaign's time zone as seconds east of UTC (Viet Nam: 25200); 0 from an older
+    /// server, whose days were UTC days. Times on screen are shown in it.
+    pub utc_offset_s: i64,
     pub backend: String,
     pub thresholds: Thresholds,
     pub doses: Doses,
@@ -88,6 +92,9 @@ pub struct Registrations {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Latency {
+    /// The seconds the figures cover (the last minute); 0 from an older server, whose figures
+    /// covered everything since it started.
+    pub window_s: u64,
     pub count: u64,
     pub p50_ms: f64,
     pub p99_ms: f64,
@@ -154,6 +161,10 @@ pub struct SiteLive {
     pub days_of_supply: Option<f64>,
     pub low_stock: bool,
     pub silent: bool,
+    /// Dose requests from this site that failed (refused, conflicting, busy...) over the last
+    /// minute, and since the server started.
+    pub errors_last_minute: u64,
+    pub errors_since_start: u64,
     pub stock: Vec<ProductStock>,
 }
 
@@ -210,6 +221,8 @@ pub enum FeedEvent {
     Connecting { attempt: u32 },
     /// A snapshot arrived.
     Snapshot(Box<Snapshot>),
+    /// The server sent `event: error` instead of a snapshot: it is up, but could not build one.
+    ServerError(String),
     /// The connection failed or dropped, for the `failures`-th time in a row; the next try is
     /// at `retry_at` (unix seconds).
     Lost {
@@ -407,6 +420,22 @@ async fn follow_once(
             Ok(Ok(Some(chunk))) => chunk,
         };
         for (event, data) in parser.push(&chunk) {
+            if event == "error" {
+                // The connection is fine but the figures are not coming: say why on screen.
+                let message = if data.trim().is_empty() {
+                    "the server reported an error without a message".to_owned()
+                } else {
+                    data
+                };
+                if events
+                    .send(Event::Feed(FeedEvent::ServerError(message)))
+                    .await
+                    .is_err()
+                {
+                    return ("the console closed".to_owned(), got);
+                }
+                continue;
+            }
             if event != "snapshot" {
                 continue;
             }

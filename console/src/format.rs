@@ -63,8 +63,27 @@ pub fn millis(ms: f64) -> String {
 
 /// Unix seconds as `HH:MM:SS` (UTC).
 pub fn clock(unix: i64) -> String {
-    let s = unix.rem_euclid(86_400);
+    local_clock(unix, 0)
+}
+
+/// Unix seconds as `HH:MM:SS` in a time zone `offset` seconds east of UTC.
+pub fn local_clock(unix: i64, offset: i64) -> String {
+    let s = (unix + offset).rem_euclid(86_400);
     format!("{:02}:{:02}:{:02}", s / 3600, s % 3600 / 60, s % 60)
+}
+
+/// A time zone's name for a clock: `UTC`, `UTC+7`, `UTC+5:30`, `UTC-3`.
+pub fn zone(offset: i64) -> String {
+    if offset == 0 {
+        return "UTC".to_owned();
+    }
+    let sign = if offset < 0 { '-' } else { '+' };
+    let (hours, minutes) = (offset.abs() / 3600, offset.abs() % 3600 / 60);
+    if minutes == 0 {
+        format!("UTC{sign}{hours}")
+    } else {
+        format!("UTC{sign}{hours}:{minutes:02}")
+    }
 }
 
 /// A duration in seconds, short: `42 s`, `12 min`, `3 h 5 min`.
@@ -94,16 +113,40 @@ pub fn lag(ms: u64) -> String {
     }
 }
 
-/// Cuts `text` to at most `width` characters, marking the cut with `…`.
-pub fn fit(text: &str, width: usize) -> String {
-    if text.chars().count() <= width {
+/// The columns `text` takes on a terminal: combining marks take none, wide characters two.
+pub fn width(text: &str) -> usize {
+    unicode_width::UnicodeWidthStr::width(text)
+}
+
+/// Cuts `text` to at most `width` terminal columns, marking the cut with `…`. Never splits a
+/// character from the combining marks after it.
+pub fn fit(text: &str, max: usize) -> String {
+    if width(text) <= max {
         return text.to_owned();
     }
-    if width == 0 {
+    if max == 0 {
         return String::new();
     }
-    let mut out: String = text.chars().take(width - 1).collect();
+    let mut out = String::new();
+    let mut used = 0;
+    for c in text.chars() {
+        let w = unicode_width::UnicodeWidthChar::width(c).unwrap_or(0);
+        if used + w > max - 1 {
+            break;
+        }
+        used += w;
+        out.push(c);
+    }
     out.push('…');
+    out
+}
+
+/// `text` cut to `max` columns and padded with spaces to exactly `max` columns (what
+/// `format!("{:<max$}")` does for plain ASCII, by display width).
+pub fn pad(text: &str, max: usize) -> String {
+    let mut out = fit(text, max);
+    let used = width(&out);
+    out.extend(std::iter::repeat_n(' ', max.saturating_sub(used)));
     out
 }
 
@@ -145,5 +188,22 @@ mod tests {
         assert_eq!(lag(11_100_000), "3.1 h");
         assert_eq!(fit("Bach Mai hospital", 8), "Bach Ma…");
         assert_eq!(fit("short", 8), "short");
+        assert_eq!(local_clock(1_893_571_261, 7 * 3600), "15:01:01");
+        assert_eq!(zone(0), "UTC");
+        assert_eq!(zone(25_200), "UTC+7");
+        assert_eq!(zone(19_800), "UTC+5:30");
+        assert_eq!(zone(-10_800), "UTC-3");
+    }
+
+    #[test]
+    fn widths_of_vietnamese_and_wide_text() {
+        // Precomposed, and with combining marks (as some keyboards type it): 8 columns each.
+        assert_eq!(width("Bạch Mai"), 8);
+        assert_eq!(width("Ba\u{323}ch Mai"), 8);
+        assert_eq!(fit("Ba\u{323}ch Mai", 4), "Ba\u{323}c…");
+        assert_eq!(width("東京"), 4);
+        assert_eq!(fit("東京都", 4), "東…");
+        assert_eq!(pad("東", 4), "東  ");
+        assert_eq!(pad("Đà Nẵng", 9), "Đà Nẵng  ");
     }
 }

@@ -47,6 +47,10 @@ pub use term::{LogWriter, log_writer, terminal_in_use};
 pub use theme::Theme;
 use tokio::sync::mpsc;
 
+/// Set in the environment, the console panics right after drawing its first screen: the test
+/// that the panic hook restores the terminal uses it.
+pub const TEST_PANIC_ENV: &str = "VAXCAMP_CONSOLE_TEST_PANIC";
+
 /// `vaxcamp console`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ConsoleArgs {
@@ -122,6 +126,11 @@ pub async fn run_until(
         guard
             .terminal
             .draw(|frame| frame.render_widget(&app, frame.area()))?;
+        // For the end-to-end test that a panic gives the terminal back (tests/console_tmux.rs):
+        // never set otherwise.
+        if std::env::var_os(TEST_PANIC_ENV).is_some() {
+            panic!("{TEST_PANIC_ENV} is set: the console panics on purpose after its first screen");
+        }
         tokio::pin!(stop);
         // SIGTERM and SIGHUP (the terminal went away) end the console like `q`, so that the
         // terminal is restored rather than left in raw mode.

@@ -57,6 +57,8 @@ pub fn campaign(sites: usize, now: i64) -> Snapshot {
             days_of_supply: Some(remaining as f64 / uptake),
             low_stock: remaining as f64 / uptake < 3.0,
             silent: i == 7,
+            errors_last_minute: u64::from(i % 11 == 0),
+            errors_since_start: (i % 4) as u64,
             stock,
         });
     }
@@ -100,7 +102,9 @@ pub fn campaign(sites: usize, now: i64) -> Snapshot {
     Snapshot {
         generated_at: now,
         started_at: now - 3_600,
-        today_since: now - now.rem_euclid(86_400),
+        // Viet Nam's day: midnight at UTC+7.
+        today_since: now - (now + 25_200).rem_euclid(86_400),
+        utc_offset_s: 25_200,
         backend: "embedded".into(),
         thresholds: Thresholds::default(),
         doses: Doses {
@@ -123,6 +127,7 @@ pub fn campaign(sites: usize, now: i64) -> Snapshot {
         checkins_since_start: today,
         certificates_signed: today,
         latency_ms: Latency {
+            window_s: 60,
             count: today,
             p50_ms: 2.1,
             p99_ms: 9.8,

@@ -84,14 +84,17 @@ fn release_held_logs(out: &mut impl Write) {
     }
 }
 
-/// Gives the terminal back: cooked mode, the normal screen, a visible cursor. Safe to call
-/// more than once.
+/// Gives the terminal back: cooked mode, the normal screen, a visible cursor. Only the first
+/// call after [`TerminalGuard::enter`] does anything: after a panic both the hook and the
+/// guard's drop call it, and leaving the alternate screen a second time would move the cursor
+/// back over the panic message (the terminal restores the cursor it saved on entering).
 pub fn restore() {
+    if !IN_USE.swap(false, Ordering::AcqRel) {
+        return;
+    }
     let _ = disable_raw_mode();
     let _ = execute!(io::stdout(), LeaveAlternateScreen, Show);
-    if IN_USE.swap(false, Ordering::AcqRel) {
-        release_held_logs(&mut io::stderr());
-    }
+    release_held_logs(&mut io::stderr());
 }
 
 /// The terminal, owned by the console until dropped.

@@ -24,7 +24,10 @@ use crate::app::{
     is_low,
 };
 use crate::feed::{Analytics, SiteLive, Snapshot};
-use crate::format::{ago, clock, days, fit, lag, millis, percent, rate, rate_short, thousands};
+use crate::format::width as text_width;
+use crate::format::{
+    ago, days, fit, lag, local_clock, millis, pad, percent, rate, rate_short, thousands, zone,
+};
 
 impl Widget for &App {
     fn render(self, area: Rect, buf: &mut Buffer) {
@@ -80,8 +83,16 @@ impl App {
             spans.push(Span::styled(label, style));
         }
         let (status, style) = match &self.connection {
+            // Connected, but the figures stopped moving: never "live".
+            Connection::Live if self.is_stale() => (
+                format!("◌ stale, {} old ", ago(self.data_age())),
+                theme.warn,
+            ),
             Connection::Live => match &self.snapshot {
-                Some(s) => (format!("● live {} UTC ", clock(s.generated_at)), theme.good),
+                Some(s) => (
+                    format!("● live {} {} ", self.clock(s.generated_at), self.zone()),
+                    theme.good,
+                ),
                 None => ("● live ".to_owned(), theme.good),
             },
             Connection::Connecting { .. } if self.snapshot.is_some() => {
@@ -102,28 +113,66 @@ impl App {
             .render(right, buf);
     }
 
-    /// A line under the header while the server cannot be reached: why, when the next try is,
-    /// and how old the figures on screen are. The error is cut to leave room for the rest.
+    /// A time of day in the campaign's time zone (UTC from an older server).
+    fn clock(&self, unix: i64) -> String {
+        local_clock(unix, self.utc_offset())
+    }
+
+    /// The campaign's time zone, as `UTC+7`.
+    fn zone(&self) -> String {
+        zone(self.utc_offset())
+    }
+
+    fn utc_offset(&self) -> i64 {
+        self.snapshot.as_ref().map_or(0, |s| s.utc_offset_s)
+    }
+
+    /// A line under the header when the figures on screen are not live: the server cannot be
+    /// reached (why, when the next try is, how old the figures are), it reports an error, or it
+    /// has sent nothing new for a while. The error is cut to leave room for the rest.
     fn banner(&self, width: usize) -> Option<Line<'_>> {
-        let Connection::Lost {
-            error, retry_at, ..
-        } = &self.connection
-        else {
-            return None;
+        let data_from = |s: &Snapshot| {
+            format!(
+                " Data from {} {}, {} old.",
+                self.clock(s.generated_at),
+                self.zone(),
+                ago(self.data_age())
+            )
         };
-        let mut tail = format!(". Retry in {}.", ago(retry_at - self.now));
-        if let Some(s) = &self.snapshot {
-            tail.push_str(&format!(
-                " Data from {} UTC, {} old.",
-                clock(s.generated_at),
-                ago(self.now - s.generated_at)
-            ));
-        }
-        let head = " Offline: ";
-        let room = width.saturating_sub(head.len() + tail.chars().count());
+        let (head, error, tail, style) = match &self.connection {
+            Connection::Lost {
+                error, retry_at, ..
+            } => {
+                let mut tail = format!(". Retry in {}.", ago(retry_at - self.now));
+                if let Some(s) = &self.snapshot {
+                    tail.push_str(&data_from(s));
+                }
+                (" Offline: ", error.as_str(), tail, self.theme.bad)
+            }
+            Connection::Live => {
+                let snapshot = self.snapshot.as_ref()?;
+                match &self.server_error {
+                    Some(error) => (
+                        " Server error: ",
+                        error.as_str(),
+                        format!(".{}", data_from(snapshot)),
+                        self.theme.bad,
+                    ),
+                    None if self.is_stale() => (
+                        " Stale: ",
+                        "connected, but no new figures",
+                        format!(".{}", data_from(snapshot)),
+                        self.theme.warn,
+                    ),
+                    None => return None,
+                }
+            }
+            Connection::Connecting { .. } => return None,
+        };
+        let room = width.saturating_sub(head.len() + text_width(&tail));
         Some(Line::styled(
             format!("{head}{}{tail}", fit(error, room.max(12))),
-            self.theme.bad,
+            style,
         ))
     }
 
@@ -251,8 +300,12 @@ impl App {
             Constraint::Length(1),
         ])
         .areas(inner);
-        let today_label = if s.today_since > s.generated_at - s.generated_at.rem_euclid(86_400) {
-            format!("today (since {})", &clock(s.today_since)[..5])
+        // "Today" starts at midnight in the campaign's time zone; a later start means the server
+        // could not learn the day's earlier doses, and the label says from when it counts.
+        let local = s.generated_at + s.utc_offset_s;
+        let midnight = local - local.rem_euclid(86_400) - s.utc_offset_s;
+        let today_label = if s.today_since > midnight {
+            format!("today (since {})", &self.clock(s.today_since)[..5])
         } else {
             "today".to_owned()
         };
@@ -358,6 +411,11 @@ impl App {
             } else {
                 Style::new()
             };
+        let window = match s.latency_ms.window_s {
+            0 => String::new(),
+            60 => "(1 min)".to_owned(),
+            w => format!("({w} s)"),
+        };
         let mut server = vec![
             Line::from(vec![
                 label("Latency"),
@@ -367,7 +425,7 @@ impl App {
                 Span::styled(millis(s.latency_ms.p99_ms), theme.value),
             ]),
             Line::from(vec![
-                label(""),
+                label(&window),
                 Span::raw("p99.9 "),
                 Span::styled(millis(s.latency_ms.p999_ms), theme.value),
                 Span::styled(format!("  of {}", thousands(s.latency_ms.count)), theme.dim),
@@ -412,14 +470,32 @@ impl App {
                 ),
             ]),
         ]);
+        // Error kinds, most frequent first, in the lines left; what does not fit is summed up
+        // in a last line rather than cut off unseen.
         let inner_width = right.width.saturating_sub(2) as usize;
-        for error in &s.errors.by_kind {
+        let room_lines = usize::from(right.height.saturating_sub(2)).saturating_sub(server.len());
+        let kinds = &s.errors.by_kind;
+        let shown = if kinds.len() <= room_lines {
+            kinds.len()
+        } else {
+            room_lines.saturating_sub(1)
+        };
+        for error in &kinds[..shown] {
             let count = thousands(error.count);
             let room = inner_width.saturating_sub(count.len() + 4);
-            server.push(Line::raw(format!(
-                "   {:<room$} {count}",
-                fit(&error.kind, room)
-            )));
+            server.push(Line::raw(format!("   {} {count}", pad(&error.kind, room))));
+        }
+        if shown < kinds.len() && room_lines > 0 {
+            let rest = &kinds[shown..];
+            let count = thousands(rest.iter().map(|e| e.count).sum());
+            let room = inner_width.saturating_sub(count.len() + 4);
+            server.push(Line::styled(
+                format!(
+                    "   {} {count}",
+                    pad(&format!("+{} more kinds", rest.len()), room)
+                ),
+                theme.dim,
+            ));
         }
         let block = Block::bordered().title(Span::styled(" Server ", theme.title));
         Paragraph::new(server).block(block).render(right, buf);
@@ -496,10 +572,12 @@ impl App {
             }
         };
         let right = |text: String| Cell::from(Line::from(text).right_aligned());
+        // At the sites level the second column is the site's dose errors over the last minute;
+        // above it, the number of sites in the area.
         let header = Row::new(vec![
             Cell::from(format!("{header_label}{}", arrow(SortColumn::Name))),
             right(if sites_level {
-                String::new()
+                "Err".into()
             } else {
                 "Sites".into()
             }),
@@ -521,13 +599,19 @@ impl App {
                 } else {
                     Style::new()
                 };
+                let second = if sites_level {
+                    let errors = right(thousands(row.errors_last_minute));
+                    if row.errors_last_minute > 0 {
+                        errors.style(theme.warn)
+                    } else {
+                        errors
+                    }
+                } else {
+                    right(row.sites.to_string())
+                };
                 Row::new(vec![
                     Cell::from(row.label.clone()),
-                    right(if sites_level {
-                        String::new()
-                    } else {
-                        row.sites.to_string()
-                    }),
+                    second,
                     right(thousands(row.doses_today)),
                     right(rate_short(row.rate_per_s * 60.0)),
                     right(percent(row.doses_today, row.capacity)),
@@ -651,12 +735,30 @@ impl App {
             Line::from(vec![
                 label("Last dose"),
                 match site.last_dose_at {
-                    Some(at) => {
-                        Span::raw(format!("{} UTC ({} ago)", clock(at), ago(self.now - at)))
-                    }
+                    Some(at) => Span::raw(format!(
+                        "{} {} ({} ago)",
+                        self.clock(at),
+                        self.zone(),
+                        ago(self.now - at)
+                    )),
                     None => Span::raw("none since the server started"),
                 },
                 Span::styled(if site.silent { "  SILENT" } else { "" }, theme.warn),
+            ]),
+            Line::from(vec![
+                label("Errors"),
+                Span::styled(
+                    thousands(site.errors_last_minute),
+                    if site.errors_last_minute > 0 {
+                        theme.warn
+                    } else {
+                        theme.value
+                    },
+                ),
+                Span::raw(format!(
+                    " in the last minute, {} since start",
+                    thousands(site.errors_since_start)
+                )),
             ]),
             Line::from(vec![
                 label("Stock"),
@@ -773,7 +875,17 @@ impl App {
             }
             products.sort_by(|a, b| a.0.cmp(&b.0));
         }
-        let summary_height = (products.len().clamp(1, 4) + 2) as u16;
+        // One line per product, as many as the space allows (up to half the view, leaving the
+        // by-site table a few rows); what does not fit is summed up in a last line.
+        let plan_height: u16 = if self.proposal_open() { 6 } else { 3 };
+        let room = usize::from(
+            (area.height / 2)
+                .min(area.height.saturating_sub(plan_height + 6))
+                .saturating_sub(2),
+        )
+        .max(1);
+        let product_lines = products.len().clamp(1, room);
+        let summary_height = (product_lines + 2) as u16;
         // A proposal (or its wait, or its error) takes the by-site table's place; otherwise the
         // allocation panel is a line at the bottom: a hint, or the shipment form.
         let [summary_area, table_area, plan_area] = Layout::vertical([
@@ -786,13 +898,17 @@ impl App {
             },
         ])
         .areas(area);
-        let mut lines: Vec<Line> = products
+        let shown = if products.len() <= product_lines {
+            products.len()
+        } else {
+            product_lines - 1
+        };
+        let mut lines: Vec<Line> = products[..shown]
             .iter()
-            .take(4)
             .map(|(product, left, uptake)| {
                 let d = uptake.filter(|u| *u > 0.0).map(|u| *left as f64 / u);
                 Line::from(vec![
-                    Span::raw(format!(" {:<14}", fit(product, 14))),
+                    Span::raw(format!(" {}", pad(product, 14))),
                     Span::styled(format!("{:>11}", thousands(*left)), theme.value),
                     Span::raw(format!(
                         " doses  {:>9}/day  {:>5} days",
@@ -807,6 +923,20 @@ impl App {
                 })
             })
             .collect();
+        if shown < products.len() {
+            let rest = &products[shown..];
+            let names: Vec<&str> = rest.iter().map(|(name, _, _)| name.as_str()).collect();
+            let line = format!(
+                " +{} more: {} doses of {}",
+                rest.len(),
+                thousands(rest.iter().map(|(_, left, _)| left).sum()),
+                names.join(", ")
+            );
+            lines.push(Line::styled(
+                fit(&line, usize::from(area.width.saturating_sub(2))),
+                theme.dim,
+            ));
+        }
         if lines.is_empty() {
             lines.push(Line::raw(" No lots allocated yet."));
         }
@@ -927,7 +1057,7 @@ impl App {
         }
         if let Proposal::Ready { answer, .. } = &self.proposal {
             title.push(Span::styled(
-                format!("· {} UTC ", clock(answer.generated_at)),
+                format!("· {} {} ", self.clock(answer.generated_at), self.zone()),
                 theme.dim,
             ));
         }
@@ -1288,9 +1418,9 @@ pub fn wrap(text: &str, width: usize, max_lines: usize) -> Vec<String> {
     let mut current = String::new();
     for word in text.split_whitespace() {
         let needed = if current.is_empty() {
-            word.chars().count()
+            text_width(word)
         } else {
-            current.chars().count() + 1 + word.chars().count()
+            text_width(&current) + 1 + text_width(word)
         };
         if needed > width && !current.is_empty() {
             lines.push(std::mem::take(&mut current));

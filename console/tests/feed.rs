@@ -1,5 +1,5 @@
 //! The feed against a scripted server on 127.0.0.1:0: a snapshot then a dropped stream, a
-//! refused token, a connection that goes silent, and a recovery. The feed reports each, backs
+//! refused token, a connection that goes silent, an error event, and a recovery. The feed reports each, backs
 //! off, and keeps reconnecting.
 
 #![allow(clippy::unwrap_used)]
@@ -67,10 +67,14 @@ async fn feed_reports_drops_and_refusals_and_reconnects_with_backoff() {
         let (mut silent, _) = listener.accept().await.unwrap();
         request_head(&mut silent).await;
         silent.write_all(EVENT_STREAM).await.unwrap();
-        // 4: healthy again.
+        // 4: connected, the server reports an error instead of a snapshot, then recovers.
         let (mut stream, _) = listener.accept().await.unwrap();
         request_head(&mut stream).await;
         stream.write_all(EVENT_STREAM).await.unwrap();
+        stream
+            .write_all(b"event: error\ndata: could not build a snapshot\n\n")
+            .await
+            .unwrap();
         stream.write_all(snapshot(9).as_bytes()).await.unwrap();
         // Keep both open until the feed is done with them.
         (silent, stream)
@@ -103,6 +107,7 @@ async fn feed_reports_drops_and_refusals_and_reconnects_with_backoff() {
             FeedEvent::Lost {
                 error, failures, ..
             } => format!("lost {failures}: {error}"),
+            FeedEvent::ServerError(message) => format!("server error: {message}"),
         })
         .collect();
     assert_eq!(
@@ -116,6 +121,7 @@ async fn feed_reports_drops_and_refusals_and_reconnects_with_backoff() {
             "connecting 3",
             "lost 3: no data for 0.3 s; the connection seems dead",
             "connecting 4",
+            "server error: could not build a snapshot",
             "snapshot 9",
         ]
     );

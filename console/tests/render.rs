@@ -61,13 +61,15 @@ fn site(
         days_of_supply: days,
         low_stock: remaining == 0 || days.is_some_and(|d| d < 3.0),
         silent: today == 0,
+        errors_last_minute: 0,
+        errors_since_start: 0,
         stock,
     }
 }
 
 /// Two provinces, three districts, four sites: one low on stock, one out of stock and silent.
 fn campaign() -> Snapshot {
-    let sites = vec![
+    let mut sites = vec![
         site(
             "hcm-01",
             "Cho Ray",
@@ -112,10 +114,15 @@ fn campaign() -> Snapshot {
             vec![product("COMIRNATY", 0, 0.0)],
         ),
     ];
+    // Bach Mai had a few refusals in the last minute.
+    sites[1].errors_last_minute = 2;
+    sites[1].errors_since_start = 9;
     Snapshot {
         generated_at: NOW,
         started_at: NOW - 7_200,
         today_since: NOW - 8 * 3_600,
+        // UTC, so the clocks on screen are the same numbers as the constants here.
+        utc_offset_s: 0,
         backend: "embedded".into(),
         thresholds: Thresholds::default(),
         doses: Doses {
@@ -131,7 +138,7 @@ fn campaign() -> Snapshot {
         registrations: Registrations { total: 1_000_000, since_start: 420 },
         checkins_since_start: 4_100,
         certificates_signed: 3_900,
-        latency_ms: Latency { count: 3_900, p50_ms: 2.1, p99_ms: 9.8, p999_ms: 24.5, max_ms: 80.0 },
+        latency_ms: Latency { window_s: 60, count: 3_900, p50_ms: 2.1, p99_ms: 9.8, p999_ms: 24.5, max_ms: 80.0 },
         queues: Queues { capacity: 1024, depths: vec![0, 3] },
         errors: Errors {
             total: 12,
@@ -247,7 +254,7 @@ fn overview_at_80x24() {
             "└──────────────────────────────────────────────────────────────────────────────┘",
             "┌ Campaign ────────────────────────────┐┌ Server ──────────────────────────────┐",
             "│ Certificates  partial  2,600         ││ Latency   p50 2.10 ms  p99 9.80 ms   │",
-            "│               complete 1,300         ││           p99.9 24.5 ms  of 3,900    │",
+            "│               complete 1,300         ││ (1 min)   p99.9 24.5 ms  of 3,900    │",
             "│ Registered    1,000,000              ││ Queues    3 waiting in 2 shards      │",
             "│               +420 since start       ││           fullest 3 of 1024 (0%)     │",
             "│ Check-ins     4,100 since start      ││ Errors    12 since start             │",
@@ -316,9 +323,9 @@ fn drill_down_from_nation_to_site_and_back() {
         1,
         &[
             "┌ Nation › 01 › 001 · by name ─────────────────────────────────────────────────┐",
-            "│  Site▼                      Today    /min  Share      Stock  Days Flags      │",
-            "│> Bach Mai                   1,200    30.0    60%     48,000   2.0 LOW        │",
-            "│  Viet Duc                     300     6.0    20%     90,000    15            │",
+            "│  Site▼              Err     Today    /min  Share      Stock  Days Flags      │",
+            "│> Bach Mai             2     1,200    30.0    60%     48,000   2.0 LOW        │",
+            "│  Viet Duc             0       300     6.0    20%     90,000    15            │",
             "│                                                                              │",
         ],
     );
@@ -333,12 +340,12 @@ fn drill_down_from_nation_to_site_and_back() {
             "│ Since start  1,200   all time 11,200                                         │",
             "│ Rate         30.0/min over the last minute                                   │",
             "│ Last dose    07:59:56 UTC (4 s ago)                                          │",
+            "│ Errors       2 in the last minute, 9 since start                             │",
             "│ Stock        48,000 doses · 24,000/day · 2.0 days  LOW                       │",
             "│                                                                              │",
             "│ Product               Stock     /day   Days                                  │",
             "│ COMIRNATY            40,000   20,000    2.0 LOW                              │",
             "│ SPIKEVAX              8,000    4,000    2.0 LOW                              │",
-            "│                                                                              │",
             "│                                                                              │",
             "│                                                                              │",
             "│                                                                              │",
@@ -359,7 +366,7 @@ fn drill_down_from_nation_to_site_and_back() {
     assert_lines(
         &draw(&app, 80, 24),
         3,
-        &["│> Bach Mai                   1,200    30.0    60%     48,000   2.0 LOW        │"],
+        &["│> Bach Mai             2     1,200    30.0    60%     48,000   2.0 LOW        │"],
     );
     key(&mut app, KeyCode::Esc);
     key(&mut app, KeyCode::Esc);
@@ -379,8 +386,9 @@ fn sort_cycles_columns_and_filter_narrows_rows() {
         &[
             "┌ Nation · by doses today ─────────────────────────────────────────────────────┐",
             "│  Province         Sites    ▼Today    /min  Share      Stock  Days Flags      │",
-            "│> Province 79          1     2,500    72.0    83%    300,000   6.0            │",
-            "│  Province 01          3     1,500    36.0    33%    138,000   4.6 2 low 1 sil│",
+            "│  Province 79          1     2,500    72.0    83%    300,000   6.0            │",
+            // The selection stays on the province it was on, wherever the sort puts it.
+            "│> Province 01          3     1,500    36.0    33%    138,000   4.6 2 low 1 sil│",
         ],
     );
     // Days of supply: fewest first.
@@ -594,6 +602,7 @@ fn alerts_view_wraps_long_messages_and_opens_the_site() {
             "│ Since start  0   all time 10,000                                             │",
             "│ Rate         0.0/min over the last minute                                    │",
             "│ Last dose    none since the server started  SILENT                           │",
+            "│ Errors       0 in the last minute, 0 since start                             │",
             "│ Stock        0 doses · 0/day · - days  OUT                                   │",
         ],
     );
@@ -1287,7 +1296,7 @@ fn overview_shows_the_analytics_lag() {
         &[
             "┌ Campaign ────────────────────────────┐┌ Server ──────────────────────────────┐",
             "│ Certificates  partial  2,600         ││ Latency   p50 2.10 ms  p99 9.80 ms   │",
-            "│               complete 1,300         ││           p99.9 24.5 ms  of 3,900    │",
+            "│               complete 1,300         ││ (1 min)   p99.9 24.5 ms  of 3,900    │",
             "│ Registered    1,000,000              ││ Queues    3 waiting in 2 shards      │",
             "│               +420 since start       ││           fullest 3 of 1024 (0%)     │",
             "│ Check-ins     4,100 since start      ││ Analytics clickhouse lag 12 min LATE │",
@@ -1332,4 +1341,347 @@ fn alerts_view_shows_the_analytics_alerts() {
     // These alerts name no site: Enter stays in the alerts view.
     key(&mut app, KeyCode::Enter);
     assert_eq!(app.view, vaxcamp_console::View::Alerts);
+}
+
+// ---- Audit fixes ----
+
+/// Sorting by today re-orders the provinces; a snapshot in which Province 01 overtakes 79 keeps
+/// Province 01 selected (the highlight follows the area, not the line), and Enter opens it.
+#[test]
+fn a_snapshot_that_reorders_rows_keeps_the_same_area_selected() {
+    let mut app = app_with(campaign(), Theme::colour());
+    key(&mut app, KeyCode::Tab);
+    key(&mut app, KeyCode::Char('s')); // by doses today: 79 (2,500), then 01 (1,500)
+    key(&mut app, KeyCode::Home);
+    assert_eq!(app.area_rows()[app.selected[1]].key, "79");
+    let mut busier = campaign();
+    for site in &mut busier.sites {
+        if site.province == "01" {
+            site.doses_today += 2_000;
+        }
+    }
+    app.update(Event::Feed(FeedEvent::Snapshot(Box::new(busier))));
+    assert_lines(
+        &draw(&app, 80, 24),
+        3,
+        &[
+            "│  Province 01          3     7,500    36.0   167%    138,000   4.6 2 low 1 sil│",
+            "│> Province 79          1     2,500    72.0    83%    300,000   6.0            │",
+        ],
+    );
+    key(&mut app, KeyCode::Enter);
+    assert_eq!(app.path, ["79"], "Enter opens the area that was selected");
+
+    // The same in the alerts: a new alert above the selected one does not move the selection.
+    key(&mut app, KeyCode::Char('4'));
+    key(&mut app, KeyCode::Down); // low_stock at hn-01
+    let mut more = campaign();
+    more.alerts.insert(
+        0,
+        Alert {
+            severity: "critical".into(),
+            kind: "error_spike".into(),
+            site_id: Some("hcm-01".into()),
+            message: "hcm-01 (Cho Ray): 12 dose errors in the last 60 s".into(),
+        },
+    );
+    app.update(Event::Feed(FeedEvent::Snapshot(Box::new(more))));
+    assert_eq!(app.selected[3], 2);
+    key(&mut app, KeyCode::Enter);
+    assert_eq!(app.path, ["01", "001", "hn-01"]);
+}
+
+#[test]
+fn frozen_figures_are_marked_stale_and_server_errors_shown() {
+    let mut app = app_with(campaign(), Theme::colour());
+    // Ticks go on, no new snapshot: after three seconds the figures are not live any more.
+    app.update(Event::Tick { now: NOW + 3 });
+    assert!(!app.is_stale());
+    app.update(Event::Tick { now: NOW + 5 });
+    assert!(app.is_stale());
+    assert_lines(
+        &draw(&app, 80, 24),
+        0,
+        &[
+            " vaxcamp   Overview  Areas  Stock  Alerts 3                    ◌ stale, 5 s old ",
+            " Stale: connected, but no new figures. Data from 08:00:00 UTC, 5 s old.         ",
+            "┌ Doses ───────────────────────────────────────────────────────────────────────┐",
+        ],
+    );
+    // The same snapshot sent again (a server whose figures froze) is still stale.
+    app.update(Event::Feed(FeedEvent::Snapshot(Box::new(campaign()))));
+    assert!(app.is_stale());
+    // The server says why.
+    app.update(Event::Feed(FeedEvent::ServerError(
+        "the snapshot could not be built".into(),
+    )));
+    assert_lines(
+        &draw(&app, 80, 24),
+        1,
+        &[" Server error: the snapshot could not be built. Data from 08:00:00 UTC, 5 s old."],
+    );
+    // After a reconnection the first snapshot is fresh, even from a server whose clock is
+    // behind the last one's (a standby replica).
+    let mut behind = campaign();
+    behind.generated_at = NOW - 2;
+    app.update(Event::Feed(FeedEvent::Connecting { attempt: 1 }));
+    app.update(Event::Feed(FeedEvent::Snapshot(Box::new(behind))));
+    assert!(!app.is_stale());
+    app.update(Event::Tick { now: NOW + 9 });
+    assert!(app.is_stale());
+    // A fresh snapshot clears both.
+    let mut fresh = campaign();
+    fresh.generated_at = NOW + 5;
+    app.update(Event::Feed(FeedEvent::Snapshot(Box::new(fresh))));
+    assert!(!app.is_stale());
+    assert_lines(
+        &draw(&app, 80, 24),
+        0,
+        &[
+            " vaxcamp   Overview  Areas  Stock  Alerts 3                 ● live 08:00:05 UTC ",
+            "┌ Doses ───────────────────────────────────────────────────────────────────────┐",
+        ],
+    );
+}
+
+/// The campaign's time zone: clocks in it, and "today" from its midnight.
+#[test]
+fn clocks_are_in_the_campaign_time_zone() {
+    let mut s = campaign();
+    s.utc_offset_s = 7 * 3_600;
+    // 08:00 UTC is 15:00 in Viet Nam; today began at 17:00 UTC the day before.
+    s.today_since = NOW - 15 * 3_600;
+    let mut app = app_with(s.clone(), Theme::colour());
+    assert_lines(
+        &draw(&app, 80, 24),
+        0,
+        &[
+            " vaxcamp   Overview  Areas  Stock  Alerts 3               ● live 15:00:00 UTC+7 ",
+            "┌ Doses ───────────────────────────────────────────────────────────────────────┐",
+            "│ now 1.8/s   last min 1.6/s   today 4,000   all time 1,234,567                │",
+        ],
+    );
+    // A server that could not learn the day's earlier doses counts from its start.
+    s.today_since = NOW - 3_600;
+    app.update(Event::Feed(FeedEvent::Snapshot(Box::new(s))));
+    assert_lines(
+        &draw(&app, 80, 24),
+        2,
+        &["│ now 1.8/s   last min 1.6/s   today (since 14:00) 4,000   all time 1,234,567  │"],
+    );
+}
+
+fn nine_products() -> Vec<ProductStock> {
+    [
+        "COMIRNATY",
+        "SPIKEVAX",
+        "VAXZEVRIA",
+        "COVILO",
+        "SPUTNIK-V",
+        "JCOVDEN",
+        "COVAXIN",
+        "ABDALA",
+        "HAYAT-VAX",
+    ]
+    .iter()
+    .enumerate()
+    .map(|(i, name)| product(name, 10_000 * (i as u64 + 1), 1_000.0))
+    .collect()
+}
+
+#[test]
+fn stock_summary_shows_every_product_that_fits_and_counts_the_rest() {
+    // The nine built-in products all fit at 80×24.
+    let mut s = campaign();
+    s.stock.by_product = nine_products();
+    let mut app = app_with(s.clone(), Theme::colour());
+    key(&mut app, KeyCode::Char('3'));
+    let screen = draw(&app, 80, 24);
+    assert_lines(
+        &screen,
+        1,
+        &[
+            "┌ Stock · Nation · under 3 days highlighted ───────────────────────────────────┐",
+            "│ COMIRNATY          10,000 doses      1,000/day     10 days                   │",
+            "│ SPIKEVAX           20,000 doses      1,000/day     20 days                   │",
+            "│ VAXZEVRIA          30,000 doses      1,000/day     30 days                   │",
+            "│ COVILO             40,000 doses      1,000/day     40 days                   │",
+            "│ SPUTNIK-V          50,000 doses      1,000/day     50 days                   │",
+            "│ JCOVDEN            60,000 doses      1,000/day     60 days                   │",
+            "│ COVAXIN            70,000 doses      1,000/day     70 days                   │",
+            "│ ABDALA             80,000 doses      1,000/day     80 days                   │",
+            "│ HAYAT-VAX          90,000 doses      1,000/day     90 days                   │",
+            "└──────────────────────────────────────────────────────────────────────────────┘",
+            "┌ By site · by days of supply ─────────────────────────────────────────────────┐",
+            "│  Site                             Product           Stock     /day  ▲Days    │",
+            "│> Bach Mai                         COMIRNATY        40,000   20,000    2.0 LOW│",
+        ],
+    );
+    // Three more than fit: the last line says what is not shown.
+    for (i, name) in ["CORBEVAX", "NUVAXOVID", "VIDPREVTYN"].iter().enumerate() {
+        s.stock
+            .by_product
+            .push(product(name, 1_000 * (i as u64 + 1), 1_000.0));
+    }
+    let mut app = app_with(s, Theme::colour());
+    key(&mut app, KeyCode::Char('3'));
+    assert_lines(
+        &draw(&app, 80, 24),
+        9,
+        &[
+            "│ ABDALA             80,000 doses      1,000/day     80 days                   │",
+            "│ +4 more: 96,000 doses of HAYAT-VAX, CORBEVAX, NUVAXOVID, VIDPREVTYN          │",
+            "└──────────────────────────────────────────────────────────────────────────────┘",
+        ],
+    );
+}
+
+#[test]
+fn error_kinds_that_do_not_fit_are_counted() {
+    let mut s = campaign();
+    s.errors.by_kind = (0..9)
+        .map(|i| ErrorCount {
+            kind: format!("refused:rule_number_{i}"),
+            count: 10 - i,
+        })
+        .collect();
+    let app = app_with(s, Theme::colour());
+    assert_lines(
+        &draw(&app, 80, 24),
+        14,
+        &[
+            "│ Stock         438,000 doses          ││           2 in the last minute       │",
+            "│               5.5 days of supply     ││   refused:rule_number_0            10│",
+            "│ Alerts        3 (1 critical)         ││   refused:rule_number_1             9│",
+            "│                                      ││   refused:rule_number_2             8│",
+            "│                                      ││   refused:rule_number_3             7│",
+            "│                                      ││   refused:rule_number_4             6│",
+            "│                                      ││   refused:rule_number_5             5│",
+            "│                                      ││   +3 more kinds                     9│",
+            "└──────────────────────────────────────┘└──────────────────────────────────────┘",
+        ],
+    );
+}
+
+#[test]
+fn esc_in_the_stock_view_goes_up_a_level() {
+    let mut app = app_with(campaign(), Theme::colour());
+    app.path = vec!["01".into(), "001".into()];
+    key(&mut app, KeyCode::Char('3'));
+    key(&mut app, KeyCode::Esc);
+    assert_eq!(app.path, ["01"]);
+    assert_lines(
+        &draw(&app, 80, 24),
+        1,
+        &["┌ Stock · Nation › 01 · under 3 days highlighted ──────────────────────────────┐"],
+    );
+    key(&mut app, KeyCode::Esc);
+    assert!(app.path.is_empty());
+}
+
+/// Vietnamese names: precomposed, with combining marks (as some keyboards send them), `Đ`,
+/// and a wide character. Columns stay aligned, the filter ignores diacritics and the name
+/// sort puts `Đ` with the Ds.
+fn vietnamese() -> Snapshot {
+    let mut s = campaign();
+    let names = [
+        ("hn-01", "Bệnh viện Bạch Mai"),
+        // "Việt Đức" typed with combining marks: e + U+0323 U+0302, u + U+031B U+0301.
+        ("hn-02", "Vie\u{323}\u{302}t Đu\u{31b}\u{301}c"),
+        ("hn-03", "Trạm y tế 東 Đống Đa"),
+    ];
+    for site in &mut s.sites {
+        if let Some((_, name)) = names.iter().find(|(id, _)| *id == site.site_id) {
+            site.name = (*name).into();
+        }
+    }
+    s
+}
+
+#[test]
+fn vietnamese_names_align_filter_and_sort() {
+    let mut app = app_with(vietnamese(), Theme::colour());
+    app.path = vec!["01".into(), "001".into()];
+    key(&mut app, KeyCode::Char('2'));
+    let screen = draw(&app, 80, 24);
+    assert_lines(
+        &screen,
+        1,
+        &[
+            "┌ Nation › 01 › 001 · by name ─────────────────────────────────────────────────┐",
+            "│  Site▼              Err     Today    /min  Share      Stock  Days Flags      │",
+            // The name column is cut by display width, never in the middle of a letter.
+            "│> Bệnh viện Bạch M     2     1,200    30.0    60%     48,000   2.0 LOW        │",
+            "│  Vie\u{323}\u{302}t Đu\u{31b}\u{301}c             0       300     6.0    20%     90,000    15            │",
+        ],
+    );
+    // Every line is 80 columns wide: nothing pushed the border out.
+    for line in lines(&screen) {
+        assert_eq!(vaxcamp_console::format::width(&line), 80, "{line}");
+    }
+    // Without accents, in any case.
+    key(&mut app, KeyCode::Char('/'));
+    for c in "viet duc".chars() {
+        key(&mut app, KeyCode::Char(c));
+    }
+    key(&mut app, KeyCode::Enter);
+    let rows = app.area_rows();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].key, "hn-02");
+    key(&mut app, KeyCode::Esc);
+    key(&mut app, KeyCode::Char('/'));
+    for c in "BACH MAI".chars() {
+        key(&mut app, KeyCode::Char(c));
+    }
+    assert_eq!(app.area_rows()[0].key, "hn-01");
+    key(&mut app, KeyCode::Esc);
+
+    // The stock view, by site name: "Bệnh..." < "Trạm..." < "Việt Đức"; and the wide
+    // character keeps the columns in place.
+    key(&mut app, KeyCode::Esc);
+    key(&mut app, KeyCode::Esc);
+    key(&mut app, KeyCode::Char('3'));
+    key(&mut app, KeyCode::Char('s'));
+    key(&mut app, KeyCode::Char('s'));
+    let screen = draw(&app, 80, 24);
+    assert_lines(
+        &screen,
+        5,
+        &[
+            "┌ By site · by site ───────────────────────────────────────────────────────────┐",
+            "│  Site▲                            Product           Stock     /day   Days    │",
+            "│> Bệnh viện Bạch Mai               COMIRNATY        40,000   20,000    2.0 LOW│",
+            "│  Bệnh viện Bạch Mai               SPIKEVAX          8,000    4,000    2.0 LOW│",
+            "│  Cho Ray                          SPIKEVAX        300,000   50,000    6.0    │",
+            // 東 takes two cells (the second, a blank here, is its continuation).
+            "│  Trạm y tế 東  Đống Đa             COMIRNATY             0        0      - OUT│",
+            "│  Vie\u{323}\u{302}t Đu\u{31b}\u{301}c                         COMIRNATY        90,000    6,000     15    │",
+        ],
+    );
+    // Cell by cell: the product column starts in the same cell on every row, and the right
+    // border is where it belongs.
+    for y in 7..=11 {
+        let product = screen[(36, y)].symbol();
+        assert!(product == "C" || product == "S", "row {y}: {product:?}");
+        assert_eq!(screen[(79, y)].symbol(), "│", "row {y}");
+    }
+}
+
+#[test]
+fn names_sort_without_their_diacritics() {
+    let mut s = campaign();
+    for (site, name) in s
+        .sites
+        .iter_mut()
+        .zip(["Đà Nẵng", "Zeta", "Ánh Dương", "Cần Thơ"])
+    {
+        site.name = name.into();
+        site.province = "01".into();
+        site.district = "001".into();
+    }
+    let mut app = app_with(s, Theme::colour());
+    app.path = vec!["01".into(), "001".into()];
+    key(&mut app, KeyCode::Char('2'));
+    let names: Vec<String> = app.area_rows().into_iter().map(|r| r.label).collect();
+    assert_eq!(names, ["Ánh Dương", "Cần Thơ", "Đà Nẵng", "Zeta"]);
 }

@@ -208,7 +208,6 @@ fn shard_writer(c: &mut Criterion) {
             // The live aggregates are part of the write path: each commit moves them.
             let live = Arc::new(vaxcamp_ingest::live::Live::new(
                 campaign.clone(),
-                &metrics,
                 vaxcamp_ingest::live::LiveConfig::default(),
             ));
             // So is the analytics outbox: one more fsync'd append per group commit.

@@ -40,6 +40,12 @@
 //! window_days = 7                         # uptake window
 //! horizon_days = 14                       # days of need a shipment should cover
 //! owed_lapse_days = 90                    # overdue longer than this: lapsed (reported), not owed (planned)
+//!
+//! [campaign]
+//! utc_offset = "+07:00"                   # the campaign's time zone: when "today" starts (Viet Nam)
+//!
+//! [live]
+//! max_streams = 64                        # console streams served at once; one more gets 503
 //! ```
 
 use std::net::SocketAddr;
@@ -68,6 +74,85 @@ pub struct ServerConfig {
     pub analytics: AnalyticsSettings,
     pub scylla: ScyllaSettings,
     pub allocation: AllocationSettings,
+    pub campaign: CampaignSettings,
+    pub live: LiveSettings,
+}
+
+/// The campaign's calendar.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CampaignSettings {
+    /// The campaign's time zone as a fixed offset from UTC, `+HH:MM` or `-HH:MM`: its midnight
+    /// starts "today" on the console and the days of the uptake behind days of supply. Default
+    /// `+07:00`, Viet Nam's (no daylight saving time), where the product comes from.
+    pub utc_offset: String,
+}
+
+impl Default for CampaignSettings {
+    fn default() -> Self {
+        Self {
+            utc_offset: "+07:00".into(),
+        }
+    }
+}
+
+impl CampaignSettings {
+    /// The offset in seconds east of UTC.
+    ///
+    /// # Errors
+    /// What is wrong with the text, and what it should look like.
+    pub fn utc_offset_seconds(&self) -> Result<i64, String> {
+        parse_utc_offset(&self.utc_offset)
+    }
+}
+
+/// `+07:00`, `-03:30`, `+05:45` (also `Z` or `UTC` for +00:00) as seconds east of UTC.
+///
+/// # Errors
+/// A message naming the text and the expected form.
+pub fn parse_utc_offset(text: &str) -> Result<i64, String> {
+    let wrong = || {
+        format!(
+            "campaign.utc_offset {text:?} is not an offset from UTC like \"+07:00\" or \"-03:30\""
+        )
+    };
+    let text = text.trim();
+    if text.eq_ignore_ascii_case("z") || text.eq_ignore_ascii_case("utc") {
+        return Ok(0);
+    }
+    let (sign, rest) = match text.as_bytes().first() {
+        Some(b'+') => (1, &text[1..]),
+        Some(b'-') => (-1, &text[1..]),
+        _ => return Err(wrong()),
+    };
+    let (hours, minutes) = rest.split_once(':').ok_or_else(wrong)?;
+    let digits = |s: &str| s.len() == 2 && s.bytes().all(|b| b.is_ascii_digit());
+    if !digits(hours) || !digits(minutes) {
+        return Err(wrong());
+    }
+    let (hours, minutes): (i64, i64) = (
+        hours.parse().map_err(|_| wrong())?,
+        minutes.parse().map_err(|_| wrong())?,
+    );
+    if hours > 14 || minutes >= 60 || (hours == 14 && minutes > 0) {
+        return Err(format!("{}: offsets run from -14:00 to +14:00", wrong()));
+    }
+    Ok(sign * (hours * 3_600 + minutes * 60))
+}
+
+/// The console's live feed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LiveSettings {
+    /// Live streams (`GET /v1/live/stream`) served at once; one more is answered 503 with
+    /// `Retry-After`. Each costs a connection and a second's worth of JSON a second. Default 64.
+    pub max_streams: usize,
+}
+
+impl Default for LiveSettings {
+    fn default() -> Self {
+        Self { max_streams: 64 }
+    }
 }
 
 /// Where doses are stored at national scale: a ScyllaDB cluster. Plain values here (the
@@ -332,6 +417,8 @@ impl Default for ServerConfig {
             analytics: AnalyticsSettings::default(),
             scylla: ScyllaSettings::default(),
             allocation: AllocationSettings::default(),
+            campaign: CampaignSettings::default(),
+            live: LiveSettings::default(),
         }
     }
 }
@@ -415,6 +502,10 @@ impl ServerConfig {
             return Err(format!(
                 "allocation.owed_lapse_days must be at most {MAX_LAPSE_DAYS}"
             ));
+        }
+        self.campaign.utc_offset_seconds()?;
+        if !(1..=100_000).contains(&self.live.max_streams) {
+            return Err("live.max_streams must be 1 to 100000".into());
         }
         Ok(())
     }
@@ -513,6 +604,27 @@ mod tests {
             ..ScyllaSettings::default()
         };
         assert_eq!(single.validate(), Ok(()));
+
+        std::fs::write(
+            &path,
+            "[campaign]\nutc_offset = \"-03:30\"\n[live]\nmax_streams = 8\n",
+        )
+        .expect("write");
+        let config = ServerConfig::from_file(&path).expect("parse");
+        assert_eq!(config.campaign.utc_offset_seconds(), Ok(-12_600));
+        assert_eq!(config.live.max_streams, 8);
+        assert_eq!(
+            ServerConfig::default().campaign.utc_offset_seconds(),
+            Ok(25_200),
+            "Viet Nam by default"
+        );
+        for bad in ["7", "+7:00", "+07", "+15:00", "UTC+7", "+07:60"] {
+            std::fs::write(&path, format!("[campaign]\nutc_offset = \"{bad}\"\n")).expect("write");
+            let err = ServerConfig::from_file(&path).expect_err(bad);
+            assert!(err.to_string().contains("+07:00"), "{bad}: {err}");
+        }
+        assert_eq!(parse_utc_offset("+05:45"), Ok(20_700));
+        assert_eq!(parse_utc_offset("Z"), Ok(0));
 
         std::fs::write(&path, "queue_capacty = 8\n").expect("write");
         let err = ServerConfig::from_file(&path).expect_err("typo refused");

@@ -1,41 +1,55 @@
 //! Live aggregates for the steering committee's console, kept as doses are committed so that a
-//! snapshot costs no store scan.
+//! snapshot costs no store read at all.
 //!
 //! Where each figure comes from:
 //! - Shard writers call [`Live::record_committed`] once per durable group commit with the doses it
-//!   wrote. That moves per-site counters (doses today, since start, the last dose, a 60 s ring of
-//!   per-second buckets, a 7-day ring of per-day buckets, per product too), the national
-//!   per-second history (10 minutes) and the partial/complete series counts.
-//! - [`Live::snapshot_at`] combines those with what the server already holds in memory, passed in
-//!   as [`LiveInputs`]: sites and lot stock from the catalogue, store totals (running counters),
-//!   queue depths, the dose latency histogram and the dose outcome counters. From them it
-//!   derives rates, days of supply and alerts.
+//!   wrote. That moves per-site counters (doses since start, the last dose, a 60 s ring of
+//!   per-second buckets, a ring of per-day buckets by product), the national per-second history
+//!   (10 minutes), the partial/complete series counts and the all-time dose total.
+//! - The dose handlers call [`Live::record_outcome`] for every dose that fails (refused,
+//!   conflicting, busy...): per site and per kind, since start and per second over the last
+//!   minute. Errors are counted when they happen, so "errors in the last minute" does not depend
+//!   on how often anyone asks for a snapshot.
+//! - Registrations move the all-time registration total ([`Live::registered`]); it and the dose
+//!   total are read from the store once at start-up ([`Live::seed_totals`]).
+//! - [`seed_from_analytics`] fills the per-day rings at start-up with the last days' doses per site
+//!   and product from the analytics backend, so a restart neither zeroes "today" nor judges days
+//!   of supply from a few hours of traffic.
+//! - [`Live::snapshot_at`] copies the counters it needs under the lock, then, without it, adds
+//!   what the server already holds in memory, passed in as [`LiveInputs`] (sites and lot stock
+//!   from the catalogue, queue depths, the latency window), and derives rates, days of supply
+//!   and alerts.
 //!
 //! Time is always passed in (unix seconds; a dose's own `recorded_at` when it is recorded), so the
-//! arithmetic is tested without clocks. Days are UTC days. Figures "since start" and "today"
-//! count from the moment this server started: a restart begins them again, while all-time totals
-//! (`doses.total`, each site's `doses_total`) come from the store's counters and lot usage.
+//! arithmetic is tested without clocks. Days are the campaign's days: midnight to midnight at its
+//! UTC offset (`[campaign] utc_offset`, Viet Nam's +07:00 by default). Figures "since start"
+//! count from the moment this server started; "today" counts from midnight when the seed worked,
+//! else from the start (the snapshot's `today_since` says which).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use analytics::{Analytics, AreaLevel, Granularity, UptakeQuery};
 use serde::Serialize;
 use store::{Dose, ProductCode, Site, SiteId};
-use tokio::sync::watch;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 use crate::campaign::Campaign;
-use crate::metrics::{LatencySummary, Metrics, OutcomeTotals};
+use crate::metrics::LatencySummary;
 
 const SECONDS_PER_DAY: i64 = 86_400;
 /// Seconds of national doses/s history in a snapshot.
 const HISTORY_SECONDS: usize = 600;
-/// Seconds over which a site's rate is averaged.
+/// Seconds over which a site's rate, and errors, are counted.
 const RATE_WINDOW: usize = 60;
 /// Seconds averaged for "doses/s now".
 const NOW_WINDOW: i64 = 5;
-/// UTC days over which daily uptake is averaged for days of supply.
-const UPTAKE_DAYS: usize = 7;
+/// Complete days over which daily uptake is averaged for days of supply.
+pub const UPTAKE_DAYS: usize = 7;
+/// Days each per-day ring holds: the complete days of the uptake window, and today.
+const DAY_SLOTS: usize = UPTAKE_DAYS + 1;
 
 /// Thresholds of the derived figures and alerts. Defaults are what a national command centre
 /// would want on a wall screen; they are echoed in every snapshot.
@@ -49,14 +63,25 @@ pub struct LiveConfig {
     pub low_stock_days: f64,
     /// A site that sent no dose for this long while others did is "silent". Default 10 min.
     pub silent_after_s: i64,
-    /// Dose errors over the last minute that make a spike: at least this many... Default 10.
+    /// Dose errors over the last minute that make a spike (nationally, or at one site): at
+    /// least this many... Default 10.
     pub error_spike_min: u64,
     /// ...and at least this share of dose attempts. Default 0.05.
     pub error_spike_share: f64,
-    /// Seconds of observation before a daily uptake (and so days of supply) is estimated.
-    /// Default 60.
+    /// Seconds of observation before a daily uptake (and so days of supply) is estimated from
+    /// today alone, when there is no history of whole days. Default 60.
     pub min_observation_s: i64,
+    /// The campaign's time zone, seconds east of UTC: its midnight starts "today" and the days
+    /// of the uptake window. Default 25200 (+07:00, Viet Nam). In the snapshot as `utc_offset_s`.
+    #[serde(skip)]
+    pub utc_offset_s: i64,
+    /// Live streams served at once; one more is answered 503. Default 64.
+    #[serde(skip)]
+    pub max_streams: usize,
 }
+
+/// Viet Nam's offset from UTC, the default campaign time zone.
+pub const DEFAULT_UTC_OFFSET_S: i64 = 7 * 3_600;
 
 impl Default for LiveConfig {
     fn default() -> Self {
@@ -68,6 +93,8 @@ impl Default for LiveConfig {
             error_spike_min: 10,
             error_spike_share: 0.05,
             min_observation_s: 60,
+            utc_offset_s: DEFAULT_UTC_OFFSET_S,
+            max_streams: 64,
         }
     }
 }
@@ -135,46 +162,87 @@ impl Ring {
         let to = to.min(self.newest);
         (from..=to).map(|b| self.get(b)).sum()
     }
+
+    /// Buckets `last - N + 1 ..= last`, oldest first.
+    fn window<const N: usize>(&self, last: i64) -> [u64; N] {
+        std::array::from_fn(|i| self.get(last - N as i64 + 1 + i as i64))
+    }
 }
 
-/// What one site did since the server started.
+/// Doses of one series (a site's product, a product nationally...) per day: the complete days
+/// of the uptake window, oldest first, then today.
+type DayCounts = [u64; DAY_SLOTS];
+const TODAY: usize = DAY_SLOTS - 1;
+
+/// What one site did: doses since the server started, and per day (seeded at start-up).
 #[derive(Debug, Clone)]
 struct SiteCounters {
     per_second: Ring,
-    per_day: Ring,
-    /// Per-day doses by product, for days of supply per product.
-    per_product_day: Vec<(ProductCode, Ring)>,
+    /// Doses per day by product (an index into [`LiveState::products`]).
+    per_product_day: Vec<(usize, Ring)>,
     since_start: u64,
     last_dose: Option<i64>,
+    /// Failed dose requests from this site, per second and since start.
+    errors_per_second: Ring,
+    errors_since_start: u64,
 }
 
 impl SiteCounters {
     fn new(start: i64) -> Self {
         Self {
             per_second: Ring::new(RATE_WINDOW, start),
-            per_day: Ring::new(UPTAKE_DAYS, start.div_euclid(SECONDS_PER_DAY)),
             per_product_day: Vec::new(),
             since_start: 0,
             last_dose: None,
+            errors_per_second: Ring::new(RATE_WINDOW, start),
+            errors_since_start: 0,
         }
+    }
+
+    fn product_day(&mut self, product: usize, start_day: i64) -> &mut Ring {
+        let at = match self.per_product_day.iter().position(|(p, _)| *p == product) {
+            Some(at) => at,
+            None => {
+                self.per_product_day
+                    .push((product, Ring::new(DAY_SLOTS, start_day)));
+                self.per_product_day.len() - 1
+            }
+        };
+        &mut self.per_product_day[at].1
     }
 }
 
-/// Cumulative dose errors by kind at one moment, to tell how many happened in the last minute.
-#[derive(Debug, Clone)]
-struct ErrorSample {
-    at: i64,
-    by_kind: BTreeMap<String, u64>,
-}
+/// (outcome, refusal rule): the labels of the `dose_outcomes` metric.
+type OutcomeKey = (&'static str, Option<&'static str>);
 
 #[derive(Debug)]
 struct LiveState {
     sites: HashMap<SiteId, SiteCounters>,
+    /// Every product seen, in order of first sight: the per-day rings refer to them by index.
+    products: Vec<ProductCode>,
     national: Ring,
     since_start: u64,
     partial: u64,
     complete: u64,
-    error_samples: VecDeque<ErrorSample>,
+    /// Dose errors by kind: since start, and per second over the last minute.
+    errors: BTreeMap<OutcomeKey, (u64, Ring)>,
+    /// The first day whose doses are all counted: the seed's first day, or (without a seed) the
+    /// first whole day after the start.
+    complete_from_day: i64,
+    /// Whether the seed from the analytics backend worked (then today counts from midnight).
+    seeded: bool,
+}
+
+impl LiveState {
+    fn product_index(&mut self, product: &ProductCode) -> usize {
+        match self.products.iter().position(|p| p == product) {
+            Some(i) => i,
+            None => {
+                self.products.push(product.clone());
+                self.products.len() - 1
+            }
+        }
+    }
 }
 
 /// The live model: counters moved at commit time, snapshots built from them on demand.
@@ -183,10 +251,18 @@ pub struct Live {
     campaign: Arc<Campaign>,
     config: LiveConfig,
     started_at: i64,
-    /// The dose outcome counts the request handlers keep in `Metrics`.
-    outcomes: OutcomeTotals,
-    /// The newest snapshot as JSON: every stream subscriber shares one build per second.
+    /// All doses and registrations stored: read from the store once at start-up, then moved
+    /// by the shard writers and the registration handler, so a snapshot never reads the store.
+    doses_total: AtomicU64,
+    registrations_total: AtomicU64,
+    /// The newest snapshot as JSON: `GET /v1/live` and every stream share one build a second.
     cache: Mutex<Option<(Instant, Arc<str>)>>,
+    /// Held while a snapshot is built, so that requests arriving together wait for one build
+    /// instead of each making their own.
+    building: tokio::sync::Mutex<()>,
+    /// One permit per live stream being served: caps what a wall of consoles (or a client
+    /// reconnecting in a loop) can hold open.
+    streams: Arc<Semaphore>,
     /// Turns true when the server shuts down, ending every live stream so that graceful
     /// shutdown does not wait on them forever.
     closed: watch::Sender<bool>,
@@ -201,23 +277,19 @@ impl std::fmt::Debug for Live {
 }
 
 /// Everything a snapshot needs that the live model does not count itself. The API gathers it
-/// from the server's state; tests make it up.
+/// from the server's in-memory state; tests make it up.
 #[derive(Debug, Clone, Default)]
 pub struct LiveInputs {
     pub backend: String,
     pub sites: Vec<Site>,
     pub lots: Vec<LotLevel>,
-    /// All-time totals from the store's running counters.
-    pub doses_total: u64,
-    pub registrations_total: u64,
     /// Counters since the server started.
     pub registrations_since_start: u64,
     pub checkins_since_start: u64,
     pub certificates_signed: u64,
     pub queue_depths: Vec<usize>,
+    /// Dose latency over the last minute.
     pub latency: LatencySummary,
-    /// Cumulative dose outcomes by kind (`outcome` or `outcome:rule`), successes included.
-    pub outcomes: BTreeMap<String, u64>,
     pub analytics: AnalyticsFigures,
 }
 
@@ -249,6 +321,16 @@ pub struct LotLevel {
     pub used: u64,
 }
 
+/// Doses of one product at one site on one of the campaign's days, from the analytics backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DaySeed {
+    pub site_id: SiteId,
+    pub product: ProductCode,
+    /// The day, numbered as [`campaign_day`] numbers them.
+    pub day: i64,
+    pub doses: u64,
+}
+
 /// `GET /v1/live`: the whole campaign at one moment.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct LiveSnapshot {
@@ -256,8 +338,11 @@ pub struct LiveSnapshot {
     pub generated_at: i64,
     /// Unix seconds when the server started; "since start" figures count from here.
     pub started_at: i64,
-    /// Unix seconds from which `doses.today` counts: UTC midnight, or the start if later.
+    /// Unix seconds from which `doses.today` counts: the campaign's midnight, or the start if
+    /// the day's earlier doses could not be learned at start-up.
     pub today_since: i64,
+    /// The campaign's time zone, seconds east of UTC.
+    pub utc_offset_s: i64,
     pub backend: String,
     pub thresholds: LiveConfig,
     pub doses: DoseFigures,
@@ -265,7 +350,7 @@ pub struct LiveSnapshot {
     pub registrations: RegistrationFigures,
     pub checkins_since_start: u64,
     pub certificates_signed: u64,
-    /// Dose request latency since start (the server's hdrhistogram).
+    /// Dose latency over the last minute (the server's rolling hdrhistograms).
     pub latency_ms: LatencySummary,
     pub queues: QueueFigures,
     pub errors: ErrorFigures,
@@ -279,7 +364,7 @@ pub struct LiveSnapshot {
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DoseFigures {
-    /// All doses stored (store counters).
+    /// All doses stored.
     pub total: u64,
     pub today: u64,
     pub since_start: u64,
@@ -318,7 +403,7 @@ pub struct QueueFigures {
 pub struct ErrorFigures {
     /// Dose errors since start (every outcome but created and duplicate).
     pub total: u64,
-    /// Dose errors over the last minute of snapshots.
+    /// Dose errors over the last 60 seconds.
     pub last_minute: u64,
     /// Since start, most frequent first.
     pub by_kind: Vec<ErrorCount>,
@@ -345,7 +430,7 @@ pub struct StockFigures {
 pub struct ProductStock {
     pub product: ProductCode,
     pub remaining: u64,
-    /// Average doses a day over the observed window, `None` before enough observation.
+    /// Average doses a day (see [`daily_uptake`]), `None` before there is anything to go on.
     #[serde(serialize_with = "three_decimals_or_null")]
     pub uptake_per_day: Option<f64>,
     /// `remaining / uptake_per_day`; `None` when there is no uptake to divide by.
@@ -377,6 +462,9 @@ pub struct SiteLive {
     pub low_stock: bool,
     /// No dose for `silent_after_s` while other sites were active.
     pub silent: bool,
+    /// Dose requests from this site that failed, over the last 60 seconds and since start.
+    pub errors_last_minute: u64,
+    pub errors_since_start: u64,
     pub stock: Vec<ProductStock>,
 }
 
@@ -390,41 +478,118 @@ pub enum Severity {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Alert {
     pub severity: Severity,
-    /// `site_silent`, `error_spike`, `queue_near_full`, `low_stock`, `out_of_stock`,
-    /// `analytics_lagging` or `analytics_rows_dropped`.
+    /// `site_silent`, `error_spike` (national, or with a `site_id`), `queue_near_full`,
+    /// `low_stock`, `out_of_stock`, `analytics_lagging` or `analytics_rows_dropped`.
     pub kind: &'static str,
     pub site_id: Option<SiteId>,
     pub message: String,
 }
 
+/// The campaign's day number of a moment: days since the epoch, midnight to midnight at
+/// `utc_offset_s`.
+pub fn campaign_day(unix: i64, utc_offset_s: i64) -> i64 {
+    (unix + utc_offset_s).div_euclid(SECONDS_PER_DAY)
+}
+
+/// Unix seconds of the campaign's midnight that starts `day`.
+pub fn day_start(day: i64, utc_offset_s: i64) -> i64 {
+    day * SECONDS_PER_DAY - utc_offset_s
+}
+
+/// Average doses a day of one series (a site's product), from `days` (the complete days of
+/// the uptake window, oldest first, then today) of which those from `first_complete` on are
+/// fully counted.
+///
+/// Whole days only: the average over the complete days from the first one with a dose (so a
+/// site that opened three days ago is not averaged over seven), never an extrapolation of the
+/// hours seen so far. Today's doses so far are a lower bound of today's uptake, so the estimate
+/// is at least that: a surge shows the same day, and with no history at all today alone is the
+/// estimate, which grows through the day and never raises a false low-stock alert. `None`
+/// with neither history nor `observed` (a minute of this server's own observation).
+pub fn daily_uptake(days: &DayCounts, first_complete: usize, observed: bool) -> Option<f64> {
+    let history = &days[first_complete.min(TODAY)..TODAY];
+    let average = history.iter().position(|&n| n > 0).map(|first| {
+        let span = &history[first..];
+        span.iter().sum::<u64>() as f64 / span.len() as f64
+    });
+    let today = days[TODAY] as f64;
+    match average {
+        Some(average) => Some(average.max(today)),
+        None => observed.then_some(today),
+    }
+}
+
+/// What a snapshot copies of one site's counters, under the lock.
+struct SiteCounted {
+    today: u64,
+    /// By product index.
+    products: Vec<(usize, DayCounts)>,
+    rate_window: u64,
+    /// Doses committed over the same minute as `errors_last_minute`: the other attempts.
+    committed_last_minute: u64,
+    since_start: u64,
+    last_dose: Option<i64>,
+    errors_last_minute: u64,
+    errors_since_start: u64,
+}
+
+/// What a snapshot copies of the live state, under the lock; everything else is computed
+/// after the lock is released, so shard writers never wait for a snapshot being built.
+struct Counted {
+    sites: Vec<Option<SiteCounted>>,
+    products: Vec<ProductCode>,
+    history: Vec<u64>,
+    doses_total: u64,
+    national_now: u64,
+    national_rate: u64,
+    national_minute: u64,
+    national_active: bool,
+    since_start: u64,
+    partial: u64,
+    complete: u64,
+    /// (kind, since start, last minute)
+    errors: Vec<(String, u64, u64)>,
+    complete_from_day: i64,
+    seeded: bool,
+}
+
 impl Live {
     /// A live model starting now.
-    pub fn new(campaign: Arc<Campaign>, metrics: &Metrics, config: LiveConfig) -> Self {
-        Self::starting_at(campaign, metrics, config, unix_now())
+    pub fn new(campaign: Arc<Campaign>, config: LiveConfig) -> Self {
+        Self::starting_at(campaign, config, unix_now())
     }
 
     /// A live model whose "since start" begins at `started_at` (unix seconds).
-    pub fn starting_at(
-        campaign: Arc<Campaign>,
-        metrics: &Metrics,
-        config: LiveConfig,
-        started_at: i64,
-    ) -> Self {
-        let outcomes = metrics.outcome_totals();
+    pub fn starting_at(campaign: Arc<Campaign>, config: LiveConfig, started_at: i64) -> Self {
+        let start_day = campaign_day(started_at, config.utc_offset_s);
+        // Without a seed, the first whole day counted is the day after the start (the start's
+        // own day, if the server started at midnight).
+        let complete_from_day = if day_start(start_day, config.utc_offset_s) == started_at {
+            start_day
+        } else {
+            start_day + 1
+        };
+        let streams = Arc::new(Semaphore::new(config.max_streams.max(1)));
         Self {
             state: Mutex::new(LiveState {
                 sites: HashMap::new(),
+                products: Vec::new(),
                 national: Ring::new(HISTORY_SECONDS + 1, started_at),
                 since_start: 0,
                 partial: 0,
                 complete: 0,
-                error_samples: VecDeque::new(),
+                errors: BTreeMap::new(),
+                complete_from_day,
+                seeded: false,
             }),
             campaign,
             config,
             started_at,
-            outcomes,
+            doses_total: AtomicU64::new(0),
+            registrations_total: AtomicU64::new(0),
             cache: Mutex::new(None),
+            building: tokio::sync::Mutex::new(()),
+            streams,
             closed: watch::Sender::new(false),
         }
     }
@@ -440,6 +605,46 @@ impl Live {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    fn start_day(&self) -> i64 {
+        campaign_day(self.started_at, self.config.utc_offset_s)
+    }
+
+    /// The all-time totals as the store counted them at start-up. Call before the write path
+    /// starts and before requests are served; from then on the writers and handlers move them.
+    pub fn seed_totals(&self, doses: u64, registrations: u64) {
+        self.doses_total.store(doses, Ordering::Relaxed);
+        self.registrations_total
+            .store(registrations, Ordering::Relaxed);
+    }
+
+    /// A registration was created.
+    pub fn registered(&self) {
+        self.registrations_total.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Fills the per-day rings with doses given before this server started: `from_day` (the
+    /// first day the seed covers whole) through today. Call once, before the write path starts,
+    /// so that no dose is counted both here and by [`Live::record_committed`].
+    pub fn seed_days(&self, from_day: i64, seeds: impl IntoIterator<Item = DaySeed>) {
+        let start_day = self.start_day();
+        let mut state = self.lock();
+        for seed in seeds {
+            if seed.day > start_day || seed.doses == 0 {
+                continue;
+            }
+            let product = state.product_index(&seed.product);
+            let started_at = self.started_at;
+            state
+                .sites
+                .entry(seed.site_id)
+                .or_insert_with(|| SiteCounters::new(started_at))
+                .product_day(product, start_day)
+                .add(seed.day, seed.doses);
+        }
+        state.complete_from_day = from_day.min(state.complete_from_day);
+        state.seeded = true;
+    }
+
     /// Counts doses a shard writer has just committed, at their `recorded_at` second.
     pub fn record_committed(&self, doses: &[Dose]) {
         if doses.is_empty() {
@@ -447,10 +652,15 @@ impl Live {
         }
         let products = self.campaign.products();
         let started_at = self.started_at;
+        let offset = self.config.utc_offset_s;
+        let start_day = self.start_day();
         let mut state = self.lock();
+        // Under the lock, so that a snapshot's total and its per-day counts agree.
+        self.doses_total
+            .fetch_add(doses.len() as u64, Ordering::Relaxed);
         for dose in doses {
             let at = dose.recorded_at.unix_timestamp();
-            let day = at.div_euclid(SECONDS_PER_DAY);
+            let day = campaign_day(at, offset);
             state.national.add(at, 1);
             state.since_start += 1;
             // The status of the certificate this dose gives: complete once the dose number
@@ -463,32 +673,64 @@ impl Live {
             } else {
                 state.partial += 1;
             }
+            let product = state.product_index(&dose.product);
             let site = state
                 .sites
                 .entry(dose.site_id.clone())
                 .or_insert_with(|| SiteCounters::new(started_at));
             site.per_second.add(at, 1);
-            site.per_day.add(day, 1);
+            site.product_day(product, start_day).add(day, 1);
             site.since_start += 1;
             site.last_dose = Some(site.last_dose.map_or(at, |last| last.max(at)));
-            match site
-                .per_product_day
-                .iter_mut()
-                .find(|(p, _)| *p == dose.product)
-            {
-                Some((_, ring)) => ring.add(day, 1),
-                None => {
-                    let mut ring = Ring::new(UPTAKE_DAYS, started_at.div_euclid(SECONDS_PER_DAY));
-                    ring.add(day, 1);
-                    site.per_product_day.push((dose.product.clone(), ring));
-                }
-            }
         }
     }
 
-    /// Cumulative dose outcomes by kind (`outcome` or `outcome:rule`).
-    pub fn outcome_counts(&self) -> BTreeMap<String, u64> {
-        self.outcomes.counts()
+    /// Counts a dose request's outcome now, for `site` (the caller's, when known). Successes
+    /// (`created`, `duplicate`) are counted by the commits; only failures are kept here.
+    pub fn record_outcome(
+        &self,
+        site: Option<&SiteId>,
+        outcome: &'static str,
+        rule: Option<&'static str>,
+    ) {
+        self.record_outcome_at(site, outcome, rule, unix_now());
+    }
+
+    /// [`Live::record_outcome`] at `at` (unix seconds).
+    pub fn record_outcome_at(
+        &self,
+        site: Option<&SiteId>,
+        outcome: &'static str,
+        rule: Option<&'static str>,
+        at: i64,
+    ) {
+        if is_success(outcome) {
+            return;
+        }
+        // Only the campaign's sites: an admin's request naming a site that does not exist
+        // must not grow the map.
+        let site = site.filter(|id| self.campaign.site(id).is_some());
+        let started_at = self.started_at;
+        let mut state = self.lock();
+        let (total, ring) = state
+            .errors
+            .entry((outcome, rule))
+            .or_insert_with(|| (0, Ring::new(RATE_WINDOW, started_at)));
+        *total += 1;
+        ring.add(at, 1);
+        if let Some(site) = site {
+            let counters = state
+                .sites
+                .entry(site.clone())
+                .or_insert_with(|| SiteCounters::new(started_at));
+            counters.errors_since_start += 1;
+            counters.errors_per_second.add(at, 1);
+        }
+    }
+
+    /// All doses stored, as counted in memory.
+    pub fn doses_total(&self) -> u64 {
+        self.doses_total.load(Ordering::Relaxed)
     }
 
     /// The snapshot JSON built within `max_age`, if any.
@@ -510,6 +752,35 @@ impl Live {
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some((Instant::now(), json));
     }
 
+    /// The snapshot JSON younger than `max_age`, building it with `build` when there is none.
+    /// Callers arriving together wait for one build: however many consoles and `GET /v1/live`
+    /// callers there are, a snapshot is built at most once per `max_age`.
+    ///
+    /// # Errors
+    /// What `build` returns.
+    pub async fn shared_json<E>(
+        &self,
+        max_age: Duration,
+        build: impl FnOnce() -> Result<Arc<str>, E>,
+    ) -> Result<Arc<str>, E> {
+        if let Some(json) = self.cached_json(max_age) {
+            return Ok(json);
+        }
+        let _building = self.building.lock().await;
+        if let Some(json) = self.cached_json(max_age) {
+            return Ok(json);
+        }
+        let json = build()?;
+        self.store_json(json.clone());
+        Ok(json)
+    }
+
+    /// A permit to serve one live stream, or `None` when as many as allowed are open. The
+    /// stream holds it until it ends.
+    pub fn stream_permit(&self) -> Option<OwnedSemaphorePermit> {
+        self.streams.clone().try_acquire_owned().ok()
+    }
+
     /// Ends every live stream (the server is shutting down).
     pub fn close(&self) {
         self.closed.send_replace(true);
@@ -520,27 +791,102 @@ impl Live {
         self.closed.subscribe()
     }
 
-    /// The campaign as of `now` (unix seconds).
-    pub fn snapshot_at(&self, now: i64, inputs: LiveInputs) -> LiveSnapshot {
-        let config = &self.config;
-        let today = now.div_euclid(SECONDS_PER_DAY);
-        let today_since = (today * SECONDS_PER_DAY).max(self.started_at);
-        // Daily uptake is averaged over the days the ring holds, as far as this server saw them.
-        let window_start =
-            ((today - UPTAKE_DAYS as i64 + 1) * SECONDS_PER_DAY).max(self.started_at);
-        let observed = now - window_start;
-        let uptake = |doses: u64| -> Option<f64> {
-            (observed >= config.min_observation_s)
-                .then(|| doses as f64 * SECONDS_PER_DAY as f64 / observed as f64)
-        };
-        let first_day = today - UPTAKE_DAYS as i64 + 1;
-        // Rates over complete seconds only, and never over more time than the server has run.
+    /// Copies, under the lock, what a snapshot at `now` needs of the counters of `sites`.
+    fn count(&self, now: i64, sites: &[&Site]) -> Counted {
+        let offset = self.config.utc_offset_s;
+        let today = campaign_day(now, offset);
         let last_complete = now - 1;
         let rate_span = (now - self.started_at).clamp(1, RATE_WINDOW as i64);
         let now_span = (now - self.started_at).clamp(1, NOW_WINDOW);
-
+        let minute_from = now - RATE_WINDOW as i64 + 1;
         let mut state = self.lock();
         state.national.advance(last_complete);
+        let counted_sites = sites
+            .iter()
+            .map(|site| {
+                let counters = state.sites.get(&site.site_id)?;
+                let products: Vec<(usize, DayCounts)> = counters
+                    .per_product_day
+                    .iter()
+                    .map(|(p, ring)| (*p, ring.window::<DAY_SLOTS>(today)))
+                    .collect();
+                Some(SiteCounted {
+                    today: products.iter().map(|(_, days)| days[TODAY]).sum(),
+                    products,
+                    rate_window: counters
+                        .per_second
+                        .sum(last_complete - rate_span + 1, last_complete),
+                    committed_last_minute: counters.per_second.sum(minute_from, now),
+                    since_start: counters.since_start,
+                    last_dose: counters.last_dose,
+                    errors_last_minute: counters.errors_per_second.sum(minute_from, now),
+                    errors_since_start: counters.errors_since_start,
+                })
+            })
+            .collect();
+        let history_from = last_complete - HISTORY_SECONDS as i64 + 1;
+        Counted {
+            sites: counted_sites,
+            products: state.products.clone(),
+            history: (history_from..=last_complete)
+                .map(|s| state.national.get(s))
+                .collect(),
+            doses_total: self.doses_total(),
+            national_now: state
+                .national
+                .sum(last_complete - now_span + 1, last_complete),
+            national_rate: state
+                .national
+                .sum(last_complete - rate_span + 1, last_complete),
+            national_minute: state.national.sum(minute_from, now),
+            national_active: state
+                .national
+                .sum(last_complete - RATE_WINDOW as i64 + 1, last_complete)
+                > 0,
+            since_start: state.since_start,
+            partial: state.partial,
+            complete: state.complete,
+            errors: state
+                .errors
+                .iter()
+                .map(|(&(outcome, rule), (total, ring))| {
+                    let kind = match rule {
+                        Some(rule) => format!("{outcome}:{rule}"),
+                        None => outcome.to_owned(),
+                    };
+                    (kind, *total, ring.sum(minute_from, now))
+                })
+                .collect(),
+            complete_from_day: state.complete_from_day,
+            seeded: state.seeded,
+        }
+    }
+
+    /// The campaign as of `now` (unix seconds).
+    pub fn snapshot_at(&self, now: i64, inputs: LiveInputs) -> LiveSnapshot {
+        let config = &self.config;
+        let offset = config.utc_offset_s;
+        let today = campaign_day(now, offset);
+        let rate_span = (now - self.started_at).clamp(1, RATE_WINDOW as i64);
+        let now_span = (now - self.started_at).clamp(1, NOW_WINDOW);
+        let mut sorted_sites: Vec<&Site> = inputs.sites.iter().collect();
+        sorted_sites.sort_by(|a, b| a.site_id.cmp(&b.site_id));
+
+        // The only part under the lock.
+        let counted = self.count(now, &sorted_sites);
+
+        let today_since = if counted.seeded || today > self.start_day() {
+            day_start(today, offset)
+        } else {
+            self.started_at
+        };
+        // Index of the first fully counted day in a `DayCounts`.
+        let first_complete =
+            usize::try_from(counted.complete_from_day - (today - UPTAKE_DAYS as i64))
+                .unwrap_or(0)
+                .min(TODAY);
+        let observed = now - self.started_at >= config.min_observation_s;
+        let uptake = |days: &DayCounts| daily_uptake(days, first_complete, observed);
 
         // Stock by site and product, from the catalogue's lot counters.
         let mut lots_by_site: HashMap<&SiteId, BTreeMap<&ProductCode, (u64, u64)>> = HashMap::new();
@@ -554,35 +900,36 @@ impl Live {
             entry.1 += lot.used;
         }
 
-        let national_active = state
-            .national
-            .sum(last_complete - RATE_WINDOW as i64 + 1, last_complete)
-            > 0;
-        let mut national_products: BTreeMap<ProductCode, (u64, u64)> = BTreeMap::new();
-        let mut national_window_doses = 0u64;
-        let mut sites = Vec::with_capacity(inputs.sites.len());
+        // National stock and uptake by product: sums of the sites'.
+        let mut national_products: BTreeMap<ProductCode, (u64, Option<f64>)> = BTreeMap::new();
+        let mut sites = Vec::with_capacity(sorted_sites.len());
         let mut alerts = Vec::new();
-        let empty = SiteCounters::new(self.started_at);
-        let mut sorted_sites: Vec<&Site> = inputs.sites.iter().collect();
-        sorted_sites.sort_by(|a, b| a.site_id.cmp(&b.site_id));
-        for site in sorted_sites {
-            let counters = state.sites.get(&site.site_id).unwrap_or(&empty);
-            let window_doses = counters.per_day.sum(first_day, today);
-            national_window_doses += window_doses;
+        for (site, counters) in sorted_sites.iter().zip(&counted.sites) {
+            let product_days = |product: &ProductCode| -> DayCounts {
+                counters
+                    .as_ref()
+                    .and_then(|c| {
+                        c.products
+                            .iter()
+                            .find(|(p, _)| counted.products.get(*p) == Some(product))
+                    })
+                    .map_or([0; DAY_SLOTS], |(_, days)| *days)
+            };
             let mut stock = Vec::new();
             let (mut remaining, mut doses_total) = (0u64, 0u64);
+            let mut site_uptake: Option<f64> = None;
             for (product, (left, used)) in lots_by_site.get(&site.site_id).into_iter().flatten() {
                 remaining += left;
                 doses_total += used;
-                let product_doses = counters
-                    .per_product_day
-                    .iter()
-                    .find(|(p, _)| p == *product)
-                    .map_or(0, |(_, ring)| ring.sum(first_day, today));
+                let product_uptake = uptake(&product_days(product));
+                if let Some(u) = product_uptake {
+                    *site_uptake.get_or_insert(0.0) += u;
+                }
                 let national = national_products.entry((*product).clone()).or_default();
                 national.0 += left;
-                national.1 += product_doses;
-                let product_uptake = uptake(product_doses);
+                if let Some(u) = product_uptake {
+                    *national.1.get_or_insert(0.0) += u;
+                }
                 stock.push(ProductStock {
                     product: (*product).clone(),
                     remaining: *left,
@@ -590,18 +937,19 @@ impl Live {
                     days_of_supply: days_of_supply(*left, product_uptake),
                 });
             }
-            let uptake_per_day = uptake(window_doses);
-            let days = days_of_supply(remaining, uptake_per_day);
+            let days = days_of_supply(remaining, site_uptake);
             let low_stock = remaining == 0 || days.is_some_and(|d| d < config.low_stock_days);
-            let quiet_since = counters.last_dose.unwrap_or(self.started_at);
-            let silent = national_active && now - quiet_since > config.silent_after_s;
-            let label = format!("{} ({})", site.site_id, site.name);
+            let last_dose = counters.as_ref().and_then(|c| c.last_dose);
+            let quiet_since = last_dose.unwrap_or(self.started_at);
+            let silent = counted.national_active && now - quiet_since > config.silent_after_s;
+            let errors_last_minute = counters.as_ref().map_or(0, |c| c.errors_last_minute);
+            let label = || format!("{} ({})", site.site_id, site.name);
             if remaining == 0 {
                 alerts.push(Alert {
                     severity: Severity::Critical,
                     kind: "out_of_stock",
                     site_id: Some(site.site_id.clone()),
-                    message: format!("{label}: no doses left in stock"),
+                    message: format!("{}: no doses left in stock", label()),
                 });
             } else if low_stock {
                 alerts.push(Alert {
@@ -609,19 +957,22 @@ impl Live {
                     kind: "low_stock",
                     site_id: Some(site.site_id.clone()),
                     message: format!(
-                        "{label}: {:.1} days of supply ({remaining} doses)",
+                        "{}: {:.1} days of supply ({remaining} doses)",
+                        label(),
                         days.unwrap_or(0.0)
                     ),
                 });
             }
             if silent {
-                let message = match counters.last_dose {
+                let message = match last_dose {
                     Some(_) => format!(
-                        "{label}: no dose for {} while other sites are active",
+                        "{}: no dose for {} while other sites are active",
+                        label(),
                         minutes(now - quiet_since)
                     ),
                     None => format!(
-                        "{label}: no dose since the server started {} ago, while other sites are active",
+                        "{}: no dose since the server started {} ago, while other sites are active",
+                        label(),
                         minutes(now - quiet_since)
                     ),
                 };
@@ -632,6 +983,20 @@ impl Live {
                     message,
                 });
             }
+            // A site whose own requests fail, even while the nation's share stays low.
+            let committed = counters.as_ref().map_or(0, |c| c.committed_last_minute);
+            if let Some(share) = spike(errors_last_minute, committed, config) {
+                alerts.push(Alert {
+                    severity: Severity::Critical,
+                    kind: "error_spike",
+                    site_id: Some(site.site_id.clone()),
+                    message: format!(
+                        "{}: {errors_last_minute} dose errors in the last 60 s ({:.0}% of its attempts)",
+                        label(),
+                        share * 100.0
+                    ),
+                });
+            }
             sites.push(SiteLive {
                 site_id: site.site_id.clone(),
                 name: site.name.clone(),
@@ -639,20 +1004,19 @@ impl Live {
                 district: site.area.district.to_string(),
                 commune: site.area.commune.as_ref().map(ToString::to_string),
                 daily_capacity: site.daily_capacity,
-                doses_today: counters.per_day.get(today),
-                doses_since_start: counters.since_start,
+                doses_today: counters.as_ref().map_or(0, |c| c.today),
+                doses_since_start: counters.as_ref().map_or(0, |c| c.since_start),
                 doses_total,
-                rate_per_s: counters
-                    .per_second
-                    .sum(last_complete - rate_span + 1, last_complete)
-                    as f64
+                rate_per_s: counters.as_ref().map_or(0, |c| c.rate_window) as f64
                     / rate_span as f64,
-                last_dose_at: counters.last_dose,
+                last_dose_at: last_dose,
                 remaining,
-                uptake_per_day,
+                uptake_per_day: site_uptake,
                 days_of_supply: days,
                 low_stock,
                 silent,
+                errors_last_minute,
+                errors_since_start: counters.as_ref().map_or(0, |c| c.errors_since_start),
                 stock,
             });
         }
@@ -673,110 +1037,67 @@ impl Live {
             }
         }
 
-        // Errors: totals since start, and the last minute from the samples snapshots keep.
-        let errors_now: BTreeMap<String, u64> = inputs
-            .outcomes
-            .iter()
-            .filter(|(kind, _)| !is_success(kind))
-            .map(|(k, v)| (k.clone(), *v))
-            .collect();
-        let total_errors: u64 = errors_now.values().sum();
-        state.error_samples.push_back(ErrorSample {
-            at: now,
-            by_kind: errors_now.clone(),
-        });
-        while state
-            .error_samples
-            .front()
-            .is_some_and(|s| s.at < now - 2 * RATE_WINDOW as i64)
-        {
-            state.error_samples.pop_front();
-        }
-        // The newest sample at least a minute old, else the oldest there is.
-        let baseline = state
-            .error_samples
-            .iter()
-            .rev()
-            .find(|s| s.at <= now - RATE_WINDOW as i64)
-            .or_else(|| state.error_samples.front())
-            .cloned();
-        let mut last_minute = 0u64;
-        if let Some(baseline) = baseline.filter(|b| b.at < now) {
-            let mut recent: Vec<(String, u64)> = errors_now
+        // Errors, nationally: since start by kind, and the last minute against the doses
+        // committed in it.
+        let total_errors: u64 = counted.errors.iter().map(|(_, total, _)| total).sum();
+        let last_minute: u64 = counted.errors.iter().map(|(_, _, minute)| minute).sum();
+        if let Some(share) = spike(last_minute, counted.national_minute, config) {
+            let mut recent: Vec<(&str, u64)> = counted
+                .errors
                 .iter()
-                .map(|(kind, n)| {
-                    let before = baseline.by_kind.get(kind).copied().unwrap_or(0);
-                    (kind.clone(), n.saturating_sub(before))
-                })
-                .filter(|(_, n)| *n > 0)
+                .filter(|(_, _, minute)| *minute > 0)
+                .map(|(kind, _, minute)| (kind.as_str(), *minute))
                 .collect();
-            last_minute = recent.iter().map(|(_, n)| n).sum();
-            let committed = state.national.sum(baseline.at, last_complete);
-            let attempts = last_minute + committed;
-            let share = if attempts == 0 {
-                0.0
-            } else {
-                last_minute as f64 / attempts as f64
-            };
-            if last_minute >= config.error_spike_min && share >= config.error_spike_share {
-                recent.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-                let most: Vec<String> = recent
-                    .iter()
-                    .take(3)
-                    .map(|(kind, n)| format!("{kind} {n}"))
-                    .collect();
-                alerts.push(Alert {
-                    severity: Severity::Critical,
-                    kind: "error_spike",
-                    site_id: None,
-                    message: format!(
-                        "{last_minute} dose errors in the last {} s ({:.0}% of attempts): {}",
-                        now - baseline.at,
-                        share * 100.0,
-                        most.join(", ")
-                    ),
-                });
-            }
+            recent.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+            let most: Vec<String> = recent
+                .iter()
+                .take(3)
+                .map(|(kind, n)| format!("{kind} {n}"))
+                .collect();
+            alerts.push(Alert {
+                severity: Severity::Critical,
+                kind: "error_spike",
+                site_id: None,
+                message: format!(
+                    "{last_minute} dose errors in the last 60 s ({:.0}% of attempts): {}",
+                    share * 100.0,
+                    most.join(", ")
+                ),
+            });
         }
-        let mut by_kind: Vec<ErrorCount> = errors_now
-            .into_iter()
-            .filter(|(_, n)| *n > 0)
-            .map(|(kind, count)| ErrorCount { kind, count })
+        let mut by_kind: Vec<ErrorCount> = counted
+            .errors
+            .iter()
+            .filter(|(_, total, _)| *total > 0)
+            .map(|(kind, count, _)| ErrorCount {
+                kind: kind.clone(),
+                count: *count,
+            })
             .collect();
         by_kind.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.kind.cmp(&b.kind)));
 
         let remaining: u64 = national_products.values().map(|(left, _)| left).sum();
-        let national_uptake = uptake(national_window_doses);
+        let national_uptake = sites
+            .iter()
+            .filter_map(|s| s.uptake_per_day)
+            .reduce(|a, b| a + b);
         let by_product = national_products
             .into_iter()
-            .map(|(product, (left, doses))| {
-                let product_uptake = uptake(doses);
-                ProductStock {
-                    product,
-                    remaining: left,
-                    uptake_per_day: product_uptake,
-                    days_of_supply: days_of_supply(left, product_uptake),
-                }
+            .map(|(product, (left, product_uptake))| ProductStock {
+                product,
+                remaining: left,
+                uptake_per_day: product_uptake,
+                days_of_supply: days_of_supply(left, product_uptake),
             })
             .collect();
 
-        let history_from = last_complete - HISTORY_SECONDS as i64 + 1;
-        let history_per_s = (history_from..=last_complete)
-            .map(|s| state.national.get(s))
-            .collect();
         let doses = DoseFigures {
-            total: inputs.doses_total,
+            total: counted.doses_total,
             today: sites.iter().map(|s| s.doses_today).sum(),
-            since_start: state.since_start,
-            per_s_now: state
-                .national
-                .sum(last_complete - now_span + 1, last_complete) as f64
-                / now_span as f64,
-            per_s_1m: state
-                .national
-                .sum(last_complete - rate_span + 1, last_complete) as f64
-                / rate_span as f64,
-            history_per_s,
+            since_start: counted.since_start,
+            per_s_now: counted.national_now as f64 / now_span as f64,
+            per_s_1m: counted.national_rate as f64 / rate_span as f64,
+            history_per_s: counted.history,
             history_end: now,
         };
         let analytics = inputs.analytics;
@@ -824,15 +1145,16 @@ impl Live {
             generated_at: now,
             started_at: self.started_at,
             today_since,
+            utc_offset_s: offset,
             backend: inputs.backend,
             thresholds: config.clone(),
             doses,
             certificates: SeriesCounts {
-                partial: state.partial,
-                complete: state.complete,
+                partial: counted.partial,
+                complete: counted.complete,
             },
             registrations: RegistrationFigures {
-                total: inputs.registrations_total,
+                total: self.registrations_total.load(Ordering::Relaxed),
                 since_start: inputs.registrations_since_start,
             },
             checkins_since_start: inputs.checkins_since_start,
@@ -858,6 +1180,97 @@ impl Live {
             alerts,
         }
     }
+}
+
+/// Fills `live`'s per-day rings from `analytics` with the doses of the campaign's current day
+/// and the [`UPTAKE_DAYS`] before it, per site and product, as of `now`. Call at start-up,
+/// before the write path starts (see [`Live::seed_days`]). Returns the doses seeded.
+///
+/// The analytics backends count doses per hour of administration; an hour is given to the day
+/// it starts in (exact for offsets in whole hours, like Viet Nam's).
+///
+/// # Errors
+/// When the analytics backend cannot answer; `live` is then left as it was, and "today"
+/// counts from the server's start.
+pub async fn seed_from_analytics(
+    live: &Live,
+    analytics: &dyn Analytics,
+    now: i64,
+) -> analytics::Result<u64> {
+    let offset = live.config.utc_offset_s;
+    let today = campaign_day(now, offset);
+    let from_day = today - UPTAKE_DAYS as i64;
+    let at = |unix: i64| {
+        time::OffsetDateTime::from_unix_timestamp(unix).unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+    };
+    let mut products: Vec<ProductCode> = live.campaign.products().keys().cloned().collect();
+    products.sort();
+    let mut seeds = Vec::new();
+    for product in products {
+        let points = analytics
+            .uptake(&UptakeQuery {
+                level: AreaLevel::Site,
+                granularity: Granularity::Hour,
+                since: at(day_start(from_day, offset)),
+                until: at(now + 3_600),
+                product: Some(product.to_string()),
+                province: None,
+            })
+            .await?;
+        for point in points {
+            let Ok(site_id) = SiteId::new(&point.area) else {
+                continue;
+            };
+            seeds.push(DaySeed {
+                site_id,
+                product: product.clone(),
+                day: campaign_day(point.bucket.unix_timestamp(), offset),
+                doses: point.doses,
+            });
+        }
+    }
+    let doses = seeds.iter().map(|s| s.doses).sum();
+    live.seed_days(from_day, seeds);
+    Ok(doses)
+}
+
+/// [`seed_from_analytics`] now, at start-up, waiting at most 5 s: when the backend cannot
+/// answer, the console's "today" counts from the server's start (it says so) and days of supply
+/// wait for whole days of this server's own observation. Logs which.
+pub async fn seed_at_start(live: &Live, analytics: &dyn Analytics) {
+    let now = unix_now();
+    match tokio::time::timeout(
+        Duration::from_secs(5),
+        seed_from_analytics(live, analytics, now),
+    )
+    .await
+    {
+        Ok(Ok(doses)) => tracing::info!(
+            doses,
+            days = UPTAKE_DAYS + 1,
+            backend = analytics.backend_name(),
+            "live figures seeded with the last days' doses per site"
+        ),
+        Ok(Err(e)) => tracing::warn!(
+            error = %e,
+            backend = analytics.backend_name(),
+            "cannot read the last days' doses from analytics: today counts from now, and days of supply from what this server sees"
+        ),
+        Err(_) => tracing::warn!(
+            backend = analytics.backend_name(),
+            "the analytics backend did not answer within 5 s: today counts from now, and days of supply from what this server sees"
+        ),
+    }
+}
+
+/// The share of attempts that failed, when the errors make a spike.
+fn spike(errors: u64, committed: u64, config: &LiveConfig) -> Option<f64> {
+    let attempts = errors + committed;
+    if attempts == 0 || errors < config.error_spike_min {
+        return None;
+    }
+    let share = errors as f64 / attempts as f64;
+    (share >= config.error_spike_share).then_some(share)
 }
 
 /// Figures in the JSON keep three decimals: plenty for a screen, and a 500-site snapshot a
@@ -905,9 +1318,11 @@ mod tests {
     use super::*;
     use store::{Area, AreaCode, DoseId, LotNumber, PersonCode};
 
-    /// 2030-01-02 00:00:00 UTC, a day boundary, so "today" is easy to reason about.
+    /// 2030-01-02 00:00:00 UTC.
     const DAY2: i64 = 1_893_542_400;
-    const T0: i64 = DAY2 + 8 * 3600; // 08:00 UTC
+    /// Midnight of 2030-01-02 in Viet Nam (UTC+7): 17:00 UTC the day before.
+    const VN_MIDNIGHT: i64 = DAY2 - 7 * 3_600;
+    const T0: i64 = DAY2 + 8 * 3600; // 08:00 UTC, 15:00 in Viet Nam
 
     fn site(id: &str, province: &str, district: &str) -> Site {
         Site {
@@ -946,16 +1361,19 @@ mod tests {
         }
     }
 
-    fn campaign() -> Arc<Campaign> {
+    fn campaign(sites: &[Site]) -> Arc<Campaign> {
         let campaign = Campaign::default();
         for product in store::builtin_products() {
             campaign.upsert_product(product);
         }
+        for site in sites {
+            campaign.upsert_site(site.clone());
+        }
         Arc::new(campaign)
     }
 
-    fn live_from(start: i64) -> Live {
-        Live::starting_at(campaign(), &Metrics::new(), LiveConfig::default(), start)
+    fn live_with(sites: &[Site], start: i64) -> Live {
+        Live::starting_at(campaign(sites), LiveConfig::default(), start)
     }
 
     fn inputs(sites: &[Site], lots: Vec<LotLevel>) -> LiveInputs {
@@ -965,6 +1383,15 @@ mod tests {
             lots,
             queue_depths: vec![0, 0],
             ..LiveInputs::default()
+        }
+    }
+
+    fn seed(site: &str, product: &str, day: i64, doses: u64) -> DaySeed {
+        DaySeed {
+            site_id: SiteId::new(site).unwrap(),
+            product: ProductCode::new(product).unwrap(),
+            day,
+            doses,
         }
     }
 
@@ -979,14 +1406,26 @@ mod tests {
         assert_eq!(ring.get(101), 0);
         ring.add(50, 9); // far too old: ignored
         assert_eq!(ring.sum(0, 200), 4);
+        assert_eq!(ring.window::<3>(161), [0, 0, 1]);
         ring.advance(1000);
         assert_eq!(ring.sum(0, 1000), 0);
     }
 
     #[test]
+    fn campaign_days_turn_at_the_campaign_midnight() {
+        let vn = DEFAULT_UTC_OFFSET_S;
+        assert_eq!(
+            campaign_day(VN_MIDNIGHT - 1, vn) + 1,
+            campaign_day(VN_MIDNIGHT, vn)
+        );
+        assert_eq!(day_start(campaign_day(T0, vn), vn), VN_MIDNIGHT);
+        assert_eq!(day_start(campaign_day(T0, 0), 0), DAY2);
+    }
+
+    #[test]
     fn rates_count_complete_seconds_over_the_last_minute() {
-        let live = live_from(T0);
         let sites = [site("a", "01", "001"), site("b", "79", "760")];
+        let live = live_with(&sites, T0);
         // Site a: 3 doses a second for seconds T0+100 .. T0+159 (one minute).
         for s in 100..160 {
             let doses: Vec<Dose> = (0..3).map(|_| dose("a", "COMIRNATY", 1, T0 + s)).collect();
@@ -1010,7 +1449,12 @@ mod tests {
         // The JSON keeps three decimals.
         let json = serde_json::to_value(&snapshot).unwrap();
         assert_eq!(json["sites"][1]["rate_per_s"], 0.017);
+        assert_eq!(json["utc_offset_s"], 25_200);
         assert_eq!(snapshot.doses.since_start, 181);
+        assert_eq!(
+            snapshot.doses.total, 181,
+            "counted in memory from the seed (0)"
+        );
         assert!((snapshot.doses.per_s_now - 3.0).abs() < 1e-9);
         assert!((snapshot.doses.per_s_1m - 181.0 / 60.0).abs() < 1e-9);
         assert_eq!(snapshot.doses.history_per_s.len(), HISTORY_SECONDS);
@@ -1032,35 +1476,141 @@ mod tests {
     }
 
     #[test]
-    fn doses_today_start_again_at_utc_midnight() {
-        let live = live_from(DAY2 - 600);
+    fn totals_are_kept_in_memory_from_the_start_up_seed() {
         let sites = [site("a", "01", "001")];
-        live.record_committed(&[dose("a", "COMIRNATY", 1, DAY2 - 10)]);
-        live.record_committed(&[dose("a", "COMIRNATY", 1, DAY2 + 10)]);
-        let snapshot = live.snapshot_at(DAY2 + 20, inputs(&sites, vec![]));
-        assert_eq!(snapshot.sites[0].doses_today, 1);
-        assert_eq!(snapshot.sites[0].doses_since_start, 2);
-        assert_eq!(snapshot.today_since, DAY2);
-        assert_eq!(snapshot.doses.today, 1);
+        let live = live_with(&sites, T0);
+        live.seed_totals(1_000, 50_000);
+        live.record_committed(&[
+            dose("a", "COMIRNATY", 1, T0 + 1),
+            dose("a", "COMIRNATY", 1, T0 + 1),
+        ]);
+        live.registered();
+        let snapshot = live.snapshot_at(T0 + 5, inputs(&sites, vec![]));
+        assert_eq!(snapshot.doses.total, 1_002);
+        assert_eq!(snapshot.registrations.total, 50_001);
     }
 
     #[test]
-    fn days_of_supply_divide_stock_by_observed_daily_uptake() {
-        let live = live_from(T0);
-        let sites = [site("a", "01", "001"), site("b", "79", "760")];
-        // One hour, 100 doses at site a: 2,400 a day. 4,800 left → 2 days; under 3 → low.
-        for i in 0..100 {
-            live.record_committed(&[dose("a", "COMIRNATY", 1, T0 + i * 36)]);
+    fn doses_today_start_again_at_the_campaign_midnight() {
+        // Viet Nam's day ends at 17:00 UTC, not at UTC midnight.
+        let sites = [site("a", "01", "001")];
+        let live = live_with(&sites, VN_MIDNIGHT - 600);
+        live.record_committed(&[dose("a", "COMIRNATY", 1, VN_MIDNIGHT - 10)]);
+        live.record_committed(&[dose("a", "COMIRNATY", 1, VN_MIDNIGHT + 10)]);
+        let snapshot = live.snapshot_at(VN_MIDNIGHT + 20, inputs(&sites, vec![]));
+        assert_eq!(snapshot.sites[0].doses_today, 1);
+        assert_eq!(snapshot.sites[0].doses_since_start, 2);
+        assert_eq!(snapshot.today_since, VN_MIDNIGHT);
+        assert_eq!(snapshot.doses.today, 1);
+        // At UTC midnight nothing rolls over.
+        let utc = live.snapshot_at(DAY2 + 5, inputs(&sites, vec![]));
+        assert_eq!(utc.doses.today, 1);
+    }
+
+    #[test]
+    fn without_a_seed_today_counts_from_the_start() {
+        let sites = [site("a", "01", "001")];
+        let live = live_with(&sites, T0);
+        let snapshot = live.snapshot_at(T0 + 60, inputs(&sites, vec![]));
+        assert_eq!(snapshot.today_since, T0);
+    }
+
+    /// A restart at 10:00 (Viet Nam) of a site that gave 1,000 doses a day for a week and 300
+    /// this morning: the seed keeps "today" at 300 and the uptake at 1,000 a day. Scaling the
+    /// three hours seen to a day (the old estimate) made it 2,400 and raised a false alert.
+    #[test]
+    fn after_a_restart_days_of_supply_come_from_whole_days() {
+        let sites = [site("a", "01", "001")];
+        let today = campaign_day(T0, DEFAULT_UTC_OFFSET_S);
+        let ten = VN_MIDNIGHT + 10 * 3_600; // 10:00 in Viet Nam
+        let live = live_with(&sites, ten);
+        let mut seeds: Vec<DaySeed> = (1..=7)
+            .map(|back| seed("a", "COMIRNATY", today - back, 1_000))
+            .collect();
+        seeds.push(seed("a", "COMIRNATY", today, 300));
+        live.seed_days(today - 7, seeds);
+        let stock = || inputs(&sites, vec![lot("a", "COMIRNATY", 4_000)]);
+        let snapshot = live.snapshot_at(ten + 30, stock());
+        let a = &snapshot.sites[0];
+        assert_eq!(a.doses_today, 300);
+        assert_eq!(snapshot.today_since, VN_MIDNIGHT);
+        assert_eq!(a.uptake_per_day, Some(1_000.0));
+        assert_eq!(a.days_of_supply, Some(4.0));
+        assert!(!a.low_stock, "4 days is above the 3-day threshold");
+        assert!(snapshot.alerts.is_empty(), "{:?}", snapshot.alerts);
+        // Three busy hours later (600 more), still 1,000 a day: nothing is extrapolated.
+        for i in 0..600 {
+            live.record_committed(&[dose("a", "COMIRNATY", 1, ten + i * 18)]);
         }
+        let later = live.snapshot_at(ten + 3 * 3_600, stock());
+        assert_eq!(later.sites[0].doses_today, 900);
+        assert_eq!(later.sites[0].uptake_per_day, Some(1_000.0));
+        // A surge beyond the week's average shows the same day: today so far is a floor.
+        for i in 0..300 {
+            live.record_committed(&[dose("a", "COMIRNATY", 1, ten + 3 * 3_600 + i)]);
+        }
+        let surge = live.snapshot_at(ten + 4 * 3_600, stock());
+        assert_eq!(surge.sites[0].uptake_per_day, Some(1_200.0));
+        assert_eq!(surge.stock.uptake_per_day, Some(1_200.0));
+    }
+
+    /// The average starts at the site's first day with doses: a site that opened two days ago
+    /// is not averaged over seven.
+    #[test]
+    fn uptake_is_averaged_from_the_first_day_with_doses() {
+        let days: DayCounts = [0, 0, 0, 0, 0, 800, 1_200, 50];
+        assert_eq!(daily_uptake(&days, 0, true), Some(1_000.0));
+        // Only the last three days are fully counted (no seed; the server has run 3 days).
+        let days: DayCounts = [0, 0, 0, 0, 5_000, 900, 1_100, 50];
+        assert_eq!(daily_uptake(&days, 5, true), Some(1_000.0));
+        // No history: today so far, once a minute was observed.
+        let days: DayCounts = [0, 0, 0, 0, 0, 0, 0, 300];
+        assert_eq!(daily_uptake(&days, 0, true), Some(300.0));
+        assert_eq!(daily_uptake(&days, 7, false), None);
+    }
+
+    /// Without any history (the analytics backend was away), three hours of daytime traffic
+    /// do not become a day's rate of 2.4 times as much: today so far is the estimate.
+    #[test]
+    fn without_history_three_hours_are_not_scaled_to_a_day() {
+        let sites = [site("a", "01", "001")];
+        let nine = VN_MIDNIGHT + 9 * 3_600;
+        let live = live_with(&sites, nine);
+        for i in 0..300 {
+            live.record_committed(&[dose("a", "COMIRNATY", 1, nine + i * 36)]);
+        }
+        let snapshot = live.snapshot_at(
+            nine + 3 * 3_600,
+            inputs(&sites, vec![lot("a", "COMIRNATY", 1_500)]),
+        );
+        let a = &snapshot.sites[0];
+        assert_eq!(a.uptake_per_day, Some(300.0));
+        assert_eq!(a.days_of_supply, Some(5.0));
+        assert!(snapshot.alerts.iter().all(|a| a.kind != "low_stock"));
+    }
+
+    #[test]
+    fn days_of_supply_by_product_and_alerts() {
+        let sites = [site("a", "01", "001"), site("b", "79", "760")];
+        let today = campaign_day(T0, DEFAULT_UTC_OFFSET_S);
+        let live = live_with(&sites, T0);
+        live.seed_days(
+            today - 7,
+            (1..=7).map(|back| seed("a", "COMIRNATY", today - back, 2_400)),
+        );
         let lots = vec![
             lot("a", "COMIRNATY", 4_000),
             lot("a", "SPIKEVAX", 800),
             lot("b", "SPIKEVAX", 0),
         ];
+        // Site b was quiet for an hour while a vaccinated.
+        for s in (0..3_600).step_by(30) {
+            live.record_committed(&[dose("a", "COMIRNATY", 1, T0 + s)]);
+        }
         let snapshot = live.snapshot_at(T0 + 3600, inputs(&sites, lots));
         let a = &snapshot.sites[0];
         assert_eq!(a.remaining, 4_800);
-        assert!((a.uptake_per_day.unwrap() - 2_400.0).abs() < 1e-6);
+        assert_eq!(a.uptake_per_day, Some(2_400.0));
         assert!((a.days_of_supply.unwrap() - 2.0).abs() < 1e-9);
         assert!(a.low_stock);
         // By product: Comirnaty is used, Spikevax is not (no uptake: no days of supply).
@@ -1077,7 +1627,6 @@ mod tests {
             .iter()
             .map(|a| (a.kind, a.site_id.as_ref().map(SiteId::as_str)))
             .collect();
-        // Site b also sent nothing for an hour while a was busy.
         assert_eq!(
             kinds,
             [
@@ -1094,12 +1643,14 @@ mod tests {
         // Nationally: 4,800 left over 2,400 a day.
         assert_eq!(snapshot.stock.remaining, 4_800);
         assert!((snapshot.stock.days_of_supply.unwrap() - 2.0).abs() < 1e-9);
+        let comirnaty = &snapshot.stock.by_product[0];
+        assert_eq!(comirnaty.uptake_per_day, Some(2_400.0));
     }
 
     #[test]
-    fn no_uptake_estimate_before_a_minute_of_observation() {
-        let live = live_from(T0);
+    fn no_uptake_estimate_before_a_minute_of_observation_without_history() {
         let sites = [site("a", "01", "001")];
+        let live = live_with(&sites, T0);
         live.record_committed(&[dose("a", "COMIRNATY", 1, T0 + 1)]);
         let snapshot = live.snapshot_at(T0 + 30, inputs(&sites, vec![lot("a", "COMIRNATY", 10)]));
         assert_eq!(snapshot.sites[0].uptake_per_day, None);
@@ -1110,8 +1661,8 @@ mod tests {
 
     #[test]
     fn a_site_is_silent_only_while_others_are_active() {
-        let live = live_from(T0);
         let sites = [site("a", "01", "001"), site("b", "79", "760")];
+        let live = live_with(&sites, T0);
         let stock = || {
             vec![
                 lot("a", "COMIRNATY", 1_000_000),
@@ -1142,8 +1693,8 @@ mod tests {
 
     #[test]
     fn a_site_that_never_sent_is_silent_after_the_threshold() {
-        let live = live_from(T0);
         let sites = [site("a", "01", "001"), site("b", "79", "760")];
+        let live = live_with(&sites, T0);
         for s in (0..700).step_by(5) {
             live.record_committed(&[dose("a", "COMIRNATY", 1, T0 + s)]);
         }
@@ -1164,68 +1715,120 @@ mod tests {
 
     #[test]
     fn error_spike_compares_errors_with_attempts_over_the_last_minute() {
-        let live = live_from(T0);
         let sites = [site("a", "01", "001")];
-        let with_errors = |refused: u64, failed: u64| {
-            let mut i = inputs(&sites, vec![lot("a", "COMIRNATY", 1_000_000)]);
-            i.outcomes = BTreeMap::from([
-                ("created".to_owned(), 5_000),
-                ("refused:lot_exhausted".to_owned(), refused),
-                ("failed".to_owned(), failed),
-            ]);
-            i
-        };
-        // A baseline sample at T0 + 100 with 7 errors, then 2 doses a second.
-        let first = live.snapshot_at(T0 + 100, with_errors(5, 2));
+        let live = live_with(&sites, T0);
+        let stock = || inputs(&sites, vec![lot("a", "COMIRNATY", 1_000_000)]);
+        let a = SiteId::new("a").unwrap();
+        // 7 errors early on, then 2 doses a second for a minute.
+        for _ in 0..5 {
+            live.record_outcome_at(Some(&a), "refused", Some("lot_exhausted"), T0 + 10);
+        }
+        for _ in 0..2 {
+            live.record_outcome_at(None, "failed", None, T0 + 10);
+        }
+        live.record_outcome_at(Some(&a), "created", None, T0 + 10);
+        let first = live.snapshot_at(T0 + 11, stock());
         assert_eq!(first.errors.total, 7);
-        assert_eq!(first.errors.last_minute, 0);
-        assert!(first.alerts.iter().all(|a| a.kind != "error_spike"));
+        assert_eq!(first.errors.last_minute, 7);
+        assert_eq!(first.sites[0].errors_last_minute, 5);
+        assert!(
+            first.alerts.iter().all(|a| a.kind != "error_spike"),
+            "under 10"
+        );
         for s in 100..160 {
             live.record_committed(&[
                 dose("a", "COMIRNATY", 1, T0 + s),
                 dose("a", "COMIRNATY", 1, T0 + s),
             ]);
         }
-        // A minute later: 3 more errors against 120 doses is no spike.
-        let calm = live.snapshot_at(T0 + 160, with_errors(7, 3));
-        assert_eq!(calm.errors.last_minute, 3);
-        assert!(calm.alerts.iter().all(|a| a.kind != "error_spike"));
-        // 40 more errors in the next 30 s against 0 doses is.
-        let spike = live.snapshot_at(T0 + 190, with_errors(45, 5));
-        let alert = spike
+        // A minute later the early errors have left the window; 3 more against 120 doses is no
+        // spike, however often snapshots are taken.
+        for s in [150, 155, 158] {
+            live.record_outcome_at(Some(&a), "refused", Some("lot_exhausted"), T0 + s);
+        }
+        for now in [T0 + 159, T0 + 160, T0 + 160] {
+            let calm = live.snapshot_at(now, stock());
+            assert_eq!(calm.errors.last_minute, 3);
+            assert!(calm.alerts.iter().all(|a| a.kind != "error_spike"));
+        }
+        // 40 errors in the next 30 s with no doses is a spike, nationally and at site a: 43
+        // errors against 58 doses committed in the minute.
+        for i in 0..40 {
+            live.record_outcome_at(
+                Some(&a),
+                "refused",
+                Some("lot_exhausted"),
+                T0 + 161 + i % 29,
+            );
+        }
+        let spike = live.snapshot_at(T0 + 190, stock());
+        let kinds: Vec<(&str, Option<&str>)> = spike
             .alerts
             .iter()
-            .find(|a| a.kind == "error_spike")
-            .expect("a spike");
-        assert_eq!(alert.severity, Severity::Critical);
-        assert!(
-            alert.message.starts_with("43 dose errors in the last 90 s"),
-            "{}",
-            alert.message
+            .map(|a| (a.kind, a.site_id.as_ref().map(SiteId::as_str)))
+            .collect();
+        assert_eq!(kinds, [("error_spike", None), ("error_spike", Some("a"))]);
+        assert_eq!(
+            spike.alerts[0].message,
+            "43 dose errors in the last 60 s (43% of attempts): refused:lot_exhausted 43"
         );
-        assert!(
-            alert.message.contains("refused:lot_exhausted 40"),
-            "{}",
-            alert.message
+        assert_eq!(
+            spike.alerts[1].message,
+            "a (Site a): 43 dose errors in the last 60 s (43% of its attempts)"
         );
+        assert_eq!(spike.sites[0].errors_last_minute, 43);
+        assert_eq!(spike.sites[0].errors_since_start, 48);
         assert_eq!(
             spike.errors.by_kind,
             [
                 ErrorCount {
                     kind: "refused:lot_exhausted".into(),
-                    count: 45
+                    count: 48
                 },
                 ErrorCount {
                     kind: "failed".into(),
-                    count: 5
+                    count: 2
                 }
             ]
         );
     }
 
+    /// One site failing is a spike at that site even when the nation's share stays low.
+    #[test]
+    fn error_spike_at_one_site_of_many() {
+        let sites = [site("a", "01", "001"), site("b", "79", "760")];
+        let live = live_with(&sites, T0);
+        let b = SiteId::new("b").unwrap();
+        for s in 0..60 {
+            let doses: Vec<Dose> = (0..10).map(|_| dose("a", "COMIRNATY", 1, T0 + s)).collect();
+            live.record_committed(&doses);
+        }
+        for i in 0..12 {
+            live.record_outcome_at(Some(&b), "refused", Some("lot_not_at_site"), T0 + 40 + i);
+        }
+        let snapshot = live.snapshot_at(T0 + 60, inputs(&sites, vec![]));
+        let spikes: Vec<Option<&str>> = snapshot
+            .alerts
+            .iter()
+            .filter(|a| a.kind == "error_spike")
+            .map(|a| a.site_id.as_ref().map(SiteId::as_str))
+            .collect();
+        assert_eq!(
+            spikes,
+            [Some("b")],
+            "12 of 612 attempts is no national spike"
+        );
+        // An unknown site named by an admin is counted nationally only.
+        let ghost = SiteId::new("ghost").unwrap();
+        live.record_outcome_at(Some(&ghost), "refused", Some("unknown_lot"), T0 + 60);
+        let snapshot = live.snapshot_at(T0 + 61, inputs(&sites, vec![]));
+        assert_eq!(snapshot.errors.total, 13);
+        assert_eq!(live.lock().sites.len(), 2);
+    }
+
     #[test]
     fn queues_near_full_raise_an_alert() {
-        let live = live_from(T0);
+        let live = live_with(&[], T0);
         let mut i = inputs(&[], vec![]);
         i.queue_depths = vec![10, 900, 819];
         let snapshot = live.snapshot_at(T0 + 10, i);
@@ -1238,7 +1841,7 @@ mod tests {
 
     #[test]
     fn empty_campaign_snapshot() {
-        let live = live_from(T0);
+        let live = live_with(&[], T0);
         let snapshot = live.snapshot_at(T0 + 5, inputs(&[], vec![]));
         assert!(snapshot.sites.is_empty());
         assert!(snapshot.alerts.is_empty());
@@ -1250,24 +1853,130 @@ mod tests {
             600
         );
         assert_eq!(json["thresholds"]["low_stock_days"], 3.0);
+        assert!(json["thresholds"].get("utc_offset_s").is_none());
+    }
+
+    /// Writers are not held up by a snapshot: the lock is taken only to copy counters, so a
+    /// writer's `record_committed` gets it between two snapshots' copies.
+    #[test]
+    fn snapshots_and_commits_interleave() {
+        let sites: Vec<Site> = (0..500)
+            .map(|i| site(&format!("s{i:03}"), "01", "001"))
+            .collect();
+        let live = Arc::new(live_with(&sites, T0));
+        let writer = {
+            let live = live.clone();
+            std::thread::spawn(move || {
+                for i in 0..2_000 {
+                    live.record_committed(&[dose(
+                        &format!("s{:03}", i % 500),
+                        "COMIRNATY",
+                        1,
+                        T0 + 1,
+                    )]);
+                }
+            })
+        };
+        let input = inputs(&sites, vec![]);
+        let mut last = 0;
+        for _ in 0..20 {
+            let snapshot = live.snapshot_at(T0 + 2, input.clone());
+            assert!(snapshot.doses.since_start >= last);
+            last = snapshot.doses.since_start;
+        }
+        writer.join().unwrap();
+        assert_eq!(live.snapshot_at(T0 + 2, input).doses.since_start, 2_000);
+    }
+
+    #[tokio::test]
+    async fn one_build_serves_callers_that_arrive_together() {
+        let live = Arc::new(live_with(&[], T0));
+        let builds = Arc::new(AtomicU64::new(0));
+        let mut callers = Vec::new();
+        for _ in 0..8 {
+            let live = live.clone();
+            let builds = builds.clone();
+            callers.push(tokio::spawn(async move {
+                live.shared_json(Duration::from_secs(60), || {
+                    builds.fetch_add(1, Ordering::Relaxed);
+                    Ok::<_, ()>(Arc::from("{}"))
+                })
+                .await
+            }));
+        }
+        for caller in callers {
+            assert_eq!(&*caller.await.unwrap().unwrap(), "{}");
+        }
+        assert_eq!(builds.load(Ordering::Relaxed), 1);
     }
 
     #[test]
-    fn outcomes_are_read_from_the_metric() {
-        let metrics = Metrics::new();
-        metrics.dose_outcome("created", None);
-        metrics.dose_outcome("refused", Some("too_early"));
-        metrics.dose_outcome("refused", Some("too_early"));
-        metrics.dose_outcome("busy", None);
-        let live = Live::new(campaign(), &metrics, LiveConfig::default());
-        let counts = live.outcome_counts();
-        assert_eq!(
-            counts,
-            BTreeMap::from([
-                ("busy".to_owned(), 1),
-                ("created".to_owned(), 1),
-                ("refused:too_early".to_owned(), 2)
-            ])
+    fn stream_permits_are_capped() {
+        let live = Live::starting_at(
+            campaign(&[]),
+            LiveConfig {
+                max_streams: 2,
+                ..LiveConfig::default()
+            },
+            T0,
         );
+        let first = live.stream_permit().unwrap();
+        let _second = live.stream_permit().unwrap();
+        assert!(live.stream_permit().is_none());
+        drop(first);
+        assert!(
+            live.stream_permit().is_some(),
+            "an ended stream frees its place"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_seed_reads_uptake_per_site_and_day_from_analytics() {
+        let dir = tempfile::tempdir().unwrap();
+        let analytics = analytics::EmbeddedAnalytics::open(dir.path()).unwrap();
+        let sites = [site("a", "01", "001")];
+        let now = VN_MIDNIGHT + 10 * 3_600;
+        let events: Vec<analytics::Event> = [
+            (now - 2 * 86_400, 2),         // two days ago
+            (VN_MIDNIGHT - 60, 3),         // yesterday, 23:59 in Viet Nam (16:59 UTC)
+            (VN_MIDNIGHT + 3_600, 4),      // today, 01:00
+            (now - 8 * 86_400 - 3_600, 9), // before the window
+        ]
+        .into_iter()
+        .flat_map(|(at, n)| (0..n).map(move |_| at))
+        .map(|at| {
+            let d = dose("a", "COMIRNATY", 1, at);
+            let person = store::Registration {
+                person_code: d.person_code.clone(),
+                name: "An".into(),
+                birth_date: time::macros::date!(1990 - 01 - 01),
+                phone: None,
+                area: sites[0].area.clone(),
+                priority_group: 1,
+                registered_at: d.recorded_at,
+            };
+            analytics::Event::Dose(analytics::DoseRow::new(
+                &d,
+                &person,
+                &sites[0],
+                analytics::row::SeriesPosition {
+                    series_doses: 2,
+                    previous: None,
+                    next_due: None,
+                    previous_due: None,
+                },
+                d.recorded_at,
+            ))
+        })
+        .collect();
+        analytics.apply(&events).await.unwrap();
+        let live = live_with(&sites, now);
+        let seeded = seed_from_analytics(&live, &analytics, now).await.unwrap();
+        assert_eq!(seeded, 9);
+        let snapshot = live.snapshot_at(now + 60, inputs(&sites, vec![lot("a", "COMIRNATY", 100)]));
+        assert_eq!(snapshot.doses.today, 4);
+        assert_eq!(snapshot.today_since, VN_MIDNIGHT);
+        // Two days ago 2, yesterday 3: 2.5 a day on average; today's 4 so far is more.
+        assert_eq!(snapshot.sites[0].uptake_per_day, Some(4.0));
     }
 }

@@ -1,8 +1,9 @@
-//! What the server counts, in one place: Prometheus families for `/metrics`, and an
-//! hdrhistogram of dose latency for the console's p50/p99/p99.9 (`/v1/stats`).
+//! What the server counts, in one place: Prometheus families for `/metrics`, and hdrhistograms
+//! of dose latency: since start (`/v1/stats`) and over the last minute (the console's
+//! p50/p99/p99.9, where a spike after hours of traffic must show).
 
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -27,11 +28,12 @@ pub struct Metrics {
     pub registrations: Counter,
     pub checkins: Counter,
     pub certificates_signed: Counter,
-    /// Dose request latency in microseconds, from arrival to answer.
+    /// Dose latency in microseconds, from the request's arrival to its answer, since start.
     dose_latency_us: Mutex<hdrhistogram::Histogram<u64>>,
-    /// The same counts as `dose_outcomes`, readable without encoding the exposition (the live
-    /// console reads them every second). Keys are static strings: no allocation per dose.
-    outcome_totals: OutcomeTotals,
+    /// The same over the last minute, for the console.
+    dose_latency_window: Mutex<LatencyWindow>,
+    /// Seconds for the latency window count from here (monotonic: a clock step moves nothing).
+    created: Instant,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -43,6 +45,9 @@ impl std::fmt::Debug for Metrics {
 /// Latency quantiles in milliseconds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
 pub struct LatencySummary {
+    /// The seconds the figures cover; absent for figures since start.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub window_s: u64,
     pub count: u64,
     pub p50_ms: f64,
     pub p90_ms: f64,
@@ -118,10 +123,6 @@ impl Metrics {
             "Certificates signed",
             certificates_signed.clone(),
         );
-        // Fixed, valid bounds (1 µs to 60 s, 3 significant figures): construction cannot fail.
-        #[allow(clippy::expect_used)]
-        let dose_latency_us = hdrhistogram::Histogram::new_with_bounds(1, 60_000_000, 3)
-            .expect("valid histogram bounds");
         Self {
             registry,
             http_requests,
@@ -134,8 +135,9 @@ impl Metrics {
             registrations,
             checkins,
             certificates_signed,
-            dose_latency_us: Mutex::new(dose_latency_us),
-            outcome_totals: OutcomeTotals::default(),
+            dose_latency_us: Mutex::new(latency_histogram()),
+            dose_latency_window: Mutex::new(LatencyWindow::default()),
+            created: Instant::now(),
         }
     }
 
@@ -153,76 +155,137 @@ impl Metrics {
             labels.push(("rule", rule.to_owned()));
         }
         self.dose_outcomes.get_or_create(&labels).inc();
-        self.outcome_totals.add(outcome, rule);
     }
 
-    /// A handle on the dose outcome counts, for readers that outlive a borrow of `Metrics`.
-    pub fn outcome_totals(&self) -> OutcomeTotals {
-        self.outcome_totals.clone()
-    }
-
+    /// Records the latency of one dose request.
     pub fn record_dose_latency(&self, elapsed: Duration) {
+        self.record_doses_latency(elapsed, 1);
+    }
+
+    /// Records `doses` doses answered after `elapsed` (a batch: each of its doses waited that
+    /// long for its acknowledgement).
+    pub fn record_doses_latency(&self, elapsed: Duration, doses: u64) {
+        self.record_doses_latency_at(self.seconds(), elapsed, doses);
+    }
+
+    fn seconds(&self) -> i64 {
+        i64::try_from(self.created.elapsed().as_secs()).unwrap_or(i64::MAX)
+    }
+
+    fn record_doses_latency_at(&self, at: i64, elapsed: Duration, doses: u64) {
+        if doses == 0 {
+            return;
+        }
         let micros = u64::try_from(elapsed.as_micros())
             .unwrap_or(u64::MAX)
-            .clamp(1, 60_000_000);
-        let mut histogram = self
+            .clamp(1, MAX_LATENCY_US);
+        // Clamped into the histograms' range above, so recording cannot fail.
+        let _ = self
             .dose_latency_us
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        // Clamped into the histogram's range above, so this cannot fail.
-        let _ = histogram.record(micros);
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .record_n(micros, doses);
+        self.dose_latency_window
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .record(at, micros, doses);
     }
 
+    /// Dose latency since the server started.
     pub fn dose_latency(&self) -> LatencySummary {
-        let histogram = self
-            .dose_latency_us
+        summary(
+            &self
+                .dose_latency_us
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+            0,
+        )
+    }
+
+    /// Dose latency over the last minute.
+    pub fn dose_latency_window(&self) -> LatencySummary {
+        self.dose_latency_window_at(self.seconds())
+    }
+
+    fn dose_latency_window_at(&self, now: i64) -> LatencySummary {
+        let merged = self
+            .dose_latency_window
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let ms = |us: u64| us as f64 / 1000.0;
-        LatencySummary {
-            count: histogram.len(),
-            p50_ms: ms(histogram.value_at_quantile(0.5)),
-            p90_ms: ms(histogram.value_at_quantile(0.9)),
-            p99_ms: ms(histogram.value_at_quantile(0.99)),
-            p999_ms: ms(histogram.value_at_quantile(0.999)),
-            max_ms: ms(histogram.max()),
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .merged(now);
+        summary(&merged, LATENCY_WINDOW_S)
+    }
+}
+
+/// Latencies above a minute are counted as a minute.
+const MAX_LATENCY_US: u64 = 60_000_000;
+/// Seconds of latency the console's figures cover, in slots of `LATENCY_SLOT_S`.
+const LATENCY_WINDOW_S: u64 = 60;
+const LATENCY_SLOT_S: i64 = 10;
+const LATENCY_SLOTS: usize = (LATENCY_WINDOW_S as i64 / LATENCY_SLOT_S) as usize;
+
+fn latency_histogram() -> hdrhistogram::Histogram<u64> {
+    // Fixed, valid bounds (1 µs to 60 s, 3 significant figures): construction cannot fail.
+    #[allow(clippy::expect_used)]
+    hdrhistogram::Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("valid histogram bounds")
+}
+
+fn summary(histogram: &hdrhistogram::Histogram<u64>, window_s: u64) -> LatencySummary {
+    let ms = |us: u64| us as f64 / 1000.0;
+    LatencySummary {
+        window_s,
+        count: histogram.len(),
+        p50_ms: ms(histogram.value_at_quantile(0.5)),
+        p90_ms: ms(histogram.value_at_quantile(0.9)),
+        p99_ms: ms(histogram.value_at_quantile(0.99)),
+        p999_ms: ms(histogram.value_at_quantile(0.999)),
+        max_ms: ms(histogram.max()),
+    }
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// The last minute of latencies: one hdrhistogram per ten seconds, six of them in a ring; a
+/// slot whose ten seconds have passed out of the minute is cleared and reused. Reading merges
+/// the slots still inside the minute (so the window is 50 to 60 s long).
+struct LatencyWindow {
+    /// (slot number: seconds / `LATENCY_SLOT_S`, its latencies)
+    slots: Vec<(i64, hdrhistogram::Histogram<u64>)>,
+}
+
+impl Default for LatencyWindow {
+    fn default() -> Self {
+        Self {
+            slots: (0..LATENCY_SLOTS)
+                .map(|_| (i64::MIN, latency_histogram()))
+                .collect(),
         }
     }
 }
 
-/// (outcome, refusal rule): the labels of `dose_outcomes`.
-type OutcomeKey = (&'static str, Option<&'static str>);
-
-/// Cumulative dose outcomes by (outcome, rule), shared between `Metrics` and its readers.
-#[derive(Debug, Clone, Default)]
-pub struct OutcomeTotals(std::sync::Arc<Mutex<std::collections::BTreeMap<OutcomeKey, u64>>>);
-
-impl OutcomeTotals {
-    fn add(&self, outcome: &'static str, rule: Option<&'static str>) {
-        *self
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .entry((outcome, rule))
-            .or_default() += 1;
+impl LatencyWindow {
+    fn record(&mut self, at: i64, micros: u64, n: u64) {
+        let slot = at.div_euclid(LATENCY_SLOT_S);
+        let (number, histogram) = &mut self.slots[slot.rem_euclid(LATENCY_SLOTS as i64) as usize];
+        if *number != slot {
+            histogram.reset();
+            *number = slot;
+        }
+        let _ = histogram.record_n(micros, n);
     }
 
-    /// Counts keyed `outcome` or `outcome:rule` (e.g. `refused:too_early`).
-    pub fn counts(&self) -> std::collections::BTreeMap<String, u64> {
-        let totals = self
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        totals
-            .iter()
-            .map(|(&(outcome, rule), &n)| {
-                let kind = match rule {
-                    Some(rule) => format!("{outcome}:{rule}"),
-                    None => outcome.to_owned(),
-                };
-                (kind, n)
-            })
-            .collect()
+    fn merged(&self, now: i64) -> hdrhistogram::Histogram<u64> {
+        let current = now.div_euclid(LATENCY_SLOT_S);
+        let mut merged = latency_histogram();
+        for (number, histogram) in &self.slots {
+            if *number > current - LATENCY_SLOTS as i64 && *number <= current {
+                // Same bounds on both sides: adding cannot fail.
+                let _ = merged.add(histogram);
+            }
+        }
+        merged
     }
 }
 
@@ -243,6 +306,34 @@ mod tests {
         );
     }
 
+    /// A spike after a long calm shows in the last minute's p99.9 and leaves it a minute later,
+    /// while the figures since start hardly move.
+    #[test]
+    fn latency_window_shows_a_recent_spike() {
+        let metrics = Metrics::new();
+        for second in 0..3_600 {
+            metrics.record_doses_latency_at(second, Duration::from_millis(2), 10);
+        }
+        // A batch of 100 doses answered after 900 ms, at second 3,600.
+        metrics.record_doses_latency_at(3_600, Duration::from_millis(900), 100);
+        let window = metrics.dose_latency_window_at(3_605);
+        assert_eq!(window.window_s, 60);
+        // The slots of seconds 3,550 to 3,609: fifty seconds of ten doses, and the batch.
+        assert_eq!(window.count, 500 + 100);
+        assert!(window.p99_ms > 800.0, "{window:?}");
+        let all = metrics.dose_latency();
+        assert!(all.p99_ms < 3.0, "drowned since start: {all:?}");
+        assert_eq!(all.count, 36_100);
+        // A minute later the spike has left the window.
+        for second in 3_601..3_670 {
+            metrics.record_doses_latency_at(second, Duration::from_millis(2), 10);
+        }
+        let later = metrics.dose_latency_window_at(3_670);
+        assert!(later.p999_ms < 3.0, "{later:?}");
+        // Nothing recorded for a while: an empty window.
+        assert_eq!(metrics.dose_latency_window_at(10_000).count, 0);
+    }
+
     #[test]
     fn latency_quantiles() {
         let metrics = Metrics::new();
@@ -251,6 +342,7 @@ mod tests {
         }
         let summary = metrics.dose_latency();
         assert_eq!(summary.count, 100);
+        assert_eq!(metrics.dose_latency_window().count, 100);
         assert!((49.0..=51.0).contains(&summary.p50_ms), "{summary:?}");
         assert!((99.0..=100.5).contains(&summary.max_ms), "{summary:?}");
     }

@@ -167,11 +167,11 @@ pub fn document() -> Value {
     metrics["responses"]["200"] =
         json!({"description": "Prometheus text exposition", "content": {"text/plain": {}}});
     let mut live_stream = op(
-        "Server-sent events: `event: snapshot` once a second, each `data:` one LiveSnapshot; ends when the server shuts down. Send `Accept: text/event-stream`",
+        "Server-sent events: `event: snapshot` once a second, each `data:` one LiveSnapshot (`event: error` with a message when one cannot be built); ends when the server shuts down. Send `Accept: text/event-stream`. 503 `too_many_streams` with `Retry-After` when `[live] max_streams` are open",
         "admin, observer",
         None,
         ("200", ""),
-        &["401", "403", "406"],
+        &["401", "403", "406", "503"],
     );
     live_stream["responses"]["200"] = json!({"description": "An event stream of LiveSnapshot documents",
         "content": {"text/event-stream": {"schema": {"type": "string"}}}});
@@ -209,7 +209,7 @@ pub fn document() -> Value {
             "/v1/people/{person_code}/certificate": {"get": certificate},
             "/v1/doses": {"post": op("Record a dose; 201 with its certificate, 200 on an identical retry", "site, admin", Some("DoseRequest"), ("201", "DoseAnswer"), &["400", "401", "403", "409", "413", "422", "503"])},
             "/v1/doses:batch": {"post": op("Record up to 1000 doses; per-dose results", "site, admin", Some("BatchRequest"), ("200", "BatchAnswer"), &["400", "401", "403", "413"])},
-            "/v1/doses:lookup": {"post": op("Which dose ids are stored, and how many copies", "admin, observer", Some("LookupRequest"), ("200", "LookupAnswer"), &["400", "401", "403"])},
+            "/v1/doses:lookup": {"post": op("Which dose ids are stored, and how many copies (a site token: its own site's doses only)", "admin, site", Some("LookupRequest"), ("200", "LookupAnswer"), &["400", "401", "403"])},
             "/v1/sites": {
                 "get": op("Sites with lots and stock", "admin, observer", None, ("200", "SiteList"), &["401", "403"]),
                 "post": op("Add a site; answers its token once", "admin", Some("Site"), ("201", "SiteAnswer"), &["400", "401", "403"])

@@ -50,6 +50,8 @@ pub enum ServeError {
     Io(#[from] std::io::Error),
     #[error(transparent)]
     Analytics(#[from] analytics::AnalyticsError),
+    #[error("configuration: {0}")]
+    Config(String),
 }
 
 /// Builds the shared state over an open store: catalogue, credentials, keys, write path.
@@ -78,9 +80,13 @@ pub async fn build_state(
     let metrics = Arc::new(Metrics::new());
     let live = Arc::new(Live::new(
         campaign.clone(),
-        &metrics,
         LiveConfig {
             queue_capacity: config.queue_capacity,
+            utc_offset_s: config
+                .campaign
+                .utc_offset_seconds()
+                .map_err(ServeError::Config)?,
+            max_streams: config.live.max_streams,
             ..LiveConfig::default()
         },
     ));
@@ -89,6 +95,11 @@ pub async fn build_state(
         feed,
         shipper,
     } = start_analytics(data, config, &campaign)?;
+    // The console's all-time totals and the last days' doses, read once before any dose is
+    // written; from here on the shard writers move them.
+    let totals = store.totals().await?;
+    live.seed_totals(totals.doses, totals.registrations);
+    crate::live::seed_at_start(&live, analytics.as_ref()).await;
     let write_path = WritePath::start(
         store.clone(),
         campaign.clone(),

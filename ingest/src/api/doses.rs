@@ -147,7 +147,14 @@ fn outcome_error(state: &Shared, outcome: &DoseOutcome) -> Option<ApiError> {
     }
 }
 
-fn count_outcome(state: &Shared, outcome: &DoseOutcome) {
+/// Counts a dose's outcome: in the `dose_outcomes` metric, and (failures) in the console's
+/// live aggregates, nationally and for the site the dose was for.
+fn count(state: &Shared, site: Option<&SiteId>, outcome: &'static str, rule: Option<&'static str>) {
+    state.metrics.dose_outcome(outcome, rule);
+    state.live.record_outcome(site, outcome, rule);
+}
+
+fn count_outcome(state: &Shared, site: Option<&SiteId>, outcome: &DoseOutcome) {
     let (name, rule) = match outcome {
         DoseOutcome::Created { .. } => ("created", None),
         DoseOutcome::Duplicate { .. } => ("duplicate", None),
@@ -156,7 +163,12 @@ fn count_outcome(state: &Shared, outcome: &DoseOutcome) {
         DoseOutcome::InProgress => ("in_progress", None),
         DoseOutcome::Failed(_) => ("failed", None),
     };
-    state.metrics.dose_outcome(name, rule);
+    count(state, site, name, rule);
+}
+
+/// The site a dose request is for: the token's own site, or the one an admin names.
+fn site_of(caller: &Principal, request: &DoseRequest) -> Option<SiteId> {
+    caller.site_id.clone().or_else(|| request.site_id.clone())
 }
 
 /// The answer to a recorded dose: the dose and the certificate for the series up to and
@@ -197,14 +209,15 @@ pub async fn record(
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
     caller.require(&[Role::Site, Role::Admin])?;
+    let site = site_of(&caller.0, &request);
     let dose = prepare(&state, &caller.0, request).inspect_err(|e| {
         if e.status == StatusCode::UNPROCESSABLE_ENTITY {
-            state.metrics.dose_outcome("refused", Some(e.code));
+            count(&state, site.as_ref(), "refused", Some(e.code));
         }
     })?;
     let shard = shard_of(&dose.person_code, state.write_path.shard_count());
     let receiver = state.write_path.submit(shard, vec![dose]).map_err(|_| {
-        state.metrics.dose_outcome("busy", None);
+        count(&state, site.as_ref(), "busy", None);
         ApiError::busy(
             "the dose queue is full; retry with the same dose id",
             state.config.retry_after_seconds,
@@ -215,7 +228,7 @@ pub async fn record(
         .ok()
         .and_then(|mut v| v.pop())
         .unwrap_or_else(|| DoseOutcome::Failed("the write path stopped".into()));
-    count_outcome(&state, &outcome);
+    count_outcome(&state, site.as_ref(), &outcome);
     let result = match outcome {
         DoseOutcome::Created {
             dose,
@@ -251,6 +264,7 @@ pub async fn record_batch(
     caller: Caller,
     ApiJson(request): ApiJson<BatchRequest>,
 ) -> Result<Response, ApiError> {
+    let started = Instant::now();
     caller.require(&[Role::Site, Role::Admin])?;
     let max = state.config.max_batch_doses;
     if request.doses.is_empty() || request.doses.len() > max {
@@ -265,6 +279,11 @@ pub async fn record_batch(
     let total = request.doses.len();
     let mut lines: Vec<Option<Value>> = vec![None; total];
     let ids: Vec<uuid::Uuid> = request.doses.iter().map(|d| d.dose_id).collect();
+    let sites: Vec<Option<SiteId>> = request
+        .doses
+        .iter()
+        .map(|d| site_of(&caller.0, d))
+        .collect();
     let shards = state.write_path.shard_count();
     let mut by_shard: HashMap<usize, (Vec<usize>, Vec<Dose>)> = HashMap::new();
     let mut refused = 0usize;
@@ -279,7 +298,7 @@ pub async fn record_batch(
             }
             Err(e) => {
                 if e.status == StatusCode::UNPROCESSABLE_ENTITY {
-                    state.metrics.dose_outcome("refused", Some(e.code));
+                    count(&state, sites[i].as_ref(), "refused", Some(e.code));
                 }
                 refused += 1;
                 lines[i] = Some(batch_line(ids[i], e.status, Some(&e)));
@@ -296,7 +315,7 @@ pub async fn record_batch(
                     state.config.retry_after_seconds,
                 );
                 for i in positions {
-                    state.metrics.dose_outcome("busy", None);
+                    count(&state, sites[i].as_ref(), "busy", None);
                     lines[i] = Some(batch_line(ids[i], busy.status, Some(&busy)));
                 }
             }
@@ -310,7 +329,7 @@ pub async fn record_batch(
                 .get(k)
                 .cloned()
                 .unwrap_or_else(|| DoseOutcome::Failed("the write path stopped".into()));
-            count_outcome(&state, &outcome);
+            count_outcome(&state, sites[i].as_ref(), &outcome);
             lines[i] = Some(match &outcome {
                 DoseOutcome::Created { .. } => {
                     created += 1;
@@ -336,6 +355,10 @@ pub async fn record_batch(
         .map(|l| l.unwrap_or(Value::Null))
         .collect();
     let failed = total - created - duplicates - refused;
+    // Each dose of the batch waited this long for its answer.
+    state
+        .metrics
+        .record_doses_latency(started.elapsed(), total as u64);
     Ok(json_answer(
         StatusCode::OK,
         json!({"results": results, "created": created, "duplicates": duplicates, "refused": refused, "failed": failed}),
@@ -350,12 +373,26 @@ pub struct LookupRequest {
 
 /// `POST /v1/doses:lookup`: which of these dose ids are stored, and how many copies of each
 /// (the ledger check proves "exactly once" with it).
+///
+/// The answer names people (their person codes), so it is for admin and site tokens only: the
+/// steering committee's observer tokens see aggregates, never personal data. A site token sees
+/// only the doses given at its own site; any other id is `missing` to it, so it cannot even
+/// learn that a dose exists elsewhere.
 pub async fn lookup(
     State(state): State<Shared>,
     caller: Caller,
     ApiJson(request): ApiJson<LookupRequest>,
 ) -> Result<Response, ApiError> {
-    caller.require(&[Role::Admin, Role::Observer])?;
+    let caller = caller.require(&[Role::Admin, Role::Site])?;
+    let own_site = match caller.role {
+        Role::Site => Some(
+            caller
+                .site_id
+                .clone()
+                .ok_or_else(|| ApiError::forbidden("this site token names no site"))?,
+        ),
+        _ => None,
+    };
     if request.dose_ids.len() > 10_000 {
         return Err(ApiError::bad_request(
             "batch_size",
@@ -365,7 +402,10 @@ pub async fn lookup(
     let ids: Vec<DoseId> = request.dose_ids.iter().copied().map(DoseId).collect();
     let stored = state.store.find_doses(&ids).await?;
     let mut copies: HashMap<DoseId, Vec<&Dose>> = HashMap::new();
-    for dose in &stored {
+    for dose in stored
+        .iter()
+        .filter(|d| own_site.as_ref().is_none_or(|own| d.site_id == *own))
+    {
         copies.entry(dose.dose_id).or_default().push(dose);
     }
     let mut found = Vec::new();

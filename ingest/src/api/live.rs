@@ -1,8 +1,10 @@
 //! The console's data feed: `GET /v1/live` (one snapshot) and `GET /v1/live/stream` (server-sent
 //! events, one snapshot a second). Both are for observer and admin tokens.
 //!
-//! A snapshot reads in-memory counters only (see [`crate::live`]); the stream shares one built
-//! snapshot per second between all its subscribers, so a wall of consoles costs what one does.
+//! A snapshot reads in-memory counters only (see [`crate::live`]), never the store. It is built
+//! at most once a second however many callers there are: `GET /v1/live` and every stream share
+//! the newest build, so a wall of consoles costs what one does. Streams are capped
+//! (`[live] max_streams`); one more is answered 503 with `Retry-After`.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -23,15 +25,11 @@ use crate::live::{AnalyticsFigures, LiveInputs, LiveSnapshot, LotLevel};
 
 /// How often the stream sends a snapshot.
 const STREAM_INTERVAL: Duration = Duration::from_secs(1);
-/// A snapshot younger than this is reused by the stream rather than built again.
+/// A snapshot younger than this is served as it is rather than built again.
 const REUSE_WITHIN: Duration = Duration::from_millis(900);
 
-/// Builds a snapshot of the campaign now, from the state's in-memory counters.
-///
-/// # Errors
-/// When the store's running totals cannot be read.
-pub async fn snapshot(state: &Shared) -> Result<LiveSnapshot, ApiError> {
-    let totals = state.store.totals().await?;
+/// Builds a snapshot of the campaign now, from the state's in-memory counters: no store read.
+pub fn snapshot(state: &Shared) -> LiveSnapshot {
     let lots = state
         .campaign
         .lots()
@@ -47,17 +45,14 @@ pub async fn snapshot(state: &Shared) -> Result<LiveSnapshot, ApiError> {
         backend: state.store.backend_name().to_owned(),
         sites: state.campaign.sites(),
         lots,
-        doses_total: totals.doses,
-        registrations_total: totals.registrations,
         registrations_since_start: state.metrics.registrations.get(),
         checkins_since_start: state.metrics.checkins.get(),
         certificates_signed: state.metrics.certificates_signed.get(),
         queue_depths: state.write_path.queue_depths(),
-        latency: state.metrics.dose_latency(),
-        outcomes: state.live.outcome_counts(),
+        latency: state.metrics.dose_latency_window(),
         analytics: analytics_figures(state),
     };
-    Ok(state.live.snapshot_at(unix_now(), inputs))
+    state.live.snapshot_at(unix_now(), inputs)
 }
 
 fn analytics_figures(state: &Shared) -> AnalyticsFigures {
@@ -74,20 +69,22 @@ fn analytics_figures(state: &Shared) -> AnalyticsFigures {
     }
 }
 
-/// A fresh snapshot as JSON, also kept for the streams.
-async fn fresh_json(state: &Shared) -> Result<Arc<str>, ApiError> {
-    let snapshot = snapshot(state).await?;
-    let json: Arc<str> = serde_json::to_string(&snapshot)
-        .map_err(ApiError::internal)?
-        .into();
-    state.live.store_json(json.clone());
-    Ok(json)
+/// The newest snapshot as JSON, built if the last is older than [`REUSE_WITHIN`].
+async fn current_json(state: &Shared) -> Result<Arc<str>, ApiError> {
+    state
+        .live
+        .shared_json(REUSE_WITHIN, || {
+            serde_json::to_string(&snapshot(state))
+                .map(Arc::from)
+                .map_err(ApiError::internal)
+        })
+        .await
 }
 
-/// `GET /v1/live`: the campaign now, built for this request.
+/// `GET /v1/live`: the campaign now (at most a second old).
 pub async fn live(State(state): State<Shared>, caller: Caller) -> Result<Response, ApiError> {
     caller.require(&[Role::Admin, Role::Observer])?;
-    let json = fresh_json(&state).await?;
+    let json = current_json(&state).await?;
     Ok((
         StatusCode::OK,
         [(header::CONTENT_TYPE, "application/json")],
@@ -101,7 +98,7 @@ pub async fn live(State(state): State<Shared>, caller: Caller) -> Result<Respons
 ///
 /// The client must send `Accept: text/event-stream` (as `EventSource` does): a client that
 /// expects one document gets a 406 telling it to use `GET /v1/live` instead of a body that never
-/// ends.
+/// ends. When `[live] max_streams` streams are open, one more gets 503 `too_many_streams`.
 pub async fn stream(
     State(state): State<Shared>,
     caller: Caller,
@@ -120,25 +117,33 @@ pub async fn stream(
             "this endpoint streams server-sent events: send `Accept: text/event-stream`, or use GET /v1/live for one snapshot",
         ));
     }
+    // Held by the stream until it ends (the client goes, or the server shuts down).
+    let Some(permit) = state.live.stream_permit() else {
+        let mut busy = ApiError::busy(
+            format!(
+                "{} live streams are open, as many as this server serves; retry later, or read GET /v1/live",
+                state.live.config().max_streams
+            ),
+            state.config.retry_after_seconds.max(5),
+        );
+        busy.code = "too_many_streams";
+        return Err(busy);
+    };
     let mut ticks = tokio::time::interval(STREAM_INTERVAL);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Skip);
     let closed = state.live.closed();
     let events = futures_util::stream::unfold(
-        (state, ticks, closed),
-        |(state, mut ticks, mut closed)| async move {
+        (state, ticks, closed, permit),
+        |(state, mut ticks, mut closed, permit)| async move {
             tokio::select! {
                 _ = ticks.tick() => {}
                 _ = closed.wait_for(|closed| *closed) => return None,
             }
-            let json = match state.live.cached_json(REUSE_WITHIN) {
-                Some(json) => Ok(json),
-                None => fresh_json(&state).await,
-            };
-            let event = match json {
+            let event = match current_json(&state).await {
                 Ok(json) => Event::default().event("snapshot").data(&*json),
                 Err(e) => Event::default().event("error").data(e.message),
             };
-            Some((Ok(event), (state, ticks, closed)))
+            Some((Ok(event), (state, ticks, closed, permit)))
         },
     );
     Ok(Sse::new(events).keep_alive(KeepAlive::default()))
@@ -171,6 +176,10 @@ mod tests {
     }
 
     async fn fixture() -> Fixture {
+        fixture_with(|_| {}).await
+    }
+
+    async fn fixture_with(tweak: impl FnOnce(&mut ServerConfig)) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn Store> = Arc::new(
             EmbeddedStore::create(
@@ -211,10 +220,11 @@ mod tests {
         let observer = setup::add_token(store.as_ref(), Role::Observer, None, "committee")
             .await
             .unwrap();
-        let config = ServerConfig {
+        let mut config = ServerConfig {
             data: dir.path().to_owned(),
             ..ServerConfig::default()
         };
+        tweak(&mut config);
         let state = build_state(store, dir.path(), &config).await.unwrap();
         Fixture {
             state,
@@ -225,7 +235,10 @@ mod tests {
     }
 
     fn get(path: &str, token: &str, accept: Option<&str>) -> Request<Body> {
-        let mut request = Request::get(path).header("authorization", format!("Bearer {token}"));
+        let mut request = Request::get(path);
+        if !token.is_empty() {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
         if let Some(accept) = accept {
             request = request.header("accept", accept);
         }
@@ -233,7 +246,7 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn snapshot_answers_observers_and_refuses_sites() {
+    async fn snapshot_answers_observers() {
         let f = fixture().await;
         let app = super::super::router(f.state.clone());
         let response = app
@@ -254,8 +267,110 @@ mod tests {
             600
         );
 
-        let response = app.oneshot(get("/v1/live", &f.site, None)).await.unwrap();
-        assert_eq!(response.status(), StatusCode::FORBIDDEN);
+        f.state.write_path.close();
+    }
+
+    /// The status and the JSON error code of a refused request.
+    async fn refusal(app: &axum::Router, request: Request<Body>) -> (StatusCode, String) {
+        let response = app.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/json",
+            "{status}"
+        );
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let json: Value = serde_json::from_slice(&body).unwrap();
+        assert!(
+            json["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{json}"
+        );
+        (status, json["error"].as_str().unwrap().to_owned())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_feed_refuses_missing_tokens_and_site_tokens_in_json() {
+        let f = fixture().await;
+        let app = super::super::router(f.state.clone());
+        for path in ["/v1/live", "/v1/live/stream"] {
+            let accept = Some("text/event-stream");
+            assert_eq!(
+                refusal(&app, get(path, "", accept)).await,
+                (StatusCode::UNAUTHORIZED, "missing_token".into()),
+                "{path}"
+            );
+            assert_eq!(
+                refusal(&app, get(path, "vxc_observer_not-a-token", accept)).await,
+                (StatusCode::UNAUTHORIZED, "invalid_token".into()),
+                "{path}"
+            );
+            assert_eq!(
+                refusal(&app, get(path, &f.site, accept)).await,
+                (StatusCode::FORBIDDEN, "forbidden".into()),
+                "{path}"
+            );
+        }
+        f.state.write_path.close();
+    }
+
+    /// Many `GET /v1/live` callers share one build a second: the snapshot they get is the same
+    /// document, not one built per request.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn snapshot_requests_share_the_cached_build() {
+        let f = fixture().await;
+        let app = super::super::router(f.state.clone());
+        let mut bodies = Vec::new();
+        for _ in 0..5 {
+            let response = app
+                .clone()
+                .oneshot(get("/v1/live", &f.observer, None))
+                .await
+                .unwrap();
+            bodies.push(response.into_body().collect().await.unwrap().to_bytes());
+        }
+        assert!(bodies.windows(2).all(|w| w[0] == w[1]));
+        f.state.write_path.close();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn streams_beyond_the_cap_are_answered_503() {
+        let f = fixture_with(|config| config.live.max_streams = 1).await;
+        let app = super::super::router(f.state.clone());
+        let open = app
+            .clone()
+            .oneshot(get(
+                "/v1/live/stream",
+                &f.observer,
+                Some("text/event-stream"),
+            ))
+            .await
+            .unwrap();
+        assert_eq!(open.status(), StatusCode::OK);
+        let full = app
+            .clone()
+            .oneshot(get(
+                "/v1/live/stream",
+                &f.observer,
+                Some("text/event-stream"),
+            ))
+            .await
+            .unwrap();
+        assert_eq!(full.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(full.headers().contains_key("retry-after"));
+        let body = full.into_body().collect().await.unwrap().to_bytes();
+        let json: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(json["error"], "too_many_streams", "{json}");
+        // The first stream ends (the console went away): its place is free again.
+        drop(open);
+        let again = app
+            .oneshot(get(
+                "/v1/live/stream",
+                &f.observer,
+                Some("text/event-stream"),
+            ))
+            .await
+            .unwrap();
+        assert_eq!(again.status(), StatusCode::OK);
         f.state.write_path.close();
     }
 
@@ -263,12 +378,6 @@ mod tests {
     async fn stream_sends_snapshots_until_the_server_closes_it() {
         let f = fixture().await;
         let app = super::super::router(f.state.clone());
-        let forbidden = app
-            .clone()
-            .oneshot(get("/v1/live/stream", &f.site, Some("text/event-stream")))
-            .await
-            .unwrap();
-        assert_eq!(forbidden.status(), StatusCode::FORBIDDEN);
         let not_acceptable = app
             .clone()
             .oneshot(get("/v1/live/stream", &f.observer, None))

@@ -10,7 +10,8 @@
 //! | `GET /v1/people/{code}` (+ `/pass`, `/certificate`) | site, registrar, admin | a person's record |
 //! | `GET /v1/people`, `POST /v1/sites`, `POST /v1/lots` | admin | set-up and listing |
 //! | `POST /v1/people/{code}/corrections`, `POST /v1/doses/{id}/corrections`, `POST /v1/revocations`, `GET /v1/audit` | admin | corrections, revocations, audit trail |
-//! | `GET /v1/sites`, `GET /v1/stats`, `POST /v1/doses:lookup`, `GET /metrics` | admin, observer | monitoring |
+//! | `POST /v1/doses:lookup` | admin, site (its own doses) | which dose ids are stored (names people) |
+//! | `GET /v1/sites`, `GET /v1/stats`, `GET /metrics` | admin, observer | monitoring |
 //! | `GET /v1/live`, `GET /v1/live/stream` (server-sent events) | admin, observer | the console's live feed |
 //! | `GET /openapi.json` | any token | this API, as OpenAPI 3 |
 

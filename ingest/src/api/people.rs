@@ -102,6 +102,7 @@ pub async fn register(
     let (status, stored) = match state.store.register(&registration).await? {
         Registered::Created(r) => {
             state.metrics.registrations.inc();
+            state.live.registered();
             (StatusCode::CREATED, r)
         }
         Registered::Existing(existing) if existing.same_person_as(&registration) => {
