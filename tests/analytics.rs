@@ -283,6 +283,31 @@ async fn a_clickhouse_outage_fails_no_dose_and_the_counts_converge_exactly() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // So are the operator's status and the Prometheus scrape.
+    let s = stats(&server).await;
+    assert!(
+        s["analytics"]["alerts"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|x| x["kind"] == "analytics_lagging")),
+        "/v1/stats carries the alert: {}",
+        s["analytics"]
+    );
+    let scrape = server
+        .client
+        .get(server.url("/metrics"))
+        .bearer_auth(&server.observer)
+        .send()
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("text");
+    let waiting_in_scrape: u64 = scrape
+        .lines()
+        .find_map(|l| l.strip_prefix("vaxcamp_analytics{figure=\"outbox_rows\"} "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("the outbox_rows gauge");
+    assert!(waiting_in_scrape >= during as u64, "{scrape}");
 
     clickhouse.run("resume");
     wait_for_empty_outbox(&server, Duration::from_secs(60)).await;

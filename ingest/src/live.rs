@@ -304,12 +304,70 @@ pub struct AnalyticsFigures {
     pub outbox_max_bytes: u64,
     /// Age of the oldest row waiting, in milliseconds: the analytics lag.
     pub lag_ms: u64,
-    /// Rows dropped because the outbox was full (since start).
+    /// Rows dropped because the outbox was full (kept across restarts).
     pub dropped_rows: u64,
+    /// Rows the backends cannot hold, set aside instead of shipped (kept across restarts).
+    pub set_aside: u64,
     /// The backend's last refusal, cleared by the next success.
     pub last_error: Option<String>,
     /// A lag above this many seconds raises `analytics_lagging`.
     pub lag_alert_s: u64,
+}
+
+impl AnalyticsFigures {
+    /// What an operator must hear about analytics: rows lost to a full outbox, rows set aside,
+    /// a lag beyond the threshold. Shared by the live console and `GET /v1/stats`.
+    pub fn alerts(&self) -> Vec<Alert> {
+        let mut alerts = Vec::new();
+        if self.dropped_rows > 0 {
+            alerts.push(Alert {
+                severity: Severity::Critical,
+                kind: "analytics_rows_dropped",
+                site_id: None,
+                message: format!(
+                    "{} analytics rows were dropped because the outbox was full: allocation and uptake \
+                     figures undercount by that many doses (the doses themselves are safe in the store). \
+                     Raise analytics.outbox_max_bytes and keep the analytics backend reachable",
+                    self.dropped_rows
+                ),
+            });
+        }
+        if self.set_aside > 0 {
+            alerts.push(Alert {
+                severity: Severity::Warning,
+                kind: "analytics_rows_set_aside",
+                site_id: None,
+                message: format!(
+                    "{} analytics rows were set aside because the backend cannot hold them (a time \
+                     before 1970, or an unreadable outbox entry); the server log names each dose. \
+                     Correct those doses to ship them",
+                    self.set_aside
+                ),
+            });
+        }
+        if self.lag_ms > self.lag_alert_s * 1_000 {
+            let full = self.outbox_bytes as f64 * 100.0 / self.outbox_max_bytes.max(1) as f64;
+            alerts.push(Alert {
+                severity: if full > 80.0 {
+                    Severity::Critical
+                } else {
+                    Severity::Warning
+                },
+                kind: "analytics_lagging",
+                site_id: None,
+                message: format!(
+                    "analytics {} s behind, {} rows waiting ({full:.0}% of the outbox){}",
+                    self.lag_ms / 1_000,
+                    self.outbox_rows,
+                    self.last_error
+                        .as_ref()
+                        .map(|e| format!(": {e}"))
+                        .unwrap_or_default()
+                ),
+            });
+        }
+        alerts
+    }
 }
 
 /// One lot's stock at a site.
@@ -479,7 +537,8 @@ pub enum Severity {
 pub struct Alert {
     pub severity: Severity,
     /// `site_silent`, `error_spike` (national, or with a `site_id`), `queue_near_full`,
-    /// `low_stock`, `out_of_stock`, `analytics_lagging` or `analytics_rows_dropped`.
+    /// `low_stock`, `out_of_stock`, `analytics_lagging`, `analytics_rows_dropped` or
+    /// `analytics_rows_set_aside`.
     pub kind: &'static str,
     pub site_id: Option<SiteId>,
     pub message: String,
@@ -1100,41 +1159,7 @@ impl Live {
             history_per_s: counted.history,
             history_end: now,
         };
-        let analytics = inputs.analytics;
-        if analytics.dropped_rows > 0 {
-            alerts.push(Alert {
-                severity: Severity::Critical,
-                kind: "analytics_rows_dropped",
-                site_id: None,
-                message: format!(
-                    "{} dose rows were dropped because the analytics outbox was full: analytics undercount until they are shipped again from the store",
-                    analytics.dropped_rows
-                ),
-            });
-        }
-        if analytics.lag_ms > analytics.lag_alert_s * 1_000 {
-            let full =
-                analytics.outbox_bytes as f64 * 100.0 / analytics.outbox_max_bytes.max(1) as f64;
-            alerts.push(Alert {
-                severity: if full > 80.0 {
-                    Severity::Critical
-                } else {
-                    Severity::Warning
-                },
-                kind: "analytics_lagging",
-                site_id: None,
-                message: format!(
-                    "analytics {} s behind, {} rows waiting ({full:.0}% of the outbox){}",
-                    analytics.lag_ms / 1_000,
-                    analytics.outbox_rows,
-                    analytics
-                        .last_error
-                        .as_ref()
-                        .map(|e| format!(": {e}"))
-                        .unwrap_or_default()
-                ),
-            });
-        }
+        alerts.extend(inputs.analytics.alerts());
         alerts.sort_by(|a, b| {
             a.severity
                 .cmp(&b.severity)
@@ -1176,7 +1201,7 @@ impl Live {
                 by_product,
             },
             sites,
-            analytics,
+            analytics: inputs.analytics,
             alerts,
         }
     }
@@ -1978,5 +2003,47 @@ mod tests {
         assert_eq!(snapshot.today_since, VN_MIDNIGHT);
         // Two days ago 2, yesterday 3: 2.5 a day on average; today's 4 so far is more.
         assert_eq!(snapshot.sites[0].uptake_per_day, Some(4.0));
+    }
+
+    #[test]
+    fn analytics_alerts_say_what_was_lost_and_what_to_do() {
+        let healthy = AnalyticsFigures {
+            backend: "clickhouse".into(),
+            outbox_max_bytes: 1_000,
+            lag_alert_s: 60,
+            ..AnalyticsFigures::default()
+        };
+        assert_eq!(healthy.alerts(), Vec::new());
+        let troubled = AnalyticsFigures {
+            dropped_rows: 12,
+            set_aside: 1,
+            lag_ms: 61_000,
+            outbox_rows: 500,
+            outbox_bytes: 900,
+            last_error: Some("connection refused".into()),
+            ..healthy
+        };
+        let alerts = troubled.alerts();
+        let kinds: Vec<(&str, Severity)> = alerts.iter().map(|a| (a.kind, a.severity)).collect();
+        assert_eq!(
+            kinds,
+            vec![
+                ("analytics_rows_dropped", Severity::Critical),
+                ("analytics_rows_set_aside", Severity::Warning),
+                // 90 % of the outbox is used: critical.
+                ("analytics_lagging", Severity::Critical),
+            ]
+        );
+        assert!(
+            alerts[0]
+                .message
+                .starts_with("12 analytics rows were dropped")
+        );
+        assert!(alerts[0].message.contains("outbox_max_bytes"));
+        assert!(
+            alerts[2].message.ends_with(": connection refused"),
+            "{}",
+            alerts[2].message
+        );
     }
 }

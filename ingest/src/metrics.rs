@@ -28,6 +28,10 @@ pub struct Metrics {
     pub registrations: Counter,
     pub checkins: Counter,
     pub certificates_signed: Counter,
+    /// The analytics outbox and shipper, set from their status at each scrape: rows and bytes
+    /// waiting, the lag, rows dropped or set aside (totals kept across restarts), rows shipped
+    /// since start and the shipper's consecutive failures. One family, labelled by `figure`.
+    pub analytics: Family<Labels, Gauge>,
     /// Dose latency in microseconds, from the request's arrival to its answer, since start.
     dose_latency_us: Mutex<hdrhistogram::Histogram<u64>>,
     /// The same over the last minute, for the console.
@@ -123,6 +127,13 @@ impl Metrics {
             "Certificates signed",
             certificates_signed.clone(),
         );
+        let analytics = Family::<Labels, Gauge>::default();
+        registry.register(
+            "analytics",
+            "Analytics outbox and shipper by figure: outbox_rows, outbox_bytes, outbox_max_bytes, \
+             lag_ms, dropped_rows, set_aside_rows, shipped_rows, consecutive_failures",
+            analytics.clone(),
+        );
         Self {
             registry,
             http_requests,
@@ -135,6 +146,7 @@ impl Metrics {
             registrations,
             checkins,
             certificates_signed,
+            analytics,
             dose_latency_us: Mutex::new(latency_histogram()),
             dose_latency_window: Mutex::new(LatencyWindow::default()),
             created: Instant::now(),

@@ -55,7 +55,7 @@ pub fn snapshot(state: &Shared) -> LiveSnapshot {
     state.live.snapshot_at(unix_now(), inputs)
 }
 
-fn analytics_figures(state: &Shared) -> AnalyticsFigures {
+pub(crate) fn analytics_figures(state: &Shared) -> AnalyticsFigures {
     let outbox = state.feed.outbox().status();
     AnalyticsFigures {
         backend: state.analytics.backend_name().to_owned(),
@@ -64,6 +64,7 @@ fn analytics_figures(state: &Shared) -> AnalyticsFigures {
         outbox_max_bytes: outbox.max_bytes,
         lag_ms: outbox.oldest_age_ms,
         dropped_rows: outbox.dropped_rows,
+        set_aside: outbox.set_aside,
         last_error: state.shipper.status().last_error,
         lag_alert_s: state.analytics_lag_alert_s,
     }

@@ -36,6 +36,27 @@ pub async fn metrics(State(state): State<Shared>, caller: Caller) -> Result<Resp
             .get_or_create(&vec![("shard", shard.to_string())])
             .set(depth as i64);
     }
+    let outbox = state.feed.outbox().status();
+    let shipper = state.shipper.status();
+    for (figure, value) in [
+        ("outbox_rows", outbox.rows),
+        ("outbox_bytes", outbox.bytes),
+        ("outbox_max_bytes", outbox.max_bytes),
+        ("lag_ms", outbox.oldest_age_ms),
+        ("dropped_rows", outbox.dropped_rows),
+        ("set_aside_rows", outbox.set_aside),
+        ("shipped_rows", shipper.shipped_rows),
+        (
+            "consecutive_failures",
+            u64::from(shipper.consecutive_failures),
+        ),
+    ] {
+        state
+            .metrics
+            .analytics
+            .get_or_create(&vec![("figure", figure.to_owned())])
+            .set(i64::try_from(value).unwrap_or(i64::MAX));
+    }
     Ok((
         [(
             header::CONTENT_TYPE,
@@ -160,6 +181,7 @@ pub async fn stats(State(state): State<Shared>, caller: Caller) -> Result<Respon
                 "backend": state.analytics.backend_name(),
                 "outbox": state.feed.outbox().status(),
                 "shipper": state.shipper.status(),
+                "alerts": super::live::analytics_figures(&state).alerts(),
             },
         }),
     ))
