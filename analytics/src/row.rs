@@ -492,7 +492,7 @@ impl Event {
     ///
     /// # Errors
     /// The event and the reason when it must be set aside.
-    pub fn shippable(self) -> Result<Event, (Event, String)> {
+    pub fn shippable(self) -> Result<Event, Box<(Event, String)>> {
         match self.unrepresentable() {
             None => Ok(self),
             Some(reason) => match self {
@@ -506,7 +506,7 @@ impl Event {
                     tracing::warn!(dose_id = %previous.dose_id, "the corrected dose replaces a version analytics never held");
                     Ok(Event::Dose(*corrected))
                 }
-                event => Err((event, reason)),
+                event => Err(Box::new((event, reason))),
             },
         }
     }

@@ -248,7 +248,7 @@ fn split_shippable(batch: &[crate::outbox::Pending]) -> (Vec<Event>, Vec<(Event,
     for event in batch.iter().flat_map(|p| p.entry.events.iter().cloned()) {
         match event.shippable() {
             Ok(event) => shippable.push(event),
-            Err(refused) => unshippable.push(refused),
+            Err(refused) => unshippable.push(*refused),
         }
     }
     (shippable, unshippable)
