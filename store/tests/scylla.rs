@@ -69,6 +69,17 @@ async fn target() -> Target {
 }
 
 impl Target {
+    /// The CQL test node, for a test that needs its fault injection or its inspection; `None`
+    /// against a real cluster, after saying on stderr that the test is skipped and why.
+    fn node_or_skip(&self, test: &str) -> Option<&cqlnode::CqlNode> {
+        if self.node.is_none() {
+            eprintln!(
+                "SKIPPED {test}: it needs the CQL test node (fault injection or its request log), and VAXCAMP_SCYLLA_NODES points at a real cluster, where faults cannot be injected"
+            );
+        }
+        self.node.as_ref()
+    }
+
     /// A config for a fresh keyspace: small shard and bucket counts keep the tests quick.
     fn fresh(&self) -> ScyllaConfig {
         ScyllaConfig {
@@ -168,6 +179,112 @@ async fn a_bad_configuration_is_refused_before_connecting() {
     }
     // TLS itself: tests/scylla_tls.rs. (The tests always build with `scylla-tls`, see
     // Cargo.toml, so the refusal of `tls: true` by a build without it is not reachable here.)
+}
+
+// Tablets: ScyllaDB 6 refuses LWTs in tablet keyspaces, and gives new keyspaces tablets.
+
+/// A short flow that needs LWTs: a registration (claim) and a dose (claim).
+async fn register_and_commit(store: &ScyllaStore) {
+    let person = sample_registration(1);
+    store.register(&person).await.expect("register (an LWT)");
+    let dose = sample_dose(&person.person_code, 1);
+    store
+        .commit_doses(
+            shard_of(&person.person_code, store.shard_count()),
+            std::slice::from_ref(&dose),
+        )
+        .await
+        .expect("commit (an LWT claim)");
+    assert_eq!(store.totals().await.expect("totals").doses, 1);
+}
+
+/// The `CREATE KEYSPACE` statements the node saw for `keyspace`.
+fn keyspace_ddl(node: &cqlnode::CqlNode, keyspace: &str) -> Vec<String> {
+    node.requests()
+        .into_iter()
+        .filter(|r| r.statement.starts_with("CREATE KEYSPACE") && r.statement.contains(keyspace))
+        .map(|r| r.statement)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_keyspace_is_created_without_tablets_where_the_server_knows_them() {
+    let target = target().await;
+    let Some(node) = target.node_or_skip("the_keyspace_is_created_without_tablets") else {
+        return;
+    };
+    let config = target.fresh();
+    let store = connect(config.clone()).await;
+    register_and_commit(&store).await;
+    let ddl = keyspace_ddl(node, &config.keyspace);
+    assert_eq!(ddl.len(), 1, "{ddl:?}");
+    assert!(
+        ddl[0].ends_with("AND tablets = {'enabled': false}"),
+        "{ddl:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_does_not_know_tablets_gets_the_keyspace_without_the_option() {
+    // Cassandra and ScyllaDB before 6.0 refuse the option: the store asks again without it.
+    let node = cqlnode::CqlNode::start(cqlnode::NodeConfig::default().without_tablets())
+        .await
+        .expect("start the CQL test node");
+    let config = ScyllaConfig {
+        nodes: vec![node.addr().to_string()],
+        replication_factor: 1,
+        ..Target {
+            base: ScyllaConfig::default(),
+            node: None,
+        }
+        .fresh()
+    };
+    let store = connect(config.clone()).await;
+    register_and_commit(&store).await;
+    let ddl = keyspace_ddl(&node, &config.keyspace);
+    assert_eq!(ddl.len(), 2, "{ddl:?}");
+    assert!(ddl[0].contains("tablets"), "{ddl:?}");
+    assert!(!ddl[1].contains("tablets"), "{ddl:?}");
+    // Reconnecting to the existing keyspace works the same way.
+    drop(store);
+    let again = connect(config).await;
+    assert_eq!(again.totals().await.expect("totals").doses, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_existing_keyspace_with_tablets_is_refused_at_start_up_saying_what_to_do() {
+    let target = target().await;
+    let Some(node) = target.node_or_skip("an_existing_keyspace_with_tablets_is_refused") else {
+        return;
+    };
+    let config = target.fresh();
+    // Made by hand (or by an older vaxcamp) on ScyllaDB 6: tablets by default.
+    node.execute(
+        None,
+        &format!(
+            "CREATE KEYSPACE {} WITH replication = {{'class': 'NetworkTopologyStrategy', 'replication_factor': 1}}",
+            config.keyspace
+        ),
+    )
+    .expect("create the keyspace");
+    match ScyllaStore::connect(config.clone()).await {
+        Err(StoreError::Engine(message)) => {
+            for needle in [
+                "uses tablets",
+                "lightweight transactions",
+                "DROP KEYSPACE",
+                "--scylla-keyspace",
+            ] {
+                assert!(message.contains(needle), "{needle}: {message}");
+            }
+        }
+        other => panic!("expected the tablet keyspace to be refused, got {other:?}"),
+    }
+    assert_eq!(
+        node.row_count(&config.keyspace, "settings"),
+        None,
+        "nothing was created in it"
+    );
 }
 
 // Fault tests: the test node's fault injection, at the store level.

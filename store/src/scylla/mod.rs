@@ -2,8 +2,10 @@
 //! for a national campaign on a cluster.
 //!
 //! # Layout
-//! - `schema`: the keyspace (NetworkTopologyStrategy) and one table per query, created with
-//!   `IF NOT EXISTS` at start-up; the schema version, shard and bucket counts in `settings`.
+//! - `schema`: the keyspace (NetworkTopologyStrategy, without tablets where the server knows
+//!   them: the store needs LWTs, which ScyllaDB 6 refuses in tablet keyspaces) and one table per
+//!   query, created with `IF NOT EXISTS` at start-up; the schema version, shard and bucket counts
+//!   in `settings`.
 //! - `statements`: every statement, prepared once at start-up with its consistency and
 //!   idempotence.
 //! - `rows`: model records to and from typed CQL rows.
@@ -291,13 +293,24 @@ impl ScyllaStore {
         }
         let session = Self::build_session(&config).await?;
         let ks = config.keyspace.as_str();
-        let ddl = std::iter::once(schema::create_keyspace(
+        schema::create_keyspace_on(
+            &session,
             ks,
             config.datacenter.as_deref(),
             config.replication_factor,
-        ))
-        .chain(schema::create_tables(ks));
-        for statement in ddl {
+        )
+        .await?;
+        // Before any table or LWT: a keyspace someone else made with tablets is refused here,
+        // with what to do, rather than on the first dose.
+        schema::check_no_tablets(&session, ks).await?;
+        schema::warn_on_replication_drift(
+            &session,
+            ks,
+            config.datacenter.as_deref(),
+            config.replication_factor,
+        )
+        .await?;
+        for statement in schema::create_tables(ks) {
             session
                 .query_unpaged(statement.as_str(), ())
                 .await
