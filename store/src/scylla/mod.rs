@@ -838,10 +838,16 @@ impl Store for ScyllaStore {
             .filter(|d| seen.insert(d.dose_id))
             .map(|d| Entry::Dose(d.clone()))
             .collect();
+        let mut conflict = None;
         for chunk in entries.chunks(MAX_ENTRIES_PER_ATTEMPT) {
-            self.run_attempt(shard, chunk.to_vec()).await?;
+            for applied in self.run_attempt(shard, chunk.to_vec()).await? {
+                if conflict.is_none() {
+                    conflict = applied.conflict;
+                }
+            }
         }
-        Ok(())
+        // Reported after the rest is committed, as the embedded store does.
+        conflict.map_or(Ok(()), Err)
     }
 
     async fn totals(&self) -> Result<Totals> {

@@ -117,7 +117,19 @@ impl Delta {
 /// How an entry went: its outcome for a registration, and what it moved.
 pub(crate) struct Applied {
     pub registered: Option<Registered>,
+    /// A dose whose id is claimed for another person: nothing of it was written.
+    pub conflict: Option<StoreError>,
     delta: Delta,
+}
+
+impl Applied {
+    fn moved(delta: Delta) -> Self {
+        Self {
+            registered: None,
+            conflict: None,
+            delta,
+        }
+    }
 }
 
 impl ScyllaStore {
@@ -285,10 +297,7 @@ impl ScyllaStore {
                     delta.districts.insert(from.clone(), -1);
                     delta.districts.insert(to, 1);
                 }
-                Ok(Applied {
-                    registered: None,
-                    delta,
-                })
+                Ok(Applied::moved(delta))
             }
             Entry::CorrectDose { corrected, old } => {
                 self.execute(&self.statements.dose_put, rows::dose_values(corrected))
@@ -317,10 +326,7 @@ impl ScyllaStore {
                     delta.lots.insert(old.lot_key(), -1);
                     delta.lots.insert(corrected.lot_key(), 1);
                 }
-                Ok(Applied {
-                    registered: None,
-                    delta,
-                })
+                Ok(Applied::moved(delta))
             }
         }
     }
@@ -332,9 +338,28 @@ impl ScyllaStore {
                 (dose.dose_id.0, dose.person_code.as_str(), shard, next),
             )
             .await?;
-        let (applied, version) = lwt_outcome(claim, "dose_ids")?;
+        let claim = lwt_outcome(claim, "dose_ids")?;
+        let person = dose.person_code.as_str();
+        // Versions are per shard: the same id claimed for someone else, in another shard at the
+        // same version, must not pass for ours. The claim is ours when it applied, or when the
+        // row it found is this dose's (same person, this shard) at this attempt's version.
+        let same_owner = claim.person_code.as_deref() == Some(person) && claim.shard == Some(shard);
+        if !claim.applied && !same_owner {
+            let recorded_for = claim
+                .person_code
+                .ok_or_else(|| corrupt("dose_ids", "a claimed dose id without a person"))?;
+            return Ok(Applied {
+                registered: None,
+                conflict: Some(StoreError::DoseConflict {
+                    dose_id: dose.dose_id.to_string(),
+                    recorded_for,
+                    sent_for: person.to_owned(),
+                }),
+                delta: Delta::default(),
+            });
+        }
         let mut delta = Delta::default();
-        if applied || version == Some(next) {
+        if claim.applied || claim.version == Some(next) {
             self.execute(&self.statements.dose_put, rows::dose_values(dose))
                 .await?;
             self.execute(&self.statements.site_day_put, rows::site_day_values(dose))
@@ -342,11 +367,8 @@ impl ScyllaStore {
             delta.doses = 1;
             delta.lots.insert(dose.lot_key(), 1);
         }
-        // Otherwise the id was claimed and counted by an earlier snapshot: a retry, a no-op.
-        Ok(Applied {
-            registered: None,
-            delta,
-        })
+        // Otherwise this dose was claimed and counted by an earlier snapshot: a retry, a no-op.
+        Ok(Applied::moved(delta))
     }
 
     async fn apply_register(&self, next: i64, registration: &Registration) -> Result<Applied> {
@@ -360,8 +382,10 @@ impl ScyllaStore {
                 ),
             )
             .await?;
-        let (applied, version) = lwt_outcome(claim, "people")?;
-        if applied || version == Some(next) {
+        // The claim's key is the person code, and a person's shard never changes, so the
+        // version alone tells ours from an earlier one here.
+        let claim = lwt_outcome(claim, "people")?;
+        if claim.applied || claim.version == Some(next) {
             self.write_person(registration, false).await?;
             let mut delta = Delta {
                 registrations: 1,
@@ -370,6 +394,7 @@ impl ScyllaStore {
             delta.districts.insert(registration.area.district_key(), 1);
             return Ok(Applied {
                 registered: Some(Registered::Created(registration.clone())),
+                conflict: None,
                 delta,
             });
         }
@@ -379,6 +404,7 @@ impl ScyllaStore {
             .ok_or_else(|| corrupt("people", "an LWT found a row that a read did not"))?;
         Ok(Applied {
             registered: Some(Registered::Existing(existing)),
+            conflict: None,
             delta: Delta::default(),
         })
     }
@@ -512,11 +538,18 @@ pub(crate) fn unavailable(what: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(format!("{what}: {e}"))
 }
 
-/// `[applied]` and, when not applied, the `version` of the row that was there.
-fn lwt_outcome(
-    result: scylla::response::query_result::QueryResult,
-    table: &str,
-) -> Result<(bool, Option<i64>)> {
+/// What a claim (an insert-if-absent LWT) answered: whether it applied and, when it did not,
+/// the row that was there.
+struct Claim {
+    applied: bool,
+    version: Option<i64>,
+    person_code: Option<String>,
+    shard: Option<i32>,
+}
+
+/// `[applied]` and, when not applied, the `version`, `person_code` and `shard` (where the table
+/// has them) of the row that was there.
+fn lwt_outcome(result: scylla::response::query_result::QueryResult, table: &str) -> Result<Claim> {
     use scylla::value::{CqlValue, Row};
     let rows = result
         .into_rows_result()
@@ -530,19 +563,34 @@ fn lwt_outcome(
     let row: Row = rows
         .first_row()
         .map_err(|e| corrupt(table, format!("LWT answer: {e}")))?;
+    let cell = |name: &str| {
+        specs
+            .get_by_name(name)
+            .and_then(|(i, _)| row.columns.get(i).cloned().flatten())
+    };
     let applied = matches!(
         row.columns.get(applied_at),
         Some(Some(CqlValue::Boolean(true)))
     );
-    let version = version_at.and_then(|i| match row.columns.get(i) {
-        Some(Some(CqlValue::BigInt(v))) => Some(*v),
-        _ => None,
-    });
     if !applied && version_at.is_none() {
         return Err(corrupt(
             table,
             "a refused LWT did not return the existing row; the server is not ScyllaDB-compatible",
         ));
     }
-    Ok((applied, version))
+    Ok(Claim {
+        applied,
+        version: match cell("version") {
+            Some(CqlValue::BigInt(v)) => Some(v),
+            _ => None,
+        },
+        person_code: match cell("person_code") {
+            Some(CqlValue::Text(code)) => Some(code),
+            _ => None,
+        },
+        shard: match cell("shard") {
+            Some(CqlValue::Int(shard)) => Some(shard),
+            _ => None,
+        },
+    })
 }
