@@ -525,6 +525,116 @@ async fn an_interrupted_commit_is_finished_by_the_next_process() {
     assert_exactly_once(&reopened, node, &doses, "recovered").await;
 }
 
+/// Waits until `done` holds, failing the test after `limit`.
+async fn wait_until(what: &str, limit: Duration, done: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + limit;
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Whether the node's journal holds an entry for this dose (at any version).
+fn journaled(node: &cqlnode::CqlNode, keyspace: &str, dose: &Dose) -> bool {
+    let key = format!("dose/{}", dose.dose_id);
+    node.rows(keyspace, "shard_journal")
+        .unwrap_or_default()
+        .iter()
+        .any(|row| matches!(row.get("entry"), Some(cqlnode::Value::Text(k)) if *k == key))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_journal_write_that_lands_late_is_never_replayed() {
+    let target = target().await;
+    let Some(node) = target.node_or_skip("a_journal_write_that_lands_late_is_never_replayed")
+    else {
+        return;
+    };
+    let config = target.fresh();
+    let store = connect(config.clone()).await;
+    let ks = config.keyspace.clone();
+    let (shard, doses) = dose_batches(0..40, store.shard_count(), 100)
+        .into_iter()
+        .find(|(_, doses)| doses.len() >= 2)
+        .expect("two people in one shard");
+    let (late, later) = (doses[0].clone(), doses[1].clone());
+
+    // Dose A's journal entry times out on the client but lands on the node well afterwards
+    // (every time it is sent), so its write fails; the shard recovers (here on the read a
+    // retry is answered from) while the journal is still empty.
+    let stray = node.faults().add(
+        FaultRule::new(Fault::LateWrite {
+            after: Duration::from_millis(1500),
+        })
+        .on(StatementKind::Write)
+        .table("shard_journal")
+        .always(),
+    );
+    assert!(
+        store
+            .commit_doses(shard, std::slice::from_ref(&late))
+            .await
+            .is_err()
+    );
+    node.faults().remove(stray);
+    assert!(
+        store
+            .find_doses(&[late.dose_id])
+            .await
+            .expect("find")
+            .is_empty()
+    );
+    assert!(
+        !journaled(node, &ks, &late),
+        "precondition: the recovery ran before A's journal entry landed (a very slow machine?)"
+    );
+    wait_until("A's journal entry lands", Duration::from_secs(10), || {
+        journaled(node, &ks, &late)
+    })
+    .await;
+
+    // Dose B's write then fails after its claim (the totals never land), and the shard
+    // recovers again: it must replay B, and never the stray entry of A.
+    let totals = node.faults().add(
+        FaultRule::new(Fault::WriteTimeout { applied: false })
+            .on(StatementKind::Batch)
+            .table("shard_totals")
+            .always(),
+    );
+    assert!(
+        store
+            .commit_doses(shard, std::slice::from_ref(&later))
+            .await
+            .is_err()
+    );
+    node.faults().remove(totals);
+    let ids = [late.dose_id, later.dose_id];
+    let found = with_retries("find_doses", || store.find_doses(&ids)).await;
+    assert_eq!(
+        found,
+        vec![later.clone()],
+        "B is recorded, A (answered as failed) is not"
+    );
+    assert!(
+        store
+            .doses_of(&late.person_code)
+            .await
+            .expect("doses_of")
+            .is_empty()
+    );
+    assert_eq!(store.totals().await.expect("totals").doses, 1);
+
+    // A's client retries: recorded once, as any new dose.
+    store
+        .commit_doses(shard, std::slice::from_ref(&late))
+        .await
+        .expect("the retry");
+    assert_exactly_once(&store, node, &[late, later], "late journal").await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_responses_within_the_timeout_succeed_and_slower_ones_fail_cleanly() {
     let target = target().await;

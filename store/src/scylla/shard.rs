@@ -18,9 +18,11 @@
 //! 5. the journal partition is deleted (best effort: a stale one is never read again).
 //!
 //! Steps 1–4 are all idempotent, so the driver may resend any of them. After any failure the
-//! shard is marked *in doubt*, and before its next write it recovers: it reads the stored totals
-//! (the failed attempt's step 4 may have landed: then they carry `next` and are adopted) and
-//! replays whatever is in `shard_journal (shard, stored + 1)` through steps 2–5. A claim carrying
+//! shard is marked *in doubt*, and before its next write (or a read that answers a retry) it
+//! recovers: it reads the stored totals (the failed attempt's step 4 may have landed: then they
+//! carry `next` and are adopted) and replays whatever is in `shard_journal (shard, stored + 1)`
+//! through steps 2–5, writing the totals at `stored + 1` even when the journal was empty, so
+//! that a version is never used by two attempts (see `recover`). A claim carrying
 //! version `v` is therefore counted exactly when the totals with version `v` are written: totals
 //! are never incremented, only replaced by values computed from the previous snapshot plus the
 //! claims of this version, so a resent or replayed snapshot write cannot count anything twice,
@@ -185,7 +187,12 @@ impl ScyllaStore {
             }
             let mut state = lock.lock().await;
             if state.is_none() {
-                *state = Some(self.recover(shard).await?);
+                if !self.lease.held() {
+                    // Recovery writes; without the lease it is the holder's to do (it recovers
+                    // every shard when it takes the lease), and reads go on meanwhile.
+                    continue;
+                }
+                self.make_current(shard, &mut state).await?;
             }
             flag.store(false, Ordering::Release);
         }
@@ -209,7 +216,15 @@ impl ScyllaStore {
         Ok(())
     }
 
-    /// Reads the stored snapshot and finishes the attempt its journal holds, if any.
+    /// Reads the stored snapshot, finishes the attempt its journal holds, if any, and writes the
+    /// totals at the next version even when there was nothing to finish.
+    ///
+    /// Always advancing is what fences a write that is still on its way: a journal entry sent by
+    /// a failed attempt at `next` whose request timed out on the client may land on the
+    /// replicas after the journal was read here. Had the version stayed where it was, the next
+    /// attempt would reuse `next`, and a later recovery would replay that stray entry into it: a
+    /// dose answered 503 (and perhaps recorded since under another id) written after all. Once
+    /// the totals carry `next`, no attempt uses it again and its journal is never read again.
     pub(crate) async fn recover(&self, shard: usize) -> Result<Snapshot> {
         let stored = self.load_snapshot(shard).await?;
         let next = stored.version + 1;
@@ -219,22 +234,24 @@ impl ScyllaStore {
                 (to_i32(shard, "shard")?, next),
             )
             .await?;
-        if records.is_empty() {
-            return Ok(stored);
-        }
         let entries = records
             .into_iter()
             .map(|(record,)| {
                 serde_json::from_str::<Entry>(&record).map_err(|e| corrupt("shard_journal", e))
             })
             .collect::<Result<Vec<_>>>()?;
-        tracing::info!(
-            shard,
-            version = next,
-            entries = entries.len(),
-            "replaying an interrupted shard write"
-        );
-        let (snapshot, _) = self.attempt(shard, &stored, &entries, true).await?;
+        if !entries.is_empty() {
+            tracing::info!(
+                shard,
+                version = next,
+                entries = entries.len(),
+                "replaying an interrupted shard write"
+            );
+        }
+        let (snapshot, applied) = self.attempt(shard, &stored, &entries, true).await?;
+        for conflict in applied.into_iter().filter_map(|a| a.conflict) {
+            tracing::warn!(shard, version = next, error = %conflict, "a replayed dose was not written");
+        }
         Ok(snapshot)
     }
 
