@@ -458,6 +458,83 @@ async fn dropped_connections_count_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faults_below_the_retry_bound_never_reach_the_caller() {
+    let target = target().await;
+    let Some(node) = target.node_or_skip("faults_below_the_retry_bound_never_reach_the_caller")
+    else {
+        return;
+    };
+    let store = connect(target.fresh()).await;
+    let mut batches = dose_batches(0..200, store.shard_count(), 5).into_iter();
+    let mut committed = Vec::new();
+    // Timeouts are resent by the driver (twice per request); overload and dropped connections
+    // end the request on a one-node cluster, and the shard write is tried again (three
+    // attempts): either way the caller sees nothing of two faults in a row.
+    for fault in [
+        Fault::WriteTimeout { applied: true },
+        Fault::WriteTimeout { applied: false },
+        Fault::Overloaded,
+        Fault::Unavailable {
+            required: 2,
+            alive: 1,
+        },
+        Fault::DropConnection { applied: true },
+        Fault::DropConnection { applied: false },
+    ] {
+        let (shard, doses) = batches.next().expect("a batch");
+        let rule = node.faults().add(
+            FaultRule::new(fault.clone())
+                .on(StatementKind::Write)
+                .on(StatementKind::Batch)
+                .times(2),
+        );
+        store
+            .commit_doses(shard, &doses)
+            .await
+            .unwrap_or_else(|e| panic!("{fault:?} twice: {e}"));
+        assert_eq!(node.faults().fired(rule), 2, "{fault:?}");
+        node.faults().remove(rule);
+        committed.extend(doses);
+    }
+    assert_exactly_once(&store, node, &committed, "below the bound").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_persistent_fault_fails_the_commit_and_the_callers_retry_counts_once() {
+    let target = target().await;
+    let Some(node) = target.node_or_skip("a_persistent_fault_fails_the_commit") else {
+        return;
+    };
+    let store = connect(target.fresh()).await;
+    let mut committed = Vec::new();
+    let mut batches = dose_batches(0..100, store.shard_count(), 5).into_iter();
+    for fault in [
+        Fault::WriteTimeout { applied: true },
+        Fault::WriteTimeout { applied: false },
+        Fault::Overloaded,
+    ] {
+        let (shard, doses) = batches.next().expect("a batch");
+        let rule = node.faults().add(
+            FaultRule::new(fault.clone())
+                .on(StatementKind::Write)
+                .on(StatementKind::Batch)
+                .always(),
+        );
+        match store.commit_doses(shard, &doses).await {
+            Err(StoreError::Unavailable(_)) => {}
+            other => panic!("{fault:?} always: {other:?}"),
+        }
+        node.faults().remove(rule);
+        store
+            .commit_doses(shard, &doses)
+            .await
+            .unwrap_or_else(|e| panic!("the retry after {fault:?}: {e}"));
+        committed.extend(doses);
+    }
+    assert_exactly_once(&store, node, &committed, "persistent").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registrations_under_faults_count_once() {
     let target = target().await;
     let Some(node) = &target.node else { return };

@@ -9,7 +9,10 @@
 //! - `statements`: every statement, prepared once at start-up with its consistency and
 //!   idempotence.
 //! - `rows`: model records to and from typed CQL rows.
-//! - `shard`: exactly-once writes per shard (redo journal, LWT claims, absolute totals).
+//! - `shard`: exactly-once writes per shard (redo journal, LWT claims, absolute totals), and
+//!   the bounded retry of a failed shard write (recover, then the same entries again).
+//! - `retry`: the driver's retry policy: idempotent requests resent a few times after timeouts,
+//!   overload and broken connections.
 //!
 //! # Tables, each for one query
 //! | table | key | serves |
@@ -71,6 +74,7 @@
 //! with a message naming it.
 
 mod lease;
+mod retry;
 mod rows;
 mod schema;
 mod shard;
@@ -157,8 +161,8 @@ pub struct ScyllaConfig {
     pub people_buckets: usize,
     /// Entries a shard writer has in flight at once (each a few sequential requests). Default: 64.
     pub max_in_flight_per_shard: usize,
-    /// How long one request may take before it fails (and, if idempotent, is retried by the
-    /// driver's retry policy). Default: 5 s.
+    /// How long one request may take, with the driver's retries of it (see `retry.rs`), before
+    /// it fails. Default: 5 s.
     pub request_timeout: Duration,
     /// How long the writer lease lasts without renewal. It is renewed every third of this; this
     /// process stops writing two thirds in, so another process can take over this long after
@@ -424,6 +428,7 @@ impl ScyllaStore {
             .serial_consistency(Some(config.serial_consistency))
             .request_timeout(Some(config.request_timeout))
             .load_balancing_policy(policy.build())
+            .retry_policy(Arc::new(retry::IdempotentRetryPolicy))
             .build();
         let mut builder = SessionBuilder::new()
             .known_nodes(&config.nodes)

@@ -134,9 +134,32 @@ impl Applied {
     }
 }
 
+/// Attempts of one shard write before its error is returned (see `run_attempt`).
+pub(crate) const WRITE_ATTEMPTS: u32 = 4;
+
+/// The pause before each retry of a shard write, growing: long enough in all (750 ms) for a
+/// dropped connection to be replaced (the driver's pool reconnects after about 50 ms, then
+/// backs off) and for an overloaded node to catch up, short enough that a site's request still
+/// answers in about a second, as soon as a 503's `Retry-After` would have it try again.
+const WRITE_BACKOFF: [std::time::Duration; 3] = [
+    std::time::Duration::from_millis(50),
+    std::time::Duration::from_millis(200),
+    std::time::Duration::from_millis(500),
+];
+
 impl ScyllaStore {
     /// Runs `entries` as one attempt on `shard` and returns one outcome per entry, in order.
     /// Recovers the shard first if it is in doubt.
+    ///
+    /// A write of doses and registrations that fails with [`StoreError::Unavailable`] (a
+    /// timeout, an overloaded or unreachable node, once the driver's own retries are spent) is
+    /// tried again, up to [`WRITE_ATTEMPTS`] attempts in all, after a back-off: each retry
+    /// first recovers the shard, which finishes whatever the failed attempt left in the
+    /// journal, then runs the same entries at the next version. Claims recognise the versions
+    /// of this call's earlier attempts as their own (counted by the recovery, never twice; a
+    /// registration still answers `Created`). Corrections are not retried here: they carry the
+    /// record they replace, read before the first attempt, and their caller reads it again.
+    /// Nothing is retried once the writer lease is gone.
     pub(crate) async fn run_attempt(
         &self,
         shard: usize,
@@ -145,28 +168,59 @@ impl ScyllaStore {
         let Some(lock) = self.shards.get(shard) else {
             return Err(StoreError::Engine(format!("no shard {shard}")));
         };
-        let mut state = lock.lock().await;
-        self.make_current(shard, &mut state).await?;
-        let Some(current) = state.take() else {
-            return Err(StoreError::Engine(format!("shard {shard} has no snapshot")));
-        };
-        if let Some(flag) = self.in_doubt.get(shard) {
-            flag.store(false, Ordering::Release);
-        }
-        match self.attempt(shard, &current, &entries, false).await {
-            Ok((next, outcomes)) => {
-                *state = Some(next);
-                Ok(outcomes)
-            }
-            Err(e) => {
-                // `state` stays `None`: the next write on this shard, or the next read (see
-                // `settle`), recovers first.
-                if let Some(flag) = self.in_doubt.get(shard) {
-                    flag.store(true, Ordering::Release);
+        let retryable = entries
+            .iter()
+            .all(|e| matches!(e, Entry::Dose(_) | Entry::Register(_)));
+        // Versions this call's failed attempts ran at: a claim found at one of them is ours.
+        let mut earlier: Vec<i64> = Vec::new();
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let mut state = lock.lock().await;
+            let result = match self.make_current(shard, &mut state).await {
+                Ok(()) => match state.take() {
+                    Some(current) => {
+                        if let Some(flag) = self.in_doubt.get(shard) {
+                            flag.store(false, Ordering::Release);
+                        }
+                        let version = current.version + 1;
+                        let result = self.attempt(shard, &current, &entries, &earlier).await;
+                        if result.is_err() {
+                            earlier.push(version);
+                        }
+                        result
+                    }
+                    None => Err(StoreError::Engine(format!("shard {shard} has no snapshot"))),
+                },
+                Err(e) => Err(e),
+            };
+            let e = match result {
+                Ok((next, outcomes)) => {
+                    *state = Some(next);
+                    return Ok(outcomes);
                 }
-                tracing::warn!(shard, error = %e, "shard write failed; it will be recovered before the next write");
-                Err(e)
+                Err(e) => e,
+            };
+            // `state` stays `None`: the next write on this shard, or the next read (see
+            // `settle`), recovers first.
+            if let Some(flag) = self.in_doubt.get(shard) {
+                flag.store(true, Ordering::Release);
             }
+            drop(state);
+            let again = retryable
+                && attempts < WRITE_ATTEMPTS
+                && matches!(e, StoreError::Unavailable(_))
+                && self.lease.held();
+            if !again {
+                tracing::warn!(shard, attempts, error = %e, "shard write failed; it will be recovered before the next write");
+                return Err(e);
+            }
+            tracing::info!(shard, attempts, error = %e, "shard write failed; recovering and trying again");
+            let pause = WRITE_BACKOFF
+                .get(attempts as usize - 1)
+                .copied()
+                .unwrap_or_default();
+            tokio::time::sleep(pause).await;
         }
     }
 
@@ -248,20 +302,42 @@ impl ScyllaStore {
                 "replaying an interrupted shard write"
             );
         }
-        let (snapshot, applied) = self.attempt(shard, &stored, &entries, true).await?;
+        let (snapshot, applied) = self.replay(shard, &stored, &entries).await?;
         for conflict in applied.into_iter().filter_map(|a| a.conflict) {
             tracing::warn!(shard, version = next, error = %conflict, "a replayed dose was not written");
         }
         Ok(snapshot)
     }
 
-    /// Steps 1–5 of the module docs. `replay`: the entries come from the journal already.
+    /// Steps 1–5 of the module docs for new entries. `earlier`: the versions of this write's
+    /// failed attempts, whose claims are ours (see `run_attempt`).
     async fn attempt(
         &self,
         shard: usize,
         base: &Snapshot,
         entries: &[Entry],
-        replay: bool,
+        earlier: &[i64],
+    ) -> Result<(Snapshot, Vec<Applied>)> {
+        self.steps(shard, base, entries, Some(earlier)).await
+    }
+
+    /// Steps 2–5 for entries read from the journal.
+    async fn replay(
+        &self,
+        shard: usize,
+        base: &Snapshot,
+        entries: &[Entry],
+    ) -> Result<(Snapshot, Vec<Applied>)> {
+        self.steps(shard, base, entries, None).await
+    }
+
+    /// Steps 1–5 (`earlier`: see `attempt`), or 2–5 when replaying (`None`).
+    async fn steps(
+        &self,
+        shard: usize,
+        base: &Snapshot,
+        entries: &[Entry],
+        earlier: Option<&[i64]>,
     ) -> Result<(Snapshot, Vec<Applied>)> {
         let next = base.version + 1;
         let shard_i32 = to_i32(shard, "shard")?;
@@ -269,8 +345,15 @@ impl ScyllaStore {
         // nothing from this attempt can land after a recovery has read the journal).
         // Owned entries: a closure over borrowed ones trips the higher-ranked `Send` check
         // that `async_trait` needs.
+        let earlier: Option<Vec<i64>> = earlier.map(<[i64]>::to_vec);
         let results: Vec<Result<Applied>> = futures_util::stream::iter(entries.iter().cloned())
-            .map(move |entry| async move { self.apply(shard_i32, next, &entry, replay).await })
+            .map(|entry| {
+                let earlier = earlier.clone();
+                async move {
+                    self.apply(shard_i32, next, &entry, earlier.as_deref())
+                        .await
+                }
+            })
             .buffered(self.max_in_flight)
             .collect()
             .await;
@@ -292,8 +375,15 @@ impl ScyllaStore {
         Ok((snapshot, outcomes))
     }
 
-    async fn apply(&self, shard: i32, next: i64, entry: &Entry, replay: bool) -> Result<Applied> {
-        if !replay {
+    /// One entry; `earlier` as in `steps` (`None`: replaying, the journal has it already).
+    async fn apply(
+        &self,
+        shard: i32,
+        next: i64,
+        entry: &Entry,
+        earlier: Option<&[i64]>,
+    ) -> Result<Applied> {
+        if earlier.is_some() {
             let record = serde_json::to_string(entry).map_err(|e| {
                 StoreError::Engine(format!("could not encode a journal entry: {e}"))
             })?;
@@ -305,7 +395,10 @@ impl ScyllaStore {
         }
         match entry {
             Entry::Dose(dose) => self.apply_dose(shard, next, dose).await,
-            Entry::Register(registration) => self.apply_register(next, registration).await,
+            Entry::Register(registration) => {
+                self.apply_register(next, earlier.unwrap_or_default(), registration)
+                    .await
+            }
             Entry::CorrectPerson { registration, from } => {
                 self.write_person(registration, true).await?;
                 let mut delta = Delta::default();
@@ -388,7 +481,12 @@ impl ScyllaStore {
         Ok(Applied::moved(delta))
     }
 
-    async fn apply_register(&self, next: i64, registration: &Registration) -> Result<Applied> {
+    async fn apply_register(
+        &self,
+        next: i64,
+        earlier: &[i64],
+        registration: &Registration,
+    ) -> Result<Applied> {
         let (code, name, birth, phone, province, district, commune, group, at) =
             rows::person_values(registration);
         let claim = self
@@ -402,6 +500,14 @@ impl ScyllaStore {
         // The claim's key is the person code, and a person's shard never changes, so the
         // version alone tells ours from an earlier one here.
         let claim = lwt_outcome(claim, "people")?;
+        if claim.version.is_some_and(|v| earlier.contains(&v)) {
+            // Created by this call's failed attempt, and counted by the recovery since.
+            return Ok(Applied {
+                registered: Some(Registered::Created(registration.clone())),
+                conflict: None,
+                delta: Delta::default(),
+            });
+        }
         if claim.applied || claim.version == Some(next) {
             self.write_person(registration, false).await?;
             let mut delta = Delta {
