@@ -516,6 +516,69 @@ async fn a_write_that_lands_after_its_503_is_recorded_once_by_the_retry() {
     server.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_loses_the_writer_lease_stops_with_an_error() {
+    // A short lease (a third of it covers the request timeout and the clock skew allowance).
+    let campaign = common::scylla_campaign_with(|c| {
+        c.lease_duration = std::time::Duration::from_millis(1500);
+        c.request_timeout = std::time::Duration::from_millis(300);
+        c.max_clock_skew = std::time::Duration::from_millis(200);
+        c.wait_for_lease = Some(std::time::Duration::from_secs(5));
+    })
+    .await;
+    let (Some(node), Some(scylla)) = (campaign.node.clone(), campaign.scylla.clone()) else {
+        eprintln!(
+            "SKIPPED a_server_that_loses_the_writer_lease_stops_with_an_error: it injects faults with the CQL test node, and VAXCAMP_SCYLLA_NODES points at a real cluster, where faults cannot be injected"
+        );
+        return;
+    };
+    let config = ingest::ServerConfig {
+        data: campaign.dir.path().to_owned(),
+        ..ingest::ServerConfig::default()
+    };
+    let state = ingest::build_state(campaign.store.clone(), campaign.dir.path(), &config)
+        .await
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let serving = tokio::spawn(ingest::serve(listener, state, std::future::pending()));
+    let http = reqwest::Client::new();
+    let health: Json = http
+        .get(format!("{base}/healthz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["writer"], true, "{health}");
+
+    // The lease row's node refuses the renewals: the lease lapses, and the server stops by
+    // itself with an error (the process exits non-zero and its supervisor starts it afresh).
+    node.faults().add(
+        FaultRule::new(Fault::Overloaded)
+            .on(StatementKind::Write)
+            .table("writer_lease")
+            .always(),
+    );
+    let stopped = tokio::time::timeout(std::time::Duration::from_secs(15), serving)
+        .await
+        .expect("the server stops within the lease and its margin")
+        .unwrap();
+    match stopped {
+        Err(ingest::ServeError::WriterLeaseLost) => {}
+        other => panic!("expected the server to stop for its lost lease, got {other:?}"),
+    }
+    let message = ingest::ServeError::WriterLeaseLost.to_string();
+    assert!(message.contains("start it again"), "{message}");
+    assert_eq!(campaign.store.holds_writer_lease(), Some(false));
+
+    // Another process takes over and writes.
+    node.faults().clear();
+    let second = store::ScyllaStore::connect(scylla).await.unwrap();
+    assert!(second.holds_writer_lease());
+}
+
 fn assert_error(status: &StatusCode, body: &Json, code: &str) {
     assert_eq!(*status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert_eq!(body["error"], code, "{body}");

@@ -749,11 +749,85 @@ async fn slow_responses_within_the_timeout_succeed_and_slower_ones_fail_cleanly(
 
 /// A short lease, so that takeovers happen within the test.
 fn short_lease(config: ScyllaConfig, wait: Option<Duration>) -> ScyllaConfig {
+    // A third of the lease covers the request timeout plus the clock skew allowance, as
+    // `connect` requires: writes stop 1 s after a renewal, which comes every 500 ms.
     ScyllaConfig {
-        lease_duration: Duration::from_millis(300),
+        lease_duration: Duration::from_millis(1500),
+        request_timeout: Duration::from_millis(300),
+        max_clock_skew: Duration::from_millis(200),
         wait_for_lease: wait,
         ..config
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_too_short_for_the_timeout_and_clock_skew_is_refused() {
+    let config = ScyllaConfig {
+        request_timeout: Duration::from_secs(5),
+        ..ScyllaConfig::default()
+    };
+    match ScyllaStore::connect(config).await {
+        Err(StoreError::Engine(message)) => {
+            assert!(message.contains("a third of lease_duration"), "{message}")
+        }
+        other => panic!("expected the settings to be refused, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_lost_its_lease_never_takes_it_again() {
+    let target = target().await;
+    let Some(node) = target.node_or_skip("a_store_that_lost_its_lease_never_takes_it_again") else {
+        return;
+    };
+    let config = short_lease(target.fresh(), Some(Duration::from_secs(5)));
+    let first = connect(config.clone()).await;
+    assert!(first.holds_writer_lease());
+    assert_eq!(first.writer_lease_lost(), None);
+    // Its renewals fail (the lease row's node is overloaded) until its write window lapses.
+    let rule = node.faults().add(
+        FaultRule::new(Fault::Overloaded)
+            .on(StatementKind::Write)
+            .table("writer_lease")
+            .always(),
+    );
+    wait_until(
+        "the first store loses its lease",
+        Duration::from_secs(10),
+        || !first.holds_writer_lease(),
+    )
+    .await;
+    node.faults().remove(rule);
+    let why = first.writer_lease_lost().expect("lost for good");
+    assert!(
+        why.contains("overdue") || why.contains("could not be renewed"),
+        "{why}"
+    );
+
+    // Another process takes it over once it expires, writes, and lets it go.
+    let second = connect(config.clone()).await;
+    assert!(second.holds_writer_lease());
+    second
+        .register(&sample_registration(1))
+        .await
+        .expect("the new holder writes");
+    second.close().await.expect("close");
+
+    // The lease is free, and the first store does not take it back: its writes stay refused,
+    // and a third process gets the lease at once.
+    match first.register(&sample_registration(2)).await {
+        Err(StoreError::Unavailable(message)) => {
+            assert!(
+                message.contains("no longer holds the writer lease"),
+                "{message}"
+            )
+        }
+        other => panic!("a store that lost its lease wrote: {other:?}"),
+    }
+    let third = connect(short_lease(config, None)).await;
+    assert!(third.holds_writer_lease());
+    assert!(!first.holds_writer_lease());
+    assert_eq!(third.totals().await.expect("totals").registrations, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

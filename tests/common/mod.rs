@@ -132,8 +132,14 @@ pub async fn scylla_target() -> (ScyllaConfig, Option<Arc<cqlnode::CqlNode>>) {
 
 /// The campaign on the ScyllaDB backend (see the module docs for where).
 pub async fn scylla_campaign() -> Campaign {
+    scylla_campaign_with(|_| {}).await
+}
+
+/// The same, with the store's settings changed first (e.g. a short writer lease).
+pub async fn scylla_campaign_with(tweak: impl FnOnce(&mut ScyllaConfig)) -> Campaign {
     let dir = tempfile::tempdir().unwrap();
-    let (config, node) = scylla_target().await;
+    let (mut config, node) = scylla_target().await;
+    tweak(&mut config);
     let store: Arc<dyn Store> = Arc::new(
         ScyllaStore::connect(config.clone())
             .await

@@ -45,7 +45,8 @@
 //!
 //! # One writer per keyspace
 //! See `lease.rs`: `connect` takes the keyspace's writer lease (an LWT row, renewed every third
-//! of `lease_duration`) and every write request checks it first; without it writes fail with
+//! of `lease_duration`; once lost, never taken again by the same store) and every write request
+//! checks it first; without it writes fail with
 //! [`StoreError::Unavailable`] and reads still work, so a standby can serve lookups. A process
 //! that takes the lease reloads each shard's totals and replays its journal before its first
 //! write. `close` releases the lease so that a standby takes over at once.
@@ -162,12 +163,20 @@ pub struct ScyllaConfig {
     /// Entries a shard writer has in flight at once (each a few sequential requests). Default: 64.
     pub max_in_flight_per_shard: usize,
     /// How long one request may take, with the driver's retries of it (see `retry.rs`), before
-    /// it fails. Default: 5 s.
+    /// it fails. Keep it at least the cluster's own write timeout (ScyllaDB's
+    /// `write_request_timeout_in_ms`, 2 s by default), so that a write the client gave up on has
+    /// been given up by the coordinator too. Default: 3 s.
     pub request_timeout: Duration,
+    /// How far apart the hosts' clocks may be (NTP keeps them within milliseconds; this is the
+    /// allowance). With `request_timeout` it makes the margin a lease holder stops writing
+    /// before its lease expires (see `lease.rs`). Default: 2 s.
+    pub max_clock_skew: Duration,
     /// How long the writer lease lasts without renewal. It is renewed every third of this; this
-    /// process stops writing two thirds in, so another process can take over this long after
-    /// this one dies (or at once after `close`). Keep `request_timeout` and the clock skew between
-    /// hosts under a third of it. Default: 15 s.
+    /// process stops writing `request_timeout + max_clock_skew` before it expires, so a write it
+    /// sent at the last moment is over before another process, even one whose clock runs ahead,
+    /// can take over; that happens this long after this one dies (or at once after `close`).
+    /// `request_timeout + max_clock_skew` must not exceed a third of it. Default: 15 s (writes
+    /// stop 10 s after the last renewal, renewals come every 5 s).
     pub lease_duration: Duration,
     /// How long `connect` waits while another process holds the writer lease: `None` fails at
     /// once, naming the holder and when its lease expires. Default: 30 s (twice the default
@@ -193,7 +202,8 @@ impl Default for ScyllaConfig {
             shards: cores.clamp(2, 64),
             people_buckets: 256,
             max_in_flight_per_shard: 64,
-            request_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(3),
+            max_clock_skew: Duration::from_secs(2),
             lease_duration: Duration::from_secs(15),
             wait_for_lease: Some(Duration::from_secs(30)),
         }
@@ -295,6 +305,15 @@ impl ScyllaStore {
                 )));
             }
         }
+        let margin = config.request_timeout + config.max_clock_skew;
+        if margin * 3 > config.lease_duration {
+            return Err(StoreError::Engine(format!(
+                "request_timeout ({} ms) + max_clock_skew ({} ms) must not exceed a third of lease_duration ({} ms): a lease holder stops writing that long before its lease expires, and must still have room to renew it; shorten the timeout or lengthen the lease",
+                config.request_timeout.as_millis(),
+                config.max_clock_skew.as_millis(),
+                config.lease_duration.as_millis()
+            )));
+        }
         let session = Self::build_session(&config).await?;
         let ks = config.keyspace.as_str();
         schema::create_keyspace_on(
@@ -341,7 +360,7 @@ impl ScyllaStore {
                 .collect(),
             people_buckets: config.people_buckets,
             max_in_flight: config.max_in_flight_per_shard,
-            lease: Arc::new(lease::Lease::new(ks, config.lease_duration)),
+            lease: Arc::new(lease::Lease::new(ks, config.lease_duration, margin)),
             renewal: None,
         };
         store
@@ -409,6 +428,12 @@ impl ScyllaStore {
     /// accepted (a standby's are refused; reads work either way).
     pub fn holds_writer_lease(&self) -> bool {
         self.lease.held()
+    }
+
+    /// Why this store lost the writer lease for good, if it did. A store that lost its lease
+    /// never takes it again (its process is expected to exit and start afresh; see `lease.rs`).
+    pub fn writer_lease_lost(&self) -> Option<String> {
+        self.lease.lost_because()
     }
 
     /// This store's identity in the lease row: its owner id and holder (host and pid).
