@@ -196,6 +196,127 @@ async fn a_bad_configuration_is_refused_before_connecting() {
     // Cargo.toml, so the refusal of `tls: true` by a build without it is not reachable here.)
 }
 
+// The settings every request carries, as the node saw them.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_are_prepared_and_carry_the_configured_consistency() {
+    use cqlnode::Consistency as Seen;
+    use vaxcamp_store::scylla::{Consistency, SerialConsistency};
+    let target = target().await;
+    let Some(node) =
+        target.node_or_skip("requests_are_prepared_and_carry_the_configured_consistency")
+    else {
+        return;
+    };
+    for (write, read, serial, expected) in [
+        // The defaults.
+        (
+            None,
+            None,
+            None,
+            (Seen::LocalQuorum, Seen::LocalQuorum, Seen::LocalSerial),
+        ),
+        // Other values, configured.
+        (
+            Some(Consistency::One),
+            Some(Consistency::All),
+            Some(SerialConsistency::Serial),
+            (Seen::One, Seen::All, Seen::Serial),
+        ),
+    ] {
+        let defaults = target.fresh();
+        let config = ScyllaConfig {
+            write_consistency: write.unwrap_or(defaults.write_consistency),
+            read_consistency: read.unwrap_or(defaults.read_consistency),
+            serial_consistency: serial.unwrap_or(defaults.serial_consistency),
+            ..defaults
+        };
+        let store = connect(config.clone()).await;
+        node.clear_requests();
+        // A short flow: registrations, doses (journal, claim, rows, totals), the reads a
+        // check-in and a retry make.
+        let people: Vec<_> = (0..8).map(sample_registration).collect();
+        store.import_registrations(&people).await.expect("import");
+        store
+            .register(&sample_registration(9))
+            .await
+            .expect("register");
+        for (shard, doses) in dose_batches(0..8, store.shard_count(), 100) {
+            store.commit_doses(shard, &doses).await.expect("commit");
+            let ids: Vec<_> = doses.iter().map(|d| d.dose_id).collect();
+            assert_eq!(
+                store.find_doses(&ids).await.expect("find").len(),
+                doses.len()
+            );
+        }
+        store.person(&people[0].person_code).await.expect("person");
+        store
+            .doses_of(&people[0].person_code)
+            .await
+            .expect("doses_of");
+
+        let (write, read, serial) = expected;
+        let ours: Vec<cqlnode::RequestRecord> = node
+            .requests()
+            .into_iter()
+            .filter(|r| r.tables.iter().any(|(ks, _)| *ks == config.keyspace))
+            .filter(|r| r.kind != StatementKind::Prepare)
+            .collect();
+        let mut seen = std::collections::BTreeMap::<&str, usize>::new();
+        for request in &ours {
+            let what = format!("{:?} {}", request.kind, request.statement);
+            assert!(request.prepared, "sent as QUERY text, not EXECUTE: {what}");
+            let lwt = request.statement.contains(" IF ");
+            let lease_read = request.kind == StatementKind::Read
+                && request.tables.iter().any(|(_, t)| t == "writer_lease");
+            let (kind, consistency) = match request.kind {
+                // The lease is read linearizably, at the serial level.
+                StatementKind::Read if lease_read => ("lease read", serial),
+                StatementKind::Read => ("read", read),
+                StatementKind::Write if lwt => ("LWT", write),
+                StatementKind::Write => ("write", write),
+                StatementKind::Batch => ("batch", write),
+                other => panic!("unexpected {other:?}: {what}"),
+            };
+            assert_eq!(request.consistency, Some(consistency), "{what}");
+            if lwt {
+                assert_eq!(request.serial_consistency, Some(serial), "{what}");
+            }
+            *seen.entry(kind).or_default() += 1;
+        }
+        for kind in ["read", "write", "LWT", "batch"] {
+            assert!(
+                seen.get(kind).copied().unwrap_or(0) > 0,
+                "no {kind} seen: {seen:?}"
+            );
+        }
+    }
+
+    // Idempotent statements are resent by the driver after a timeout (the protocol does not
+    // carry the flag; the resend shows it): one injected timeout, the same INSERT twice in the
+    // log, and the commit goes through.
+    let store = connect(target.fresh()).await;
+    let (shard, doses) = dose_batches(0..1, store.shard_count(), 1)
+        .into_iter()
+        .next()
+        .expect("a dose");
+    node.clear_requests();
+    let rule = node.faults().add(
+        FaultRule::new(Fault::WriteTimeout { applied: false })
+            .on(StatementKind::Write)
+            .table("doses_by_person"),
+    );
+    store.commit_doses(shard, &doses).await.expect("commit");
+    assert_eq!(node.faults().fired(rule), 1);
+    let sends = node
+        .requests()
+        .into_iter()
+        .filter(|r| r.kind == StatementKind::Write)
+        .filter(|r| r.tables.iter().any(|(_, t)| t == "doses_by_person"))
+        .count();
+    assert_eq!(sends, 2, "the timed-out write was resent once");
+}
+
 // Tablets: ScyllaDB 6 refuses LWTs in tablet keyspaces, and gives new keyspaces tablets.
 
 /// A short flow that needs LWTs: a registration (claim) and a dose (claim).
