@@ -71,8 +71,9 @@ pub struct ServerConfig {
 }
 
 /// Where doses are stored at national scale: a ScyllaDB cluster. Plain values here (the
-/// binary turns them into the store's `ScyllaConfig`), so this crate needs no driver.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+/// binary turns them into the store's `ScyllaConfig`), so this crate needs no driver. `Debug`
+/// leaves the password out.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ScyllaSettings {
     /// Contact points, `host:port`. Empty: the embedded store in the data directory.
@@ -109,6 +110,49 @@ pub struct ScyllaSettings {
     /// How long the writer lease lasts without renewal (the failover time when a holder dies).
     /// At least three times `request_timeout_ms + max_clock_skew_ms`.
     pub lease_duration_ms: u64,
+}
+
+/// Shown instead of a password in `Debug` output (configurations end up in logs).
+const REDACTED: &str = "<redacted>";
+
+impl std::fmt::Debug for ScyllaSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Every field named, so that a new one cannot be forgotten here.
+        let Self {
+            nodes,
+            keyspace,
+            datacenter,
+            replication_factor,
+            write_consistency,
+            read_consistency,
+            username,
+            password,
+            tls,
+            tls_ca_file,
+            shards,
+            max_in_flight_per_shard,
+            request_timeout_ms,
+            max_clock_skew_ms,
+            lease_duration_ms,
+        } = self;
+        f.debug_struct("ScyllaSettings")
+            .field("nodes", nodes)
+            .field("keyspace", keyspace)
+            .field("datacenter", datacenter)
+            .field("replication_factor", replication_factor)
+            .field("write_consistency", write_consistency)
+            .field("read_consistency", read_consistency)
+            .field("username", username)
+            .field("password", &password.as_ref().map(|_| REDACTED))
+            .field("tls", tls)
+            .field("tls_ca_file", tls_ca_file)
+            .field("shards", shards)
+            .field("max_in_flight_per_shard", max_in_flight_per_shard)
+            .field("request_timeout_ms", request_timeout_ms)
+            .field("max_clock_skew_ms", max_clock_skew_ms)
+            .field("lease_duration_ms", lease_duration_ms)
+            .finish()
+    }
 }
 
 /// Default shard count of a ScyllaDB campaign (see [`ScyllaSettings::shards`]).
@@ -275,8 +319,8 @@ impl ScyllaSettings {
     }
 }
 
-/// Where committed doses are counted for analytics.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+/// Where committed doses are counted for analytics. `Debug` leaves the password out.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AnalyticsSettings {
     /// ClickHouse HTTP URL; `None` uses the embedded rollups.
@@ -288,6 +332,27 @@ pub struct AnalyticsSettings {
     pub password: Option<String>,
     pub outbox_max_bytes: u64,
     pub lag_alert_seconds: u64,
+}
+
+impl std::fmt::Debug for AnalyticsSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Self {
+            clickhouse,
+            database,
+            user,
+            password,
+            outbox_max_bytes,
+            lag_alert_seconds,
+        } = self;
+        f.debug_struct("AnalyticsSettings")
+            .field("clickhouse", clickhouse)
+            .field("database", database)
+            .field("user", user)
+            .field("password", &password.as_ref().map(|_| REDACTED))
+            .field("outbox_max_bytes", outbox_max_bytes)
+            .field("lag_alert_seconds", lag_alert_seconds)
+            .finish()
+    }
 }
 
 impl Default for AnalyticsSettings {
@@ -424,6 +489,22 @@ impl ServerConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_output_never_shows_a_password() {
+        let mut config = ServerConfig::default();
+        config.scylla.username = Some("vaxcamp".into());
+        config.scylla.password = Some("scylla-secret-123".into());
+        config.analytics.password = Some("clickhouse-secret-456".into());
+        let shown = format!("{config:?} {config:#?}");
+        assert!(!shown.contains("scylla-secret-123"), "{shown}");
+        assert!(!shown.contains("clickhouse-secret-456"), "{shown}");
+        assert!(shown.contains("<redacted>"), "{shown}");
+        assert!(
+            shown.contains("vaxcamp"),
+            "the rest is still shown: {shown}"
+        );
+    }
 
     #[test]
     fn files_override_defaults_and_refuse_unknown_keys() {

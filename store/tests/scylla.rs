@@ -172,6 +172,21 @@ async fn reopening_checks_the_shard_count() {
     );
 }
 
+#[test]
+fn the_configurations_debug_output_hides_the_password() {
+    let config = ScyllaConfig {
+        username: Some("vaxcamp".into()),
+        password: Some("scylla-secret-123".into()),
+        ..ScyllaConfig::default()
+    };
+    let shown = format!("{config:?}");
+    assert!(!shown.contains("scylla-secret-123"), "{shown}");
+    assert!(
+        shown.contains("<redacted>") && shown.contains("vaxcamp"),
+        "{shown}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_configuration_is_refused_before_connecting() {
     let bad = ScyllaConfig {

@@ -127,8 +127,8 @@ fn tls_hint(config: &ScyllaConfig) -> String {
 }
 
 /// How to reach the cluster and how to lay out the campaign in it. Defaults suit a three-node
-/// cluster in one datacenter on the default port.
-#[derive(Debug, Clone)]
+/// cluster in one datacenter on the default port. `Debug` leaves the password out.
+#[derive(Clone)]
 pub struct ScyllaConfig {
     /// Contact points, `host:port`. Default: `127.0.0.1:9042`.
     pub nodes: Vec<String>,
@@ -182,6 +182,52 @@ pub struct ScyllaConfig {
     /// once, naming the holder and when its lease expires. Default: 30 s (twice the default
     /// lease, so a restarted process outwaits its own previous incarnation's lease).
     pub wait_for_lease: Option<Duration>,
+}
+
+impl std::fmt::Debug for ScyllaConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Every field named, so that a new one cannot be forgotten here.
+        let Self {
+            nodes,
+            keyspace,
+            datacenter,
+            replication_factor,
+            write_consistency,
+            read_consistency,
+            serial_consistency,
+            username,
+            password,
+            tls,
+            tls_ca_file,
+            shards,
+            people_buckets,
+            max_in_flight_per_shard,
+            request_timeout,
+            max_clock_skew,
+            lease_duration,
+            wait_for_lease,
+        } = self;
+        f.debug_struct("ScyllaConfig")
+            .field("nodes", nodes)
+            .field("keyspace", keyspace)
+            .field("datacenter", datacenter)
+            .field("replication_factor", replication_factor)
+            .field("write_consistency", write_consistency)
+            .field("read_consistency", read_consistency)
+            .field("serial_consistency", serial_consistency)
+            .field("username", username)
+            .field("password", &password.as_ref().map(|_| "<redacted>"))
+            .field("tls", tls)
+            .field("tls_ca_file", tls_ca_file)
+            .field("shards", shards)
+            .field("people_buckets", people_buckets)
+            .field("max_in_flight_per_shard", max_in_flight_per_shard)
+            .field("request_timeout", request_timeout)
+            .field("max_clock_skew", max_clock_skew)
+            .field("lease_duration", lease_duration)
+            .field("wait_for_lease", wait_for_lease)
+            .finish()
+    }
 }
 
 impl Default for ScyllaConfig {
