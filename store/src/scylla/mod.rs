@@ -58,6 +58,9 @@
 //! requests. There are no multi-partition batches: a logged batch across partitions costs a
 //! batchlog write on extra replicas and an unlogged one makes the coordinator fan out, both
 //! slower than concurrent single-partition writes. The one batch, the totals, is single-partition.
+//! Every statement is idempotent and resent by the driver after a timeout, an overloaded node or
+//! a broken connection, at most twice (`retry.rs`); a shard write that still fails is recovered
+//! and tried again, at most four attempts in all (`shard.rs`).
 //!
 //! # TLS
 //! Behind the feature `scylla-tls` (the driver's `openssl-010` backend, linking the system's
