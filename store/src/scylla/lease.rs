@@ -372,6 +372,25 @@ pub(crate) fn poll_interval(duration: Duration) -> Duration {
     (duration / 3).clamp(Duration::from_millis(10), Duration::from_millis(250))
 }
 
+fn lwt_applied(result: scylla::response::query_result::QueryResult) -> Result<bool> {
+    use scylla::value::{CqlValue, Row};
+    let rows = result
+        .into_rows_result()
+        .map_err(|e| unavailable("the writer lease LWT answered without rows", e))?;
+    let at = rows
+        .column_specs()
+        .get_by_name("[applied]")
+        .map(|(i, _)| i)
+        .ok_or_else(|| StoreError::Unavailable("a writer lease LWT without [applied]".into()))?;
+    let row: Row = rows
+        .first_row()
+        .map_err(|e| unavailable("the writer lease LWT answer", e))?;
+    Ok(matches!(
+        row.columns.get(at),
+        Some(Some(CqlValue::Boolean(true)))
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -434,23 +453,4 @@ mod tests {
         );
         assert!(lease.lost_because().is_some());
     }
-}
-
-fn lwt_applied(result: scylla::response::query_result::QueryResult) -> Result<bool> {
-    use scylla::value::{CqlValue, Row};
-    let rows = result
-        .into_rows_result()
-        .map_err(|e| unavailable("the writer lease LWT answered without rows", e))?;
-    let at = rows
-        .column_specs()
-        .get_by_name("[applied]")
-        .map(|(i, _)| i)
-        .ok_or_else(|| StoreError::Unavailable("a writer lease LWT without [applied]".into()))?;
-    let row: Row = rows
-        .first_row()
-        .map_err(|e| unavailable("the writer lease LWT answer", e))?;
-    Ok(matches!(
-        row.columns.get(at),
-        Some(Some(CqlValue::Boolean(true)))
-    ))
 }
