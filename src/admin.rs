@@ -164,6 +164,10 @@ pub fn scylla_config(settings: &ScyllaSettings) -> anyhow::Result<ScyllaConfig> 
         shards: settings.shards,
         max_in_flight_per_shard: settings.max_in_flight_per_shard,
         request_timeout: Duration::from_millis(settings.request_timeout_ms),
+        max_clock_skew: Duration::from_millis(settings.max_clock_skew_ms),
+        lease_duration: Duration::from_millis(settings.lease_duration_ms),
+        // Twice the lease: a restarted process outwaits its previous incarnation's lease.
+        wait_for_lease: Some(Duration::from_millis(settings.lease_duration_ms) * 2),
         ..ScyllaConfig::default()
     })
 }

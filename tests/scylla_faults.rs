@@ -1,14 +1,18 @@
 //! Faults at the ingest level, on the ScyllaDB backend: the CQL test node injects write timeouts
-//! (applied and not applied), overloaded errors and dropped connections while site clients post
-//! doses over HTTP and retry every non-2xx with the same dose id, as a site app must.
+//! (applied and not applied), overloaded errors, dropped connections and writes that land after
+//! their timeout while site clients post doses over HTTP and retry every non-2xx with the same
+//! dose id, as a site app must.
 //!
-//! What must hold (issue 6): every failure is answered 503 with `Retry-After` (never a 500, never
-//! a 2xx for a dose that was not written); every dose answered 2xx is stored (read back through
-//! the API and in the node's tables); no dose is stored twice (dose tables) or counted twice
-//! (`/v1/stats` after a restart, which finishes any shard write a fault left half-done).
+//! What must hold (issue 6): a fault below the retry bound (resent by the driver, or the shard
+//! write tried again) is never seen by the site: 201, one dose stored; a fault that persists is
+//! answered 503 `store_unavailable` with `Retry-After` (never a 500, never a 2xx for a dose that
+//! was not written), and the site's retry with the same id records the dose once; every dose
+//! answered 2xx is stored (read back through the API and in the node's tables); no dose is
+//! stored twice (dose tables) or counted twice, in the store's totals and in the live stock,
+//! before and after a restart.
 //!
 //! These need the test node's fault injection: with `VAXCAMP_SCYLLA_NODES` set (a real cluster)
-//! they return at once.
+//! each says on stderr that it is skipped, and why, and returns.
 
 #![allow(clippy::unwrap_used)]
 
@@ -90,7 +94,9 @@ fn cell(row: &BTreeMap<String, Value>, column: &str) -> String {
 async fn survives(fault: Fault, probability: f64, what: &str) {
     let server = TestServer::start_scylla().await;
     let (Some(node), Some(config)) = (server.node.clone(), server.scylla.clone()) else {
-        eprintln!("{what}: skipped, fault injection needs the CQL test node");
+        eprintln!(
+            "SKIPPED {what}: it injects faults with the CQL test node, and VAXCAMP_SCYLLA_NODES points at a real cluster, where faults cannot be injected"
+        );
         return;
     };
     let mut people = Vec::new();
@@ -168,11 +174,10 @@ async fn survives(fault: Fault, probability: f64, what: &str) {
         assert!(retry_after, "{what}: a 503 carries Retry-After");
         *by_code.entry(code.as_str()).or_default() += 1;
     }
+    // Most faults are absorbed by the driver's and the shard write's bounded retries; whether
+    // any reaches a site as a 503 here is chance (the tests with deterministic faults above
+    // pin down both sides of the bound).
     assert!(fired > 0, "{what}: the fault was injected");
-    assert!(
-        by_code.get("store_unavailable").copied().unwrap_or(0) > 0,
-        "{what}: some store failures reached the API as 503 store_unavailable ({fired} faults fired)"
-    );
     // Most first attempts answer 201; a retry after an ambiguous failure may find the dose
     // written and answer 200, the very same dose.
     assert!(
@@ -240,15 +245,21 @@ async fn survives(fault: Fault, probability: f64, what: &str) {
         assert_eq!(cell(&row, "lot_number"), "FK100");
     }
 
-    // Counted once. A fault can leave a shard's totals one write behind (the doses are
-    // journaled and claimed, the totals not yet rewritten) until that shard's next write or a
-    // restart finishes it; never ahead.
+    // Counted once, in the store's totals and in the server's live stock, before any restart:
+    // every failed write was finished (or fenced) by the time its retry was answered, and the
+    // stock of a failed commit is kept exactly for the doses the store turned out to hold.
     let (_, stats) = server.get("/v1/stats", Some(&server.observer)).await;
-    let counted = stats["doses"].as_u64().unwrap();
-    assert!(
-        counted <= total as u64,
-        "{what}: never counted twice: {stats}"
+    assert_eq!(
+        stats["doses"].as_u64(),
+        Some(total as u64),
+        "{what}: every dose counted once: {stats}"
     );
+    assert_eq!(
+        fk100_used(&stats),
+        total as u64,
+        "{what}: live stock used once per dose, before any restart: {stats}"
+    );
+    // And the same from a new process, which reads it all back from the keyspace.
     let server = server.restart().await;
     let (_, stats) = server.get("/v1/stats", Some(&server.observer)).await;
     assert_eq!(
@@ -256,14 +267,11 @@ async fn survives(fault: Fault, probability: f64, what: &str) {
         Some(total as u64),
         "{what}: after a restart every dose is counted once: {stats}"
     );
-    let used: u64 = stats["stock"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|lot| lot["lot"] == "FK100")
-        .map(|lot| lot["used"].as_u64().unwrap())
-        .sum();
-    assert_eq!(used, total as u64, "{what}: stock used once per dose");
+    assert_eq!(
+        fk100_used(&stats),
+        total as u64,
+        "{what}: stock after a restart"
+    );
     let retried = sent.iter().filter(|(_, d)| !d.failures.is_empty()).count();
     eprintln!(
         "{what}: {fired} faults injected; {} failed answers {by_code:?}; {retried} of {total} doses needed a retry; {} answered 200 on a retry",
@@ -271,6 +279,309 @@ async fn survives(fault: Fault, probability: f64, what: &str) {
         sent.iter().filter(|(_, d)| d.status == 200).count()
     );
     server.stop().await;
+}
+
+/// Doses used from lot FK100 (every dose of these tests) in the live stock of `/v1/stats`.
+fn fk100_used(stats: &Json) -> u64 {
+    stats["stock"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|lot| lot["lot"] == "FK100")
+        .map(|lot| lot["used"].as_u64().unwrap())
+        .sum()
+}
+
+/// A server on the test node with `people` registered; `None` against a real cluster.
+async fn fault_server(test: &str, people: usize) -> Option<(TestServer, Vec<String>)> {
+    let server = TestServer::start_scylla().await;
+    if server.node.is_none() {
+        eprintln!(
+            "SKIPPED {test}: it injects faults with the CQL test node, and VAXCAMP_SCYLLA_NODES points at a real cluster, where faults cannot be injected"
+        );
+        return None;
+    }
+    let mut codes = Vec::new();
+    for n in 0..people {
+        let (code, _) = server
+            .register(&format!("R-{n:04}"), &format!("Người {n}"))
+            .await;
+        codes.push(code);
+    }
+    Some((server, codes))
+}
+
+/// How many stored copies `/v1/doses:lookup` finds of each id (missing ones: 0).
+async fn copies(server: &TestServer, ids: &[&Json]) -> Vec<u64> {
+    let (status, lookup) = server
+        .post(
+            "/v1/doses:lookup",
+            Some(&server.admin),
+            &json!({ "dose_ids": ids }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{lookup}");
+    ids.iter()
+        .map(|id| {
+            lookup["found"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|f| f["dose_id"] == **id)
+                .map_or(0, |f| f["copies"].as_u64().unwrap())
+        })
+        .collect()
+}
+
+/// The store's count and the live stock agree with `expected` doses, before any restart.
+async fn counted(server: &TestServer, expected: u64, what: &str) {
+    let (status, stats) = server.get("/v1/stats", Some(&server.observer)).await;
+    assert_eq!(status, StatusCode::OK, "{stats}");
+    assert_eq!(stats["doses"].as_u64(), Some(expected), "{what}: {stats}");
+    assert_eq!(fk100_used(&stats), expected, "{what}: live stock: {stats}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faults_below_the_retry_bound_are_answered_201_with_one_dose_stored() {
+    let test = "faults_below_the_retry_bound_are_answered_201";
+    let faults = [
+        Fault::WriteTimeout { applied: true },
+        Fault::WriteTimeout { applied: false },
+        Fault::Overloaded,
+        Fault::Unavailable {
+            required: 2,
+            alive: 1,
+        },
+        Fault::DropConnection { applied: true },
+        Fault::DropConnection { applied: false },
+    ];
+    let Some((server, people)) = fault_server(test, faults.len()).await else {
+        return;
+    };
+    let node = server.node.clone().unwrap();
+    let mut ids = Vec::new();
+    for (fault, person) in faults.iter().zip(&people) {
+        for times in [1, 2] {
+            // Once, then twice in a row: resent by the driver or the shard write tried again,
+            // never seen by the site. One post each, no client retry.
+            let number = times;
+            let at = if number == 1 {
+                now() - time::Duration::days(30)
+            } else {
+                now() - time::Duration::hours(1)
+            };
+            let body = dose(&new_id(), person, number, at);
+            let rule = node.faults().add(
+                FaultRule::new(fault.clone())
+                    .on(StatementKind::Write)
+                    .on(StatementKind::Batch)
+                    .times(u64::from(times)),
+            );
+            let (status, answer) = server.post("/v1/doses", Some(&server.site), &body).await;
+            assert_eq!(status, StatusCode::CREATED, "{fault:?} ×{times}: {answer}");
+            assert_eq!(node.faults().fired(rule), u64::from(times), "{fault:?}");
+            node.faults().remove(rule);
+            ids.push(body["dose_id"].clone());
+        }
+    }
+    let id_refs: Vec<&Json> = ids.iter().collect();
+    assert!(
+        copies(&server, &id_refs).await.iter().all(|n| *n == 1),
+        "one copy of each"
+    );
+    counted(&server, ids.len() as u64, "below the bound").await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_persistent_fault_is_a_503_and_the_sites_retry_records_the_dose_once() {
+    let test = "a_persistent_fault_is_a_503";
+    let faults = [
+        Fault::WriteTimeout { applied: true },
+        Fault::WriteTimeout { applied: false },
+        Fault::Overloaded,
+        Fault::DropConnection { applied: true },
+    ];
+    let Some((server, people)) = fault_server(test, faults.len()).await else {
+        return;
+    };
+    let node = server.node.clone().unwrap();
+    let app = SiteApp {
+        http: server.client.clone(),
+        url: server.url("/v1/doses"),
+        token: server.site.clone(),
+    };
+    let mut ids = Vec::new();
+    for (fault, person) in faults.iter().zip(&people) {
+        let body = dose(&new_id(), person, 1, now() - time::Duration::days(30));
+        let rule = node.faults().add(
+            FaultRule::new(fault.clone())
+                .on(StatementKind::Write)
+                .on(StatementKind::Batch)
+                .always(),
+        );
+        let response = server
+            .client
+            .post(server.url("/v1/doses"))
+            .bearer_auth(&server.site)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            response.status(),
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{fault:?}"
+        );
+        assert!(response.headers().contains_key("retry-after"), "{fault:?}");
+        let answer: Json = response.json().await.unwrap();
+        assert_eq!(answer["error"], "store_unavailable", "{fault:?}: {answer}");
+        node.faults().remove(rule);
+        // The site retries with the same dose id until it gets an answer (the first retries
+        // may still find the driver reconnecting): 201, or 200 when the write had landed.
+        let delivery = app.deliver(&body).await;
+        assert!(
+            delivery
+                .failures
+                .iter()
+                .all(|(status, _, _)| *status == 503),
+            "{fault:?}: {delivery:?}"
+        );
+        assert!([200, 201].contains(&delivery.status), "{fault:?}");
+        let (_, record) = server
+            .get(&format!("/v1/people/{person}"), Some(&server.site))
+            .await;
+        assert_eq!(
+            record["doses"].as_array().unwrap().len(),
+            1,
+            "{fault:?}: one dose for the person: {record}"
+        );
+        ids.push(body["dose_id"].clone());
+        counted(&server, ids.len() as u64, &format!("{fault:?}")).await;
+    }
+    let id_refs: Vec<&Json> = ids.iter().collect();
+    assert!(copies(&server, &id_refs).await.iter().all(|n| *n == 1));
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_that_lands_after_its_503_is_recorded_once_by_the_retry() {
+    // The journal write times out on the client and lands on the node a second later: the
+    // site is told 503; the shard is recovered (and its version moved on) before the write
+    // lands, so the stray journal entry is never replayed; the site's retry records the dose.
+    let test = "a_write_that_lands_after_its_503";
+    let Some((server, people)) = fault_server(test, 1).await else {
+        return;
+    };
+    let node = server.node.clone().unwrap();
+    let keyspace = server.scylla.clone().unwrap().keyspace;
+    let body = dose(&new_id(), &people[0], 1, now() - time::Duration::days(30));
+    let key = format!("dose/{}", body["dose_id"].as_str().unwrap());
+    let journaled = || {
+        node.rows(&keyspace, "shard_journal")
+            .unwrap_or_default()
+            .iter()
+            .any(|row| matches!(row.get("entry"), Some(Value::Text(k)) if *k == key))
+    };
+    let rule = node.faults().add(
+        FaultRule::new(Fault::LateWrite {
+            after: std::time::Duration::from_millis(2500),
+        })
+        .on(StatementKind::Write)
+        .table("shard_journal")
+        .always(),
+    );
+    let (status, answer) = server.post("/v1/doses", Some(&server.site), &body).await;
+    assert_error(&status, &answer, "store_unavailable");
+    node.faults().remove(rule);
+    assert!(
+        !journaled(),
+        "precondition: answered before the late write landed (a very slow machine?)"
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while !journaled() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the late write never landed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let (status, answer) = server.post("/v1/doses", Some(&server.site), &body).await;
+    assert_eq!(status, StatusCode::CREATED, "{answer}");
+    assert_eq!(copies(&server, &[&body["dose_id"]]).await, [1]);
+    counted(&server, 1, "late write").await;
+    // A new process reads the same.
+    let server = server.restart().await;
+    counted(&server, 1, "late write, after a restart").await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_loses_the_writer_lease_stops_with_an_error() {
+    // A short lease (a third of it covers the request timeout and the clock skew allowance).
+    let campaign = common::scylla_campaign_with(|c| {
+        c.lease_duration = std::time::Duration::from_millis(1500);
+        c.request_timeout = std::time::Duration::from_millis(300);
+        c.max_clock_skew = std::time::Duration::from_millis(200);
+        c.wait_for_lease = Some(std::time::Duration::from_secs(5));
+    })
+    .await;
+    let (Some(node), Some(scylla)) = (campaign.node.clone(), campaign.scylla.clone()) else {
+        eprintln!(
+            "SKIPPED a_server_that_loses_the_writer_lease_stops_with_an_error: it injects faults with the CQL test node, and VAXCAMP_SCYLLA_NODES points at a real cluster, where faults cannot be injected"
+        );
+        return;
+    };
+    let config = ingest::ServerConfig {
+        data: campaign.dir.path().to_owned(),
+        ..ingest::ServerConfig::default()
+    };
+    let state = ingest::build_state(campaign.store.clone(), campaign.dir.path(), &config)
+        .await
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let serving = tokio::spawn(ingest::serve(listener, state, std::future::pending()));
+    let http = reqwest::Client::new();
+    let health: Json = http
+        .get(format!("{base}/healthz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["writer"], true, "{health}");
+
+    // The lease row's node refuses the renewals: the lease lapses, and the server stops by
+    // itself with an error (the process exits non-zero and its supervisor starts it afresh).
+    node.faults().add(
+        FaultRule::new(Fault::Overloaded)
+            .on(StatementKind::Write)
+            .table("writer_lease")
+            .always(),
+    );
+    let stopped = tokio::time::timeout(std::time::Duration::from_secs(15), serving)
+        .await
+        .expect("the server stops within the lease and its margin")
+        .unwrap();
+    match stopped {
+        Err(ingest::ServeError::WriterLeaseLost) => {}
+        other => panic!("expected the server to stop for its lost lease, got {other:?}"),
+    }
+    let message = ingest::ServeError::WriterLeaseLost.to_string();
+    assert!(message.contains("start it again"), "{message}");
+    assert_eq!(campaign.store.holds_writer_lease(), Some(false));
+
+    // Another process takes over and writes.
+    node.faults().clear();
+    let second = store::ScyllaStore::connect(scylla).await.unwrap();
+    assert!(second.holds_writer_lease());
+}
+
+fn assert_error(status: &StatusCode, body: &Json, code: &str) {
+    assert_eq!(*status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["error"], code, "{body}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -156,6 +156,9 @@ pub enum Statement {
         if_not_exists: bool,
         replication: Vec<(String, String)>,
         durable_writes: bool,
+        /// `AND tablets = {...}` (ScyllaDB 6.0+), when given; whether the node accepts it is
+        /// the engine's decision (see `NodeConfig::tablets`).
+        tablets: Option<Vec<(String, String)>>,
     },
     CreateTable {
         table: QualifiedName,
@@ -553,12 +556,14 @@ impl Parser {
             let name = self.ident()?;
             let mut replication = Vec::new();
             let mut durable_writes = true;
+            let mut tablets = None;
             if self.eat_kw("with") {
                 loop {
                     let option = self.ident()?;
                     self.sym("=")?;
                     match option.as_str() {
                         "replication" => replication = self.string_map()?,
+                        "tablets" => tablets = Some(self.string_map()?),
                         "durable_writes" => {
                             durable_writes = match self.literal()? {
                                 Literal::Bool(b) => b,
@@ -581,6 +586,7 @@ impl Parser {
                 if_not_exists,
                 replication,
                 durable_writes,
+                tablets,
             });
         }
         if self.eat_kw("table") || self.eat_kw("columnfamily") {

@@ -15,6 +15,7 @@ use uuid::Uuid;
 
 use crate::cql::ColumnDef;
 use crate::murmur3;
+use crate::node::Tablets;
 use crate::value::{CqlType, KeyPart, Value};
 
 /// The role of a column in its table.
@@ -157,6 +158,8 @@ impl Table {
 pub struct Keyspace {
     pub replication: Vec<(String, String)>,
     pub durable_writes: bool,
+    /// Created with ScyllaDB's tablets (see [`crate::Tablets`]): LWTs on its tables are refused.
+    pub tablets: bool,
     pub tables: BTreeMap<String, Table>,
 }
 
@@ -170,6 +173,7 @@ pub struct NodeInfo {
     pub host_id: Uuid,
     pub release_version: String,
     pub tokens: Vec<i64>,
+    pub tablets: Tablets,
 }
 
 /// All state of the node that statements read and write.
@@ -229,7 +233,17 @@ impl Database {
                     0,
                 );
                 let n = &self.node;
-                t.put_row(vec![
+                // ScyllaDB lists its cluster features in `supported_features` (a comma-separated
+                // text; Cassandra has no such column): a node that knows tablets says `TABLETS`.
+                if n.tablets == Tablets::DefaultOn {
+                    let mut schema = (*t.schema).clone();
+                    schema.columns.push(ColumnDef {
+                        name: "supported_features".into(),
+                        ty: T::Text,
+                    });
+                    t = Table::new(schema);
+                }
+                let mut local = vec![
                     text("local"),
                     text("COMPLETED"),
                     Some(Value::Inet(n.address)),
@@ -245,7 +259,11 @@ impl Database {
                     Some(Value::Inet(n.address)),
                     Some(Value::Uuid(self.schema_version)),
                     text_set(n.tokens.iter().map(i64::to_string).collect()),
-                ]);
+                ];
+                if n.tablets == Tablets::DefaultOn {
+                    local.push(text("LWT,TABLETS"));
+                }
+                t.put_row(local);
                 Some(t)
             }
             ("system", "peers") => Some(virtual_table(
@@ -377,6 +395,22 @@ impl Database {
                             ]);
                         }
                     }
+                }
+                Some(t)
+            }
+            // ScyllaDB's per-keyspace extensions: `initial_tablets` is set (0: automatic) for a
+            // keyspace that uses tablets, null otherwise. The driver reads it to route tablet
+            // keyspaces; the store reads it to refuse a keyspace where LWTs cannot work.
+            ("system_schema", "scylla_keyspaces") if self.node.tablets == Tablets::DefaultOn => {
+                let mut t = virtual_table(
+                    keyspace,
+                    name,
+                    &[("keyspace_name", T::Text), ("initial_tablets", T::Int)],
+                    1,
+                    0,
+                );
+                for (ks, def) in &self.keyspaces {
+                    t.put_row(vec![text(ks), def.tablets.then_some(Value::Int(0))]);
                 }
                 Some(t)
             }

@@ -21,6 +21,7 @@ use crate::db::{
 };
 use crate::error::DbError;
 use crate::murmur3;
+use crate::node::Tablets;
 use crate::value::{CqlType, Value, compare};
 use crate::wire::{RawValue, Reader, Writer};
 
@@ -90,6 +91,7 @@ pub struct PreparedEntry {
 }
 
 /// One statement of a `BATCH` request.
+#[derive(Clone)]
 pub struct BatchItem {
     pub parsed: Arc<Parsed>,
     pub keyspace: Option<String>,
@@ -1254,6 +1256,43 @@ fn schema_change(
     })
 }
 
+/// Whether a new keyspace uses tablets: ScyllaDB 6 gives them to every
+/// `NetworkTopologyStrategy` keyspace not created with `tablets = {'enabled': false}`.
+fn uses_tablets(
+    support: Tablets,
+    replication: &[(String, String)],
+    options: Option<&[(String, String)]>,
+) -> Result<bool, DbError> {
+    if support == Tablets::Unknown {
+        return match options {
+            Some(_) => Err(DbError::Syntax("Unknown property 'tablets'".into())),
+            None => Ok(false),
+        };
+    }
+    let mut enabled = true;
+    for (key, value) in options.unwrap_or_default() {
+        match (key.as_str(), value.as_str()) {
+            ("enabled", "true") => enabled = true,
+            ("enabled", "false") => enabled = false,
+            ("initial", n) if n.parse::<u32>().is_ok() => {}
+            _ => {
+                return Err(DbError::Config(format!(
+                    "Invalid tablets option '{key}': '{value}'"
+                )));
+            }
+        }
+    }
+    let topology = replication
+        .iter()
+        .any(|(k, v)| k == "class" && v.ends_with("NetworkTopologyStrategy"));
+    if enabled && !topology && options.is_some() {
+        return Err(DbError::Config(
+            "Tablets are only supported with NetworkTopologyStrategy".into(),
+        ));
+    }
+    Ok(enabled && topology)
+}
+
 fn normalize_replication(options: &[(String, String)]) -> Result<Vec<(String, String)>, DbError> {
     let mut out = Vec::new();
     let mut has_class = false;
@@ -1523,6 +1562,12 @@ impl Engine {
             s if is_write(s) => {
                 let plan = plan_write(db, s, session, &binds)?;
                 if has_condition(s) {
+                    if db.keyspaces.get(&plan.keyspace).is_some_and(|k| k.tablets) {
+                        return Err(DbError::invalid(format!(
+                            "Cannot use LightWeight Transactions for table {}.{}: LWT is not yet supported with tablets",
+                            plan.keyspace, plan.table
+                        )));
+                    }
                     Ok(Outcome::Rows(apply_conditional(db, &plan)?))
                 } else {
                     apply(db, &plan)?;
@@ -1549,7 +1594,12 @@ impl Engine {
                 if_not_exists,
                 replication,
                 durable_writes,
+                tablets,
             } => {
+                // Options are checked before existence, as on a real node: `IF NOT EXISTS`
+                // does not make an unknown option acceptable.
+                let replication = normalize_replication(replication)?;
+                let tablets = uses_tablets(db.node.tablets, &replication, tablets.as_deref())?;
                 if db.keyspaces.contains_key(name) || is_system_keyspace(name) {
                     if *if_not_exists {
                         return Ok(Outcome::Void);
@@ -1560,12 +1610,12 @@ impl Engine {
                         table: String::new(),
                     });
                 }
-                let replication = normalize_replication(replication)?;
                 db.keyspaces.insert(
                     name.clone(),
                     Keyspace {
                         replication,
                         durable_writes: *durable_writes,
+                        tablets,
                         tables: Default::default(),
                     },
                 );
@@ -1673,6 +1723,10 @@ mod tests {
     use crate::db::NodeInfo;
 
     fn engine() -> Engine {
+        engine_with(Tablets::DefaultOn)
+    }
+
+    fn engine_with(tablets: Tablets) -> Engine {
         Engine::new(Database::new(NodeInfo {
             address: std::net::IpAddr::from([127, 0, 0, 1]),
             datacenter: "dc".into(),
@@ -1681,7 +1735,103 @@ mod tests {
             host_id: Uuid::nil(),
             release_version: "3.0.8".into(),
             tokens: vec![0],
+            tablets,
         }))
+    }
+
+    #[test]
+    fn tablets_are_the_default_for_network_topology_keyspaces_and_refuse_lwt() {
+        let e = engine();
+        let nts = "{'class': 'NetworkTopologyStrategy', 'replication_factor': 1}";
+        for (ks, options, tablets) in [
+            ("on", "", true),
+            ("off", " AND tablets = {'enabled': false}", false),
+            (
+                "explicit",
+                " AND tablets = {'enabled': true, 'initial': 8}",
+                true,
+            ),
+        ] {
+            run(
+                &e,
+                &format!("CREATE KEYSPACE {ks} WITH replication = {nts}{options}"),
+            )
+            .expect(ks);
+            run(
+                &e,
+                &format!("CREATE TABLE {ks}.t (k int PRIMARY KEY, v int)"),
+            )
+            .expect(ks);
+            run(&e, &format!("INSERT INTO {ks}.t (k, v) VALUES (1, 1)")).expect(ks);
+            let lwt = run(
+                &e,
+                &format!("INSERT INTO {ks}.t (k, v) VALUES (2, 2) IF NOT EXISTS"),
+            );
+            match (tablets, lwt) {
+                (true, Err(DbError::Invalid(m))) => {
+                    assert!(m.contains("LWT is not yet supported with tablets"), "{m}")
+                }
+                (false, Ok(Outcome::Rows(_))) => {}
+                (_, other) => panic!("{ks}: {other:?}"),
+            }
+        }
+        let scylla_keyspaces: Vec<Row> = e.with_db(|db| {
+            let t = db
+                .system_table("system_schema", "scylla_keyspaces")
+                .expect("the table");
+            t.partitions
+                .values()
+                .flat_map(|p| p.rows.values().cloned())
+                .collect()
+        });
+        let tablet_keyspaces: Vec<&Value> = scylla_keyspaces
+            .iter()
+            .filter(|r| r[1].is_some())
+            .filter_map(|r| r[0].as_ref())
+            .collect();
+        assert_eq!(tablet_keyspaces.len(), 2, "{scylla_keyspaces:?}");
+        // SimpleStrategy never has tablets; asking for them is an error.
+        run(
+            &e,
+            "CREATE KEYSPACE simple WITH replication = {'class': 'SimpleStrategy', 'replication_factor': 1}",
+        )
+        .expect("simple");
+        assert!(matches!(
+            run(
+                &e,
+                "CREATE KEYSPACE simple2 WITH replication = {'class': 'SimpleStrategy', 'replication_factor': 1} AND tablets = {'enabled': true}",
+            ),
+            Err(DbError::Config(_))
+        ));
+        assert!(matches!(
+            run(
+                &e,
+                &format!(
+                    "CREATE KEYSPACE bad WITH replication = {nts} AND tablets = {{'enabled': 'maybe'}}"
+                ),
+            ),
+            Err(DbError::Config(_))
+        ));
+    }
+
+    #[test]
+    fn a_node_without_tablets_refuses_the_option_even_for_an_existing_keyspace() {
+        let e = engine_with(Tablets::Unknown);
+        let create = "CREATE KEYSPACE IF NOT EXISTS ks WITH replication = {'class': 'NetworkTopologyStrategy', 'replication_factor': 1}";
+        run(&e, create).expect("plain");
+        match run(&e, &format!("{create} AND tablets = {{'enabled': false}}")) {
+            Err(DbError::Syntax(m)) => assert!(m.contains("Unknown property 'tablets'"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            e.with_db(|db| db.system_table("system_schema", "scylla_keyspaces"))
+                .is_none()
+        );
+        run(&e, "CREATE TABLE ks.t (k int PRIMARY KEY, v int)").expect("table");
+        assert!(matches!(
+            run(&e, "INSERT INTO ks.t (k, v) VALUES (2, 2) IF NOT EXISTS"),
+            Ok(Outcome::Rows(_))
+        ));
     }
 
     fn run(e: &Engine, q: &str) -> Result<Outcome, DbError> {

@@ -86,6 +86,8 @@ pub enum DbError {
     Syntax(String),
     #[error("invalid: {0}")]
     Invalid(String),
+    #[error("configuration error: {0}")]
+    Config(String),
     #[error("already exists: {message}")]
     AlreadyExists {
         keyspace: String,
@@ -164,6 +166,10 @@ impl DbError {
             }
             DbError::Invalid(m) => {
                 w.i32(0x2200);
+                w.string(m);
+            }
+            DbError::Config(m) => {
+                w.i32(0x2300);
                 w.string(m);
             }
             DbError::AlreadyExists {

@@ -74,6 +74,11 @@ pub enum Fault {
     /// Close the connection instead of answering. With `applied: true` the statement is
     /// executed first.
     DropConnection { applied: bool },
+    /// Answer a `WriteTimeout` at once and apply the write `after` later: the mutation was on
+    /// its way to the replicas when the coordinator gave up, and it lands after the client has
+    /// seen the failure (and after anything the client did about it in the meantime). For a
+    /// read, the timeout alone.
+    LateWrite { after: Duration },
     /// Answer normally, this much later.
     Delay(Duration),
 }

@@ -54,5 +54,5 @@ mod wire;
 
 pub use error::{Error, WriteType};
 pub use faults::{Fault, FaultRule, Faults, RuleId, StatementKind};
-pub use node::{Consistency, CqlNode, Credentials, NodeConfig, RequestRecord};
+pub use node::{Consistency, CqlNode, Credentials, NodeConfig, RequestRecord, Tablets};
 pub use value::Value;

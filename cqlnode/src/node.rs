@@ -24,9 +24,26 @@ pub struct Credentials {
     pub password: String,
 }
 
+/// Whether the node knows ScyllaDB's tablets, the data distribution ScyllaDB 6.0 and later use
+/// by default for new `NetworkTopologyStrategy` keyspaces, and in which (before LWT support for
+/// tablets arrived) lightweight transactions are refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tablets {
+    /// As ScyllaDB 6.x: `CREATE KEYSPACE ... AND tablets = {'enabled': false}` (or `true`,
+    /// `'initial': n`) is accepted; a `NetworkTopologyStrategy` keyspace created without
+    /// `'enabled': false` uses tablets, and a conditional statement (LWT) on one of its tables
+    /// is refused with *Invalid*. `system.local.supported_features` lists `TABLETS` and
+    /// `system_schema.scylla_keyspaces` has `initial_tablets` set for tablet keyspaces.
+    DefaultOn,
+    /// As Cassandra and ScyllaDB before 6.0: the `tablets` option is a syntax error
+    /// (*Unknown property 'tablets'*); there is no `supported_features` column and no
+    /// `system_schema.scylla_keyspaces` table.
+    Unknown,
+}
+
 /// How a node presents itself. Defaults: listen on `127.0.0.1:0`, datacenter `datacenter1`,
 /// rack `rack1`, cluster `vaxcamp-test`, release `3.0.8`, one token (0), a random host id, no
-/// authentication.
+/// authentication, tablets as ScyllaDB 6 ([`Tablets::DefaultOn`]).
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
     pub listen: SocketAddr,
@@ -38,6 +55,8 @@ pub struct NodeConfig {
     pub host_id: Uuid,
     /// When set, `STARTUP` is answered with `AUTHENTICATE` and only these credentials pass.
     pub credentials: Option<Credentials>,
+    /// Whether `CREATE KEYSPACE` knows the `tablets` option, and what it defaults to.
+    pub tablets: Tablets,
     /// When set, the node speaks CQL over TLS only, presenting this identity (feature `tls`).
     #[cfg(feature = "tls")]
     pub tls: Option<crate::tls::TlsIdentity>,
@@ -54,6 +73,7 @@ impl Default for NodeConfig {
             tokens: vec![0],
             host_id: Uuid::new_v4(),
             credentials: None,
+            tablets: Tablets::DefaultOn,
             #[cfg(feature = "tls")]
             tls: None,
         }
@@ -74,6 +94,12 @@ impl NodeConfig {
     #[cfg(feature = "tls")]
     pub fn with_tls(mut self, identity: crate::tls::TlsIdentity) -> NodeConfig {
         self.tls = Some(identity);
+        self
+    }
+
+    /// Behaves as Cassandra or a ScyllaDB before 6.0: the `tablets` keyspace option is refused.
+    pub fn without_tablets(mut self) -> NodeConfig {
+        self.tablets = Tablets::Unknown;
         self
     }
 
@@ -133,6 +159,9 @@ pub struct RequestRecord {
     pub serial_consistency: Option<Consistency>,
     /// The page size asked for, if any.
     pub page_size: Option<i32>,
+    /// Sent as a prepared statement: `EXECUTE` (or a `BATCH` whose statements are all prepared
+    /// ids) rather than `QUERY` text. Always `false` for `PREPARE` itself.
+    pub prepared: bool,
 }
 
 /// How many requests of the log to keep: enough for any test, bounded so a long soak cannot
@@ -207,6 +236,7 @@ impl CqlNode {
             host_id: config.host_id,
             release_version: config.release_version.clone(),
             tokens: config.tokens.clone(),
+            tablets: config.tablets,
         });
         let shared = Arc::new(Shared {
             engine: Engine::new(db),

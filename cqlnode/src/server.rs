@@ -456,6 +456,8 @@ enum Plan {
     DropConnection {
         run: bool,
     },
+    /// Answer with this error now, and run the statement this much later.
+    RunLater(DbError, std::time::Duration),
 }
 
 fn plan_fault(fault: Option<Fault>, consistency: u16, write_type: WriteType) -> Plan {
@@ -498,6 +500,15 @@ fn plan_fault(fault: Option<Fault>, consistency: u16, write_type: WriteType) -> 
         )),
         Fault::ServerError => Plan::Fail(DbError::Server("injected server error".into())),
         Fault::DropConnection { applied } => Plan::DropConnection { run: applied },
+        Fault::LateWrite { after } => Plan::RunLater(
+            DbError::WriteTimeout {
+                consistency,
+                received: 0,
+                block_for: 1,
+                write_type,
+            },
+            after,
+        ),
         Fault::Delay(_) => Plan::Run,
     }
 }
@@ -510,6 +521,8 @@ enum Work {
         keyspace: Option<String>,
         text: String,
         params: QueryParams,
+        /// Came as `EXECUTE` of a prepared id, not `QUERY` text.
+        prepared: bool,
     },
     Batch {
         kind: BatchKind,
@@ -517,6 +530,8 @@ enum Work {
         text: String,
         consistency: u16,
         serial: Option<u16>,
+        /// Every statement of the batch was a prepared id.
+        prepared: bool,
     },
 }
 
@@ -541,6 +556,7 @@ fn decode_work(
                 keyspace: conn.keyspace(),
                 text,
                 params,
+                prepared: false,
             })
         }
         opcode::EXECUTE => {
@@ -552,6 +568,7 @@ fn decode_work(
                 keyspace: entry.keyspace.clone().or_else(|| conn.keyspace()),
                 text: entry.query.clone(),
                 params,
+                prepared: true,
             })
         }
         opcode::BATCH => {
@@ -564,9 +581,11 @@ fn decode_work(
             let n = r.u16()?;
             let mut items = Vec::with_capacity(usize::from(n));
             let mut texts = Vec::with_capacity(usize::from(n));
+            let mut prepared = true;
             for _ in 0..n {
                 let (parsed, keyspace, text) = match r.u8()? {
                     0 => {
+                        prepared = false;
                         let text = r.long_string()?;
                         (Arc::new(crate::cql::parse(&text)?), conn.keyspace(), text)
                     }
@@ -614,6 +633,7 @@ fn decode_work(
                 text: texts.join("; "),
                 consistency,
                 serial,
+                prepared,
             })
         }
         other => Err(DbError::Protocol(format!(
@@ -638,7 +658,7 @@ async fn request(shared: Arc<Shared>, conn: Arc<Conn>, header: Header, body: Vec
 
 /// `None` means: drop the connection without answering.
 async fn handle(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     conn: &Conn,
     header: &Header,
     body: &[u8],
@@ -664,13 +684,16 @@ async fn handle(
                 consistency: None,
                 serial_consistency: None,
                 page_size: None,
+                prepared: false,
             });
             let decision = shared.faults.decide(kind, &tables);
             if !decision.delay.is_zero() {
                 tokio::time::sleep(decision.delay).await;
             }
             match plan_fault(decision.fault, 1, WriteType::Simple) {
-                Plan::Fail(e) | Plan::RunThenFail(e) => return Some(Err(e)),
+                Plan::Fail(e) | Plan::RunThenFail(e) | Plan::RunLater(e, _) => {
+                    return Some(Err(e));
+                }
                 Plan::DropConnection { .. } => return None,
                 Plan::Run => {}
             }
@@ -686,6 +709,7 @@ async fn handle(
             keyspace,
             text,
             params,
+            prepared,
         } => {
             let (kind, tables) = classify(&parsed.statement, keyspace.as_deref());
             shared.record(RequestRecord {
@@ -695,6 +719,7 @@ async fn handle(
                 consistency: Some(Consistency::from_code(params.consistency)),
                 serial_consistency: params.serial_consistency.map(Consistency::from_code),
                 page_size: params.page_size,
+                prepared,
             });
             let decision = shared.faults.decide(kind, &tables);
             if !decision.delay.is_zero() {
@@ -732,6 +757,23 @@ async fn handle(
                     }
                     return None;
                 }
+                Plan::RunLater(e, after) => {
+                    let (shared, parsed) = (Arc::clone(shared), Arc::clone(&parsed));
+                    let values = params.values.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(after).await;
+                        let late = shared.engine.run(
+                            &parsed,
+                            keyspace.as_deref(),
+                            &values,
+                            &Paging::default(),
+                        );
+                        if let Ok(Outcome::SchemaChange(change)) = late {
+                            broadcast_schema_change(&shared, &change);
+                        }
+                    });
+                    return Some(Err(e));
+                }
             };
             Some(outcome.map(|o| {
                 match &o {
@@ -750,6 +792,7 @@ async fn handle(
             text,
             consistency,
             serial,
+            prepared,
         } => {
             let tables: Vec<(String, String)> = items
                 .iter()
@@ -762,6 +805,7 @@ async fn handle(
                 consistency: Some(Consistency::from_code(consistency)),
                 serial_consistency: serial.map(Consistency::from_code),
                 page_size: None,
+                prepared,
             });
             let decision = shared.faults.decide(StatementKind::Batch, &tables);
             if !decision.delay.is_zero() {
@@ -783,6 +827,14 @@ async fn handle(
                         let _ = shared.engine.batch(kind, &items);
                     }
                     return None;
+                }
+                Plan::RunLater(e, after) => {
+                    let shared = Arc::clone(shared);
+                    tokio::spawn(async move {
+                        tokio::time::sleep(after).await;
+                        let _ = shared.engine.batch(kind, &items);
+                    });
+                    Err(e)
                 }
             };
             Some(result.map(|o| (opcode::RESULT, encode_outcome(&o, false))))

@@ -622,6 +622,113 @@ async fn consistency_levels_are_recorded() -> TestResult {
 }
 
 #[tokio::test]
+async fn the_log_tells_prepared_statements_from_query_text() -> TestResult {
+    let (node, session) = setup().await?;
+    session
+        .query_unpaged("CREATE TABLE t (k int PRIMARY KEY, v int)", &[])
+        .await?;
+    node.clear_requests();
+    session
+        .query_unpaged("INSERT INTO t (k, v) VALUES (1, 1)", &[])
+        .await?;
+    let insert = session
+        .prepare("INSERT INTO t (k, v) VALUES (?, ?)")
+        .await?;
+    session.execute_unpaged(&insert, (2_i32, 2_i32)).await?;
+    let mut batch = Batch::new(BatchType::Unlogged);
+    batch.append_statement(insert.clone());
+    session.batch(&batch, ((3_i32, 3_i32),)).await?;
+    let seen: Vec<(StatementKind, bool)> = node
+        .requests()
+        .into_iter()
+        .filter(|r| r.tables.iter().any(|(_, t)| t == "t"))
+        .map(|r| (r.kind, r.prepared))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (StatementKind::Write, false),
+            (StatementKind::Prepare, false),
+            (StatementKind::Write, true),
+            (StatementKind::Batch, true),
+        ]
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn tablets_are_on_by_default_for_network_topology_keyspaces_as_on_scylladb_6() -> TestResult {
+    let node = CqlNode::start(NodeConfig::default()).await?;
+    let session = connect(&node).await?;
+    let nts = "{'class': 'NetworkTopologyStrategy', 'replication_factor': 1}";
+    session
+        .query_unpaged(format!("CREATE KEYSPACE tab WITH replication = {nts}"), &[])
+        .await?;
+    session
+        .query_unpaged(
+            format!(
+                "CREATE KEYSPACE vnodes WITH replication = {nts} AND tablets = {{'enabled': false}}"
+            ),
+            &[],
+        )
+        .await?;
+    session.await_schema_agreement().await?;
+    session.refresh_metadata().await?;
+    let state = session.get_cluster_state();
+    assert!(state.get_keyspace("tab").ok_or("tab")?.tablet_based);
+    assert!(!state.get_keyspace("vnodes").ok_or("vnodes")?.tablet_based);
+    let (features,): (Option<String>,) = session
+        .query_unpaged("SELECT supported_features FROM system.local", &[])
+        .await?
+        .into_rows_result()?
+        .single_row()?;
+    assert!(
+        features
+            .unwrap_or_default()
+            .split(',')
+            .any(|f| f == "TABLETS")
+    );
+    for ks in ["tab", "vnodes"] {
+        session
+            .query_unpaged(format!("CREATE TABLE {ks}.t (k int PRIMARY KEY)"), &[])
+            .await?;
+    }
+    let lwt = session
+        .query_unpaged("INSERT INTO tab.t (k) VALUES (1) IF NOT EXISTS", &[])
+        .await;
+    assert!(
+        matches!(
+            lwt.as_ref().err().and_then(db_error),
+            Some(DbError::Invalid)
+        ),
+        "{lwt:?}"
+    );
+    session
+        .query_unpaged("INSERT INTO vnodes.t (k) VALUES (1) IF NOT EXISTS", &[])
+        .await?;
+
+    // A node that does not know tablets refuses the option as Cassandra does.
+    let old = CqlNode::start(NodeConfig::default().without_tablets()).await?;
+    let session = connect(&old).await?;
+    let refused = session
+        .query_unpaged(
+            format!(
+                "CREATE KEYSPACE vnodes WITH replication = {nts} AND tablets = {{'enabled': false}}"
+            ),
+            &[],
+        )
+        .await;
+    assert!(
+        matches!(
+            refused.as_ref().err().and_then(db_error),
+            Some(DbError::SyntaxError)
+        ),
+        "{refused:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
 async fn password_authentication_accepts_only_the_configured_user() -> TestResult {
     let node = CqlNode::start(NodeConfig::default().with_credentials("vax", "secret")).await?;
     let session = SessionBuilder::new()
@@ -690,6 +797,43 @@ async fn write_timeout_after_applying_is_ambiguous_but_written() -> TestResult {
     // The next write goes through.
     session.execute_unpaged(&insert, (2_i32, 20_i32)).await?;
     assert_eq!(node.row_count("ks", "t"), Some(2));
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_late_write_fails_at_once_and_lands_afterwards() -> TestResult {
+    let (node, session) = setup().await?;
+    session
+        .query_unpaged("CREATE TABLE t (k int PRIMARY KEY, v int)", &[])
+        .await?;
+    let rule = node.faults().add(
+        FaultRule::new(Fault::LateWrite {
+            after: Duration::from_millis(100),
+        })
+        .on(StatementKind::Write)
+        .table("t"),
+    );
+    let insert = session
+        .prepare("INSERT INTO t (k, v) VALUES (?, ?)")
+        .await?;
+    let err = session.execute_unpaged(&insert, (1_i32, 10_i32)).await;
+    assert!(
+        matches!(
+            err.as_ref().err().and_then(db_error),
+            Some(DbError::WriteTimeout { .. })
+        ),
+        "{err:?}"
+    );
+    assert_eq!(node.faults().fired(rule), 1);
+    assert_eq!(node.row_count("ks", "t"), Some(0), "not yet written");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while node.row_count("ks", "t") != Some(1) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the late write never landed"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     Ok(())
 }
 

@@ -33,7 +33,9 @@
 //! tls_ca_file = "/etc/vaxcamp/scylla-ca.pem"   # with tls: trust only this CA (unset: the system's)
 //! shards = 16                            # fixed when the keyspace is created; same everywhere
 //! max_in_flight_per_shard = 64
-//! request_timeout_ms = 5000
+//! request_timeout_ms = 3000              # a request with the driver's retries; >= the cluster's write timeout
+//! max_clock_skew_ms = 2000               # allowed between hosts' clocks
+//! lease_duration_ms = 15000              # the writer lease; >= 3 × (request_timeout_ms + max_clock_skew_ms)
 //!
 //! [allocation]
 //! unit_doses = 10                         # allocations in whole vials/boxes of this many doses
@@ -156,8 +158,9 @@ impl Default for LiveSettings {
 }
 
 /// Where doses are stored at national scale: a ScyllaDB cluster. Plain values here (the
-/// binary turns them into the store's `ScyllaConfig`), so this crate needs no driver.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+/// binary turns them into the store's `ScyllaConfig`), so this crate needs no driver. `Debug`
+/// leaves the password out.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ScyllaSettings {
     /// Contact points, `host:port`. Empty: the embedded store in the data directory.
@@ -186,8 +189,57 @@ pub struct ScyllaSettings {
     pub shards: usize,
     /// Entries one shard's group commit has in flight at once.
     pub max_in_flight_per_shard: usize,
-    /// How long one request may take before it fails (idempotent ones are then retried).
+    /// How long one request may take, with the driver's retries of it, before it fails.
     pub request_timeout_ms: u64,
+    /// How far apart the hosts' clocks may be. With the request timeout, the margin a writer
+    /// lease holder stops writing before its lease expires.
+    pub max_clock_skew_ms: u64,
+    /// How long the writer lease lasts without renewal (the failover time when a holder dies).
+    /// At least three times `request_timeout_ms + max_clock_skew_ms`.
+    pub lease_duration_ms: u64,
+}
+
+/// Shown instead of a password in `Debug` output (configurations end up in logs).
+const REDACTED: &str = "<redacted>";
+
+impl std::fmt::Debug for ScyllaSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Every field named, so that a new one cannot be forgotten here.
+        let Self {
+            nodes,
+            keyspace,
+            datacenter,
+            replication_factor,
+            write_consistency,
+            read_consistency,
+            username,
+            password,
+            tls,
+            tls_ca_file,
+            shards,
+            max_in_flight_per_shard,
+            request_timeout_ms,
+            max_clock_skew_ms,
+            lease_duration_ms,
+        } = self;
+        f.debug_struct("ScyllaSettings")
+            .field("nodes", nodes)
+            .field("keyspace", keyspace)
+            .field("datacenter", datacenter)
+            .field("replication_factor", replication_factor)
+            .field("write_consistency", write_consistency)
+            .field("read_consistency", read_consistency)
+            .field("username", username)
+            .field("password", &password.as_ref().map(|_| REDACTED))
+            .field("tls", tls)
+            .field("tls_ca_file", tls_ca_file)
+            .field("shards", shards)
+            .field("max_in_flight_per_shard", max_in_flight_per_shard)
+            .field("request_timeout_ms", request_timeout_ms)
+            .field("max_clock_skew_ms", max_clock_skew_ms)
+            .field("lease_duration_ms", lease_duration_ms)
+            .finish()
+    }
 }
 
 /// Default shard count of a ScyllaDB campaign (see [`ScyllaSettings::shards`]).
@@ -234,7 +286,9 @@ impl Default for ScyllaSettings {
             tls_ca_file: None,
             shards: SCYLLA_DEFAULT_SHARDS,
             max_in_flight_per_shard: 64,
-            request_timeout_ms: 5000,
+            request_timeout_ms: 3000,
+            max_clock_skew_ms: 2000,
+            lease_duration_ms: 15_000,
         }
     }
 }
@@ -332,12 +386,28 @@ impl ScyllaSettings {
         if !(100..=600_000).contains(&self.request_timeout_ms) {
             return Err("scylla.request_timeout_ms must be 100 to 600000".into());
         }
+        if !(1_000..=600_000).contains(&self.lease_duration_ms) {
+            return Err("scylla.lease_duration_ms must be 1000 to 600000".into());
+        }
+        // A lease holder stops writing this long before its lease expires: a write sent at the
+        // last moment has ended by then, even as seen by a successor whose clock runs ahead.
+        // The rest of the lease must still cover a renewal period (a third) plus the renewal's
+        // own request.
+        let margin = self
+            .request_timeout_ms
+            .saturating_add(self.max_clock_skew_ms);
+        if margin.saturating_mul(3) > self.lease_duration_ms {
+            return Err(format!(
+                "scylla.request_timeout_ms ({}) + max_clock_skew_ms ({}) must not exceed a third of lease_duration_ms ({}); shorten the timeout or lengthen the lease",
+                self.request_timeout_ms, self.max_clock_skew_ms, self.lease_duration_ms
+            ));
+        }
         Ok(())
     }
 }
 
-/// Where committed doses are counted for analytics.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+/// Where committed doses are counted for analytics. `Debug` leaves the password out.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AnalyticsSettings {
     /// ClickHouse HTTP URL; `None` uses the embedded rollups.
@@ -353,6 +423,29 @@ pub struct AnalyticsSettings {
     /// wait for the analytics backend before answering 503 `analytics_unavailable`: a ClickHouse
     /// that accepts connections and never answers must not hang them.
     pub read_timeout_seconds: u64,
+}
+
+impl std::fmt::Debug for AnalyticsSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Self {
+            clickhouse,
+            database,
+            user,
+            password,
+            outbox_max_bytes,
+            lag_alert_seconds,
+            read_timeout_seconds,
+        } = self;
+        f.debug_struct("AnalyticsSettings")
+            .field("clickhouse", clickhouse)
+            .field("database", database)
+            .field("user", user)
+            .field("password", &password.as_ref().map(|_| REDACTED))
+            .field("outbox_max_bytes", outbox_max_bytes)
+            .field("lag_alert_seconds", lag_alert_seconds)
+            .field("read_timeout_seconds", read_timeout_seconds)
+            .finish()
+    }
 }
 
 impl Default for AnalyticsSettings {
@@ -532,6 +625,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn debug_output_never_shows_a_password() {
+        let mut config = ServerConfig::default();
+        config.scylla.username = Some("vaxcamp".into());
+        config.scylla.password = Some("scylla-secret-123".into());
+        config.analytics.password = Some("clickhouse-secret-456".into());
+        let shown = format!("{config:?} {config:#?}");
+        assert!(!shown.contains("scylla-secret-123"), "{shown}");
+        assert!(!shown.contains("clickhouse-secret-456"), "{shown}");
+        assert!(shown.contains("<redacted>"), "{shown}");
+        assert!(
+            shown.contains("vaxcamp"),
+            "the rest is still shown: {shown}"
+        );
+    }
+
+    #[test]
     fn files_override_defaults_and_refuse_unknown_keys() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("vaxcamp.toml");
@@ -591,6 +700,11 @@ mod tests {
             ("replication_factor = 0", "replication_factor"),
             ("password = \"secret\"", "password"),
             ("tls_ca_file = \"/etc/ca.pem\"", "tls is off"),
+            ("request_timeout_ms = 5000", "a third of lease_duration_ms"),
+            (
+                "lease_duration_ms = 9000\nmax_clock_skew_ms = 1000",
+                "a third of lease_duration_ms",
+            ),
         ] {
             std::fs::write(&path, format!("[scylla]\n{text}\n")).expect("write");
             let err = ServerConfig::from_file(&path).expect_err(text);

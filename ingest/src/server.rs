@@ -52,6 +52,10 @@ pub enum ServeError {
     Analytics(#[from] analytics::AnalyticsError),
     #[error("configuration: {0}")]
     Config(String),
+    #[error(
+        "this process lost the ScyllaDB writer lease (its renewal lapsed or another process took it over), so it stopped; start it again: it waits as a standby and loads the campaign afresh when it takes the lease"
+    )]
+    WriterLeaseLost,
 }
 
 /// Builds the shared state over an open store: catalogue, credentials, keys, write path.
@@ -242,8 +246,13 @@ pub async fn serve(
     // Live streams never end by themselves: close them when shutdown begins, or the graceful
     // shutdown would wait for them forever.
     let live = state.live.clone();
+    let lease_lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watchdog = lease_watchdog(state.store.clone(), lease_lost.clone());
     let shutdown = async move {
-        shutdown.await;
+        tokio::select! {
+            () = shutdown => {}
+            () = watchdog => {}
+        }
         live.close();
     };
     let result = axum::serve(listener, app)
@@ -267,8 +276,33 @@ pub async fn serve(
         tracing::error!(error = %e, "could not flush the analytics rollups");
     }
     state.store.close().await?;
+    if lease_lost.load(std::sync::atomic::Ordering::Acquire) {
+        return Err(ServeError::WriterLeaseLost);
+    }
     tracing::info!("stopped cleanly");
     result.map_err(ServeError::Io)
+}
+
+/// Completes when a store that held the writer lease (ScyllaDB) no longer does; never for a
+/// store without one. A process that lost the lease stops instead of waiting to take it again:
+/// what it keeps in memory (catalogue, stock, credentials) may have been changed meanwhile by
+/// the process that wrote, and only a fresh start loads it all again (see `store::scylla`'s
+/// lease). Checking is an atomic read and a clock read, so every 100 ms costs nothing.
+async fn lease_watchdog(store: Arc<dyn Store>, lost: Arc<std::sync::atomic::AtomicBool>) {
+    if store.holds_writer_lease() != Some(true) {
+        return std::future::pending().await;
+    }
+    loop {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        if store.holds_writer_lease() == Some(false) {
+            tracing::error!(
+                backend = store.backend_name(),
+                "this process lost the writer lease; it stops taking writes and exits so that it restarts as a standby with fresh state"
+            );
+            lost.store(true, std::sync::atomic::Ordering::Release);
+            return;
+        }
+    }
 }
 
 /// Binds `config.listen` and serves the embedded store in `config.data`.

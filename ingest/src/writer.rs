@@ -220,6 +220,7 @@ impl WritePath {
                 in_flight: in_flight.clone(),
                 max_batch: config.max_commit_batch.max(1),
                 runtime: runtime.clone(),
+                unsettled: Mutex::new(Vec::new()),
             };
             let thread = std::thread::Builder::new()
                 .name(format!("shard-writer-{shard:02}"))
@@ -330,6 +331,10 @@ struct ShardWriter {
     in_flight: Arc<InFlight>,
     max_batch: usize,
     runtime: Handle,
+    /// Stock reserved for doses of a failed commit that the store may hold after all (see
+    /// `settle_stock`): kept reserved until the store says, and released only for those it
+    /// does not hold. Only this shard's writer thread touches it.
+    unsettled: Mutex<Vec<(Dose, Arc<LotStock>)>>,
 }
 
 /// Per-person state while a batch is checked.
@@ -542,6 +547,9 @@ impl ShardWriter {
             }
         }
 
+        // Stock of an earlier failed commit first, so that a retry found stored below is
+        // counted exactly once.
+        self.settle_stock().await;
         // What is stored already, under these ids (any shard) and for these people.
         let ids: Vec<DoseId> = doses.iter().map(|d| d.dose_id).collect();
         let stored: HashMap<DoseId, Dose> = match self.store.find_doses(&ids).await {
@@ -659,9 +667,14 @@ impl ShardWriter {
 
         if !accepted.is_empty() {
             if let Err(e) = self.store.commit_doses(self.shard, &accepted).await {
-                for stock in &reservations {
-                    stock.release();
-                }
+                // Not confirmed is not "not written": a timeout may hide a write that landed, and
+                // the store finishes a half-done write later from its journal. Keep the stock of
+                // the doses the store turns out to hold; release the rest.
+                self.unsettled
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .extend(accepted.iter().cloned().zip(reservations));
+                self.settle_stock().await;
                 tracing::error!(shard = self.shard, doses = accepted.len(), error = %e, "group commit failed; nothing from it was acknowledged");
                 let failed = DoseOutcome::Failed(e.to_string());
                 for (i, dose) in doses.iter().enumerate() {
@@ -734,6 +747,45 @@ impl ShardWriter {
             feed_committed(feed, &outcomes);
         }
         outcomes
+    }
+}
+
+impl ShardWriter {
+    /// Resolves the stock held for doses of failed commits: asks the store which of them it
+    /// holds (reading finishes the shard's interrupted write first, and the store never
+    /// finishes it later, so the answer is final), keeps their stock and releases the others'.
+    /// When the store cannot answer, everything stays reserved (never under-counted, so
+    /// `lot_exhausted` cannot be bypassed) until the next batch of this shard asks again.
+    async fn settle_stock(&self) {
+        let pending = std::mem::take(
+            &mut *self
+                .unsettled
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        if pending.is_empty() {
+            return;
+        }
+        let ids: Vec<DoseId> = pending.iter().map(|(d, _)| d.dose_id).collect();
+        match self.store.find_doses(&ids).await {
+            Ok(found) => {
+                for (dose, stock) in pending {
+                    let held = found
+                        .iter()
+                        .any(|f| f.dose_id == dose.dose_id && f.person_code == dose.person_code);
+                    if !held {
+                        stock.release();
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(shard = self.shard, doses = pending.len(), error = %e, "could not tell which doses of a failed commit are stored; their stock stays reserved");
+                self.unsettled
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .extend(pending);
+            }
+        }
     }
 }
 

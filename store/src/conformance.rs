@@ -28,6 +28,7 @@ where
     people_are_paged_in_code_order(make().await).await;
     doses_are_found_by_person_and_by_id(make().await).await;
     committing_a_dose_twice_counts_once(make().await).await;
+    one_dose_id_for_two_people_is_a_conflict(make().await).await;
     concurrent_commits_on_all_shards(make().await).await;
     audit_log_is_newest_first(make().await).await;
     corrections_replace_records_and_move_stock(make().await).await;
@@ -332,6 +333,76 @@ async fn committing_a_dose_twice_counts_once(store: Arc<dyn Store>) {
         totals.lot_usage.get(&dose.lot_key()).copied(),
         Some(1),
         "retry: stock used once"
+    );
+}
+
+/// The same dose id sent for two people, committed one after the other: the first is
+/// recorded; the second is not written, whatever shard it lands in, and is reported as a
+/// conflict, while the rest of its write goes through. (The shard writer normally catches this
+/// before committing; this is the store's own guarantee underneath.)
+async fn one_dose_id_for_two_people_is_a_conflict(store: Arc<dyn Store>) {
+    let shards = store.shard_count();
+    let first_person = sample_registration(20).person_code;
+    let first_shard = shard_of(&first_person, shards);
+    // Another person in another shard when there is one, and a third in the second's shard.
+    let people: Vec<PersonCode> = (21..200)
+        .map(|n| sample_registration(n).person_code)
+        .collect();
+    let second_person = people
+        .iter()
+        .find(|p| shards == 1 || shard_of(p, shards) != first_shard)
+        .cloned()
+        .expect("a person in another shard");
+    let second_shard = shard_of(&second_person, shards);
+    let bystander = people
+        .iter()
+        .find(|p| **p != second_person && shard_of(p, shards) == second_shard)
+        .cloned()
+        .expect("a third person");
+    let first = sample_dose(&first_person, 1);
+    let mut copied = sample_dose(&second_person, 1);
+    copied.dose_id = first.dose_id;
+    let other = sample_dose(&bystander, 1);
+    store
+        .commit_doses(first_shard, std::slice::from_ref(&first))
+        .await
+        .expect("commit the first");
+    for attempt in ["the second", "the second, retried"] {
+        let doses = [copied.clone(), other.clone()];
+        match store.commit_doses(second_shard, &doses).await {
+            Err(crate::StoreError::DoseConflict {
+                dose_id,
+                recorded_for,
+                sent_for,
+            }) => {
+                assert_eq!(dose_id, first.dose_id.to_string(), "conflict: {attempt}");
+                assert_eq!(recorded_for, first_person.as_str(), "conflict: {attempt}");
+                assert_eq!(sent_for, second_person.as_str(), "conflict: {attempt}");
+            }
+            other => panic!("conflict: {attempt} answered {other:?}"),
+        }
+    }
+    assert_eq!(
+        store.find_doses(&[first.dose_id]).await.expect("find"),
+        vec![first.clone()],
+        "conflict: the first record stays, alone"
+    );
+    assert_eq!(
+        store.doses_of(&second_person).await.expect("doses_of"),
+        vec![],
+        "conflict: nothing written for the second person"
+    );
+    assert_eq!(
+        store.doses_of(&bystander).await.expect("doses_of"),
+        vec![other.clone()],
+        "conflict: the rest of the write went through"
+    );
+    let totals = store.totals().await.expect("totals");
+    assert_eq!(totals.doses, 2, "conflict: counted once");
+    assert_eq!(
+        totals.lot_usage.get(&first.lot_key()).copied(),
+        Some(2),
+        "conflict: stock used once"
     );
 }
 

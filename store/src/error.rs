@@ -32,6 +32,18 @@ pub enum StoreError {
     #[error("storage engine error: {0}")]
     Engine(String),
 
+    /// A dose id already recorded for another person: that dose was not written (the write's
+    /// other doses were). Ids are made by the client once per dose, so this is a client bug or
+    /// a copied id; the existing record stays as it is.
+    #[error(
+        "dose id {dose_id} is already recorded for person {recorded_for}, not {sent_for}; that dose was not written (the other doses of the write were)"
+    )]
+    DoseConflict {
+        dose_id: String,
+        recorded_for: String,
+        sent_for: String,
+    },
+
     #[error("the store is unavailable: {0}; retry later")]
     Unavailable(String),
 

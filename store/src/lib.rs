@@ -78,8 +78,10 @@ pub struct Totals {
 /// - Writes return only once durable: on disk for the embedded engine, acknowledged at the
 ///   configured consistency for ScyllaDB.
 /// - `commit_doses` is called by one writer per shard at a time, with doses that all belong to
-///   that shard; writing a dose whose id is already stored in the shard is a no-op (a retry after
-///   an ambiguous failure must not count twice).
+///   that shard; writing a dose whose id is already stored for the same person is a no-op (a
+///   retry after an ambiguous failure must not count twice); a dose whose id is stored for
+///   another person, in any shard, is not written and `commit_doses` answers
+///   [`StoreError::DoseConflict`] after writing the others.
 /// - `register` is insert-if-absent and atomic per person code.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {

@@ -4,9 +4,12 @@
 //!
 //! Against a real cluster instead: set `VAXCAMP_SCYLLA_NODES=host:9042,host2:9042` (and
 //! `VAXCAMP_SCYLLA_RF=1` for a single node; default 3; `VAXCAMP_SCYLLA_DC` to name the
-//! datacenter). Every store gets its own keyspace, `vaxcamp_t<pid>_<time>_<n>`, left behind for
-//! inspection (drop them with `DROP KEYSPACE`). The fault tests need the test node's fault
-//! injection and run only against it.
+//! datacenter; `VAXCAMP_SCYLLA_USER` and `VAXCAMP_SCYLLA_PASSWORD` for a cluster with
+//! authentication; `VAXCAMP_SCYLLA_TLS=true` and `VAXCAMP_SCYLLA_TLS_CA_FILE` for TLS). Every
+//! store gets its own keyspace, `vaxcamp_t<pid>_<time>_<n>`, left behind for inspection (drop
+//! them with `DROP KEYSPACE`). The tests that need the test node (fault injection, its request
+//! log) say on stderr that they are skipped, and why, and return: a real cluster cannot inject
+//! faults.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -29,17 +32,29 @@ fn unique_keyspace_name() -> String {
     )
 }
 
-/// A real cluster from the environment, if one is given.
+/// A real cluster from the environment, if one is given: the same variables as `vaxcamp`
+/// itself reads (`VAXCAMP_SCYLLA_NODES`, `_RF`, `_DC`, `_USER`, `_PASSWORD`, `_TLS`,
+/// `_TLS_CA_FILE`), so the tests run against a secured cluster too.
 fn cluster_from_env() -> Option<ScyllaConfig> {
     let nodes = std::env::var("VAXCAMP_SCYLLA_NODES").ok()?;
-    let replication_factor = std::env::var("VAXCAMP_SCYLLA_RF")
-        .ok()
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let replication_factor = var("VAXCAMP_SCYLLA_RF")
         .and_then(|v| v.parse().ok())
         .unwrap_or(3);
     Some(ScyllaConfig {
         nodes: nodes.split(',').map(|n| n.trim().to_owned()).collect(),
-        datacenter: std::env::var("VAXCAMP_SCYLLA_DC").ok(),
+        datacenter: var("VAXCAMP_SCYLLA_DC"),
         replication_factor,
+        username: var("VAXCAMP_SCYLLA_USER"),
+        password: var("VAXCAMP_SCYLLA_PASSWORD"),
+        tls: var("VAXCAMP_SCYLLA_TLS").is_some_and(|v| {
+            // As clap reads `vaxcamp`'s flag: anything but a "falsey" word is on.
+            !matches!(
+                v.to_ascii_lowercase().as_str(),
+                "0" | "false" | "no" | "off" | "n" | "f"
+            )
+        }),
+        tls_ca_file: var("VAXCAMP_SCYLLA_TLS_CA_FILE").map(Into::into),
         ..ScyllaConfig::default()
     })
 }
@@ -69,6 +84,17 @@ async fn target() -> Target {
 }
 
 impl Target {
+    /// The CQL test node, for a test that needs its fault injection or its inspection; `None`
+    /// against a real cluster, after saying on stderr that the test is skipped and why.
+    fn node_or_skip(&self, test: &str) -> Option<&cqlnode::CqlNode> {
+        if self.node.is_none() {
+            eprintln!(
+                "SKIPPED {test}: it needs the CQL test node (fault injection or its request log), and VAXCAMP_SCYLLA_NODES points at a real cluster, where faults cannot be injected"
+            );
+        }
+        self.node.as_ref()
+    }
+
     /// A config for a fresh keyspace: small shard and bucket counts keep the tests quick.
     fn fresh(&self) -> ScyllaConfig {
         ScyllaConfig {
@@ -146,6 +172,21 @@ async fn reopening_checks_the_shard_count() {
     );
 }
 
+#[test]
+fn the_configurations_debug_output_hides_the_password() {
+    let config = ScyllaConfig {
+        username: Some("vaxcamp".into()),
+        password: Some("scylla-secret-123".into()),
+        ..ScyllaConfig::default()
+    };
+    let shown = format!("{config:?}");
+    assert!(!shown.contains("scylla-secret-123"), "{shown}");
+    assert!(
+        shown.contains("<redacted>") && shown.contains("vaxcamp"),
+        "{shown}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_configuration_is_refused_before_connecting() {
     let bad = ScyllaConfig {
@@ -168,6 +209,233 @@ async fn a_bad_configuration_is_refused_before_connecting() {
     }
     // TLS itself: tests/scylla_tls.rs. (The tests always build with `scylla-tls`, see
     // Cargo.toml, so the refusal of `tls: true` by a build without it is not reachable here.)
+}
+
+// The settings every request carries, as the node saw them.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_are_prepared_and_carry_the_configured_consistency() {
+    use cqlnode::Consistency as Seen;
+    use vaxcamp_store::scylla::{Consistency, SerialConsistency};
+    let target = target().await;
+    let Some(node) =
+        target.node_or_skip("requests_are_prepared_and_carry_the_configured_consistency")
+    else {
+        return;
+    };
+    for (write, read, serial, expected) in [
+        // The defaults.
+        (
+            None,
+            None,
+            None,
+            (Seen::LocalQuorum, Seen::LocalQuorum, Seen::LocalSerial),
+        ),
+        // Other values, configured.
+        (
+            Some(Consistency::One),
+            Some(Consistency::All),
+            Some(SerialConsistency::Serial),
+            (Seen::One, Seen::All, Seen::Serial),
+        ),
+    ] {
+        let defaults = target.fresh();
+        let config = ScyllaConfig {
+            write_consistency: write.unwrap_or(defaults.write_consistency),
+            read_consistency: read.unwrap_or(defaults.read_consistency),
+            serial_consistency: serial.unwrap_or(defaults.serial_consistency),
+            ..defaults
+        };
+        let store = connect(config.clone()).await;
+        node.clear_requests();
+        // A short flow: registrations, doses (journal, claim, rows, totals), the reads a
+        // check-in and a retry make.
+        let people: Vec<_> = (0..8).map(sample_registration).collect();
+        store.import_registrations(&people).await.expect("import");
+        store
+            .register(&sample_registration(9))
+            .await
+            .expect("register");
+        for (shard, doses) in dose_batches(0..8, store.shard_count(), 100) {
+            store.commit_doses(shard, &doses).await.expect("commit");
+            let ids: Vec<_> = doses.iter().map(|d| d.dose_id).collect();
+            assert_eq!(
+                store.find_doses(&ids).await.expect("find").len(),
+                doses.len()
+            );
+        }
+        store.person(&people[0].person_code).await.expect("person");
+        store
+            .doses_of(&people[0].person_code)
+            .await
+            .expect("doses_of");
+
+        let (write, read, serial) = expected;
+        let ours: Vec<cqlnode::RequestRecord> = node
+            .requests()
+            .into_iter()
+            .filter(|r| r.tables.iter().any(|(ks, _)| *ks == config.keyspace))
+            .filter(|r| r.kind != StatementKind::Prepare)
+            .collect();
+        let mut seen = std::collections::BTreeMap::<&str, usize>::new();
+        for request in &ours {
+            let what = format!("{:?} {}", request.kind, request.statement);
+            assert!(request.prepared, "sent as QUERY text, not EXECUTE: {what}");
+            let lwt = request.statement.contains(" IF ");
+            let lease_read = request.kind == StatementKind::Read
+                && request.tables.iter().any(|(_, t)| t == "writer_lease");
+            let (kind, consistency) = match request.kind {
+                // The lease is read linearizably, at the serial level.
+                StatementKind::Read if lease_read => ("lease read", serial),
+                StatementKind::Read => ("read", read),
+                StatementKind::Write if lwt => ("LWT", write),
+                StatementKind::Write => ("write", write),
+                StatementKind::Batch => ("batch", write),
+                other => panic!("unexpected {other:?}: {what}"),
+            };
+            assert_eq!(request.consistency, Some(consistency), "{what}");
+            if lwt {
+                assert_eq!(request.serial_consistency, Some(serial), "{what}");
+            }
+            *seen.entry(kind).or_default() += 1;
+        }
+        for kind in ["read", "write", "LWT", "batch"] {
+            assert!(
+                seen.get(kind).copied().unwrap_or(0) > 0,
+                "no {kind} seen: {seen:?}"
+            );
+        }
+    }
+
+    // Idempotent statements are resent by the driver after a timeout (the protocol does not
+    // carry the flag; the resend shows it): one injected timeout, the same INSERT twice in the
+    // log, and the commit goes through.
+    let store = connect(target.fresh()).await;
+    let (shard, doses) = dose_batches(0..1, store.shard_count(), 1)
+        .into_iter()
+        .next()
+        .expect("a dose");
+    node.clear_requests();
+    let rule = node.faults().add(
+        FaultRule::new(Fault::WriteTimeout { applied: false })
+            .on(StatementKind::Write)
+            .table("doses_by_person"),
+    );
+    store.commit_doses(shard, &doses).await.expect("commit");
+    assert_eq!(node.faults().fired(rule), 1);
+    let sends = node
+        .requests()
+        .into_iter()
+        .filter(|r| r.kind == StatementKind::Write)
+        .filter(|r| r.tables.iter().any(|(_, t)| t == "doses_by_person"))
+        .count();
+    assert_eq!(sends, 2, "the timed-out write was resent once");
+}
+
+// Tablets: ScyllaDB 6 refuses LWTs in tablet keyspaces, and gives new keyspaces tablets.
+
+/// A short flow that needs LWTs: a registration (claim) and a dose (claim).
+async fn register_and_commit(store: &ScyllaStore) {
+    let person = sample_registration(1);
+    store.register(&person).await.expect("register (an LWT)");
+    let dose = sample_dose(&person.person_code, 1);
+    store
+        .commit_doses(
+            shard_of(&person.person_code, store.shard_count()),
+            std::slice::from_ref(&dose),
+        )
+        .await
+        .expect("commit (an LWT claim)");
+    assert_eq!(store.totals().await.expect("totals").doses, 1);
+}
+
+/// The `CREATE KEYSPACE` statements the node saw for `keyspace`.
+fn keyspace_ddl(node: &cqlnode::CqlNode, keyspace: &str) -> Vec<String> {
+    node.requests()
+        .into_iter()
+        .filter(|r| r.statement.starts_with("CREATE KEYSPACE") && r.statement.contains(keyspace))
+        .map(|r| r.statement)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_keyspace_is_created_without_tablets_where_the_server_knows_them() {
+    let target = target().await;
+    let Some(node) = target.node_or_skip("the_keyspace_is_created_without_tablets") else {
+        return;
+    };
+    let config = target.fresh();
+    let store = connect(config.clone()).await;
+    register_and_commit(&store).await;
+    let ddl = keyspace_ddl(node, &config.keyspace);
+    assert_eq!(ddl.len(), 1, "{ddl:?}");
+    assert!(
+        ddl[0].ends_with("AND tablets = {'enabled': false}"),
+        "{ddl:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_does_not_know_tablets_gets_the_keyspace_without_the_option() {
+    // Cassandra and ScyllaDB before 6.0 refuse the option: the store asks again without it.
+    let node = cqlnode::CqlNode::start(cqlnode::NodeConfig::default().without_tablets())
+        .await
+        .expect("start the CQL test node");
+    let config = ScyllaConfig {
+        nodes: vec![node.addr().to_string()],
+        replication_factor: 1,
+        ..Target {
+            base: ScyllaConfig::default(),
+            node: None,
+        }
+        .fresh()
+    };
+    let store = connect(config.clone()).await;
+    register_and_commit(&store).await;
+    let ddl = keyspace_ddl(&node, &config.keyspace);
+    assert_eq!(ddl.len(), 2, "{ddl:?}");
+    assert!(ddl[0].contains("tablets"), "{ddl:?}");
+    assert!(!ddl[1].contains("tablets"), "{ddl:?}");
+    // Reconnecting to the existing keyspace works the same way.
+    drop(store);
+    let again = connect(config).await;
+    assert_eq!(again.totals().await.expect("totals").doses, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_existing_keyspace_with_tablets_is_refused_at_start_up_saying_what_to_do() {
+    let target = target().await;
+    let Some(node) = target.node_or_skip("an_existing_keyspace_with_tablets_is_refused") else {
+        return;
+    };
+    let config = target.fresh();
+    // Made by hand (or by an older vaxcamp) on ScyllaDB 6: tablets by default.
+    node.execute(
+        None,
+        &format!(
+            "CREATE KEYSPACE {} WITH replication = {{'class': 'NetworkTopologyStrategy', 'replication_factor': 1}}",
+            config.keyspace
+        ),
+    )
+    .expect("create the keyspace");
+    match ScyllaStore::connect(config.clone()).await {
+        Err(StoreError::Engine(message)) => {
+            for needle in [
+                "uses tablets",
+                "lightweight transactions",
+                "DROP KEYSPACE",
+                "--scylla-keyspace",
+            ] {
+                assert!(message.contains(needle), "{needle}: {message}");
+            }
+        }
+        other => panic!("expected the tablet keyspace to be refused, got {other:?}"),
+    }
+    assert_eq!(
+        node.row_count(&config.keyspace, "settings"),
+        None,
+        "nothing was created in it"
+    );
 }
 
 // Fault tests: the test node's fault injection, at the store level.
@@ -274,7 +542,9 @@ async fn assert_exactly_once(
 
 async fn commits_survive(fault: Fault, probability: f64, what: &str) {
     let target = target().await;
-    let Some(node) = &target.node else { return };
+    let Some(node) = target.node_or_skip(what) else {
+        return;
+    };
     let store = connect(target.fresh()).await;
     let batches = dose_batches(0..120, store.shard_count(), 10);
     let rule = node.faults().add(
@@ -341,9 +611,88 @@ async fn dropped_connections_count_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faults_below_the_retry_bound_never_reach_the_caller() {
+    let target = target().await;
+    let Some(node) = target.node_or_skip("faults_below_the_retry_bound_never_reach_the_caller")
+    else {
+        return;
+    };
+    let store = connect(target.fresh()).await;
+    let mut batches = dose_batches(0..200, store.shard_count(), 5).into_iter();
+    let mut committed = Vec::new();
+    // Timeouts are resent by the driver (twice per request); overload and dropped connections
+    // end the request on a one-node cluster, and the shard write is tried again (three
+    // attempts): either way the caller sees nothing of two faults in a row.
+    for fault in [
+        Fault::WriteTimeout { applied: true },
+        Fault::WriteTimeout { applied: false },
+        Fault::Overloaded,
+        Fault::Unavailable {
+            required: 2,
+            alive: 1,
+        },
+        Fault::DropConnection { applied: true },
+        Fault::DropConnection { applied: false },
+    ] {
+        let (shard, doses) = batches.next().expect("a batch");
+        let rule = node.faults().add(
+            FaultRule::new(fault.clone())
+                .on(StatementKind::Write)
+                .on(StatementKind::Batch)
+                .times(2),
+        );
+        store
+            .commit_doses(shard, &doses)
+            .await
+            .unwrap_or_else(|e| panic!("{fault:?} twice: {e}"));
+        assert_eq!(node.faults().fired(rule), 2, "{fault:?}");
+        node.faults().remove(rule);
+        committed.extend(doses);
+    }
+    assert_exactly_once(&store, node, &committed, "below the bound").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_persistent_fault_fails_the_commit_and_the_callers_retry_counts_once() {
+    let target = target().await;
+    let Some(node) = target.node_or_skip("a_persistent_fault_fails_the_commit") else {
+        return;
+    };
+    let store = connect(target.fresh()).await;
+    let mut committed = Vec::new();
+    let mut batches = dose_batches(0..100, store.shard_count(), 5).into_iter();
+    for fault in [
+        Fault::WriteTimeout { applied: true },
+        Fault::WriteTimeout { applied: false },
+        Fault::Overloaded,
+    ] {
+        let (shard, doses) = batches.next().expect("a batch");
+        let rule = node.faults().add(
+            FaultRule::new(fault.clone())
+                .on(StatementKind::Write)
+                .on(StatementKind::Batch)
+                .always(),
+        );
+        match store.commit_doses(shard, &doses).await {
+            Err(StoreError::Unavailable(_)) => {}
+            other => panic!("{fault:?} always: {other:?}"),
+        }
+        node.faults().remove(rule);
+        store
+            .commit_doses(shard, &doses)
+            .await
+            .unwrap_or_else(|e| panic!("the retry after {fault:?}: {e}"));
+        committed.extend(doses);
+    }
+    assert_exactly_once(&store, node, &committed, "persistent").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registrations_under_faults_count_once() {
     let target = target().await;
-    let Some(node) = &target.node else { return };
+    let Some(node) = target.node_or_skip("registrations_under_faults_count_once") else {
+        return;
+    };
     let store = connect(target.fresh()).await;
     node.faults().add(
         FaultRule::new(Fault::WriteTimeout { applied: true })
@@ -381,7 +730,10 @@ async fn registrations_under_faults_count_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_interrupted_commit_is_finished_by_the_next_process() {
     let target = target().await;
-    let Some(node) = &target.node else { return };
+    let Some(node) = target.node_or_skip("an_interrupted_commit_is_finished_by_the_next_process")
+    else {
+        return;
+    };
     let config = target.fresh();
     let store = connect(config.clone()).await;
     let batches = dose_batches(0..12, store.shard_count(), 100);
@@ -408,10 +760,124 @@ async fn an_interrupted_commit_is_finished_by_the_next_process() {
     assert_exactly_once(&reopened, node, &doses, "recovered").await;
 }
 
+/// Waits until `done` holds, failing the test after `limit`.
+async fn wait_until(what: &str, limit: Duration, done: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + limit;
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Whether the node's journal holds an entry for this dose (at any version).
+fn journaled(node: &cqlnode::CqlNode, keyspace: &str, dose: &Dose) -> bool {
+    let key = format!("dose/{}", dose.dose_id);
+    node.rows(keyspace, "shard_journal")
+        .unwrap_or_default()
+        .iter()
+        .any(|row| matches!(row.get("entry"), Some(cqlnode::Value::Text(k)) if *k == key))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_journal_write_that_lands_late_is_never_replayed() {
+    let target = target().await;
+    let Some(node) = target.node_or_skip("a_journal_write_that_lands_late_is_never_replayed")
+    else {
+        return;
+    };
+    let config = target.fresh();
+    let store = connect(config.clone()).await;
+    let ks = config.keyspace.clone();
+    let (shard, doses) = dose_batches(0..40, store.shard_count(), 100)
+        .into_iter()
+        .find(|(_, doses)| doses.len() >= 2)
+        .expect("two people in one shard");
+    let (late, later) = (doses[0].clone(), doses[1].clone());
+
+    // Dose A's journal entry times out on the client but lands on the node well afterwards
+    // (every time it is sent), so its write fails; the shard recovers (here on the read a
+    // retry is answered from) while the journal is still empty.
+    let stray = node.faults().add(
+        FaultRule::new(Fault::LateWrite {
+            after: Duration::from_millis(1500),
+        })
+        .on(StatementKind::Write)
+        .table("shard_journal")
+        .always(),
+    );
+    assert!(
+        store
+            .commit_doses(shard, std::slice::from_ref(&late))
+            .await
+            .is_err()
+    );
+    node.faults().remove(stray);
+    assert!(
+        store
+            .find_doses(&[late.dose_id])
+            .await
+            .expect("find")
+            .is_empty()
+    );
+    assert!(
+        !journaled(node, &ks, &late),
+        "precondition: the recovery ran before A's journal entry landed (a very slow machine?)"
+    );
+    wait_until("A's journal entry lands", Duration::from_secs(10), || {
+        journaled(node, &ks, &late)
+    })
+    .await;
+
+    // Dose B's write then fails after its claim (the totals never land), and the shard
+    // recovers again: it must replay B, and never the stray entry of A.
+    let totals = node.faults().add(
+        FaultRule::new(Fault::WriteTimeout { applied: false })
+            .on(StatementKind::Batch)
+            .table("shard_totals")
+            .always(),
+    );
+    assert!(
+        store
+            .commit_doses(shard, std::slice::from_ref(&later))
+            .await
+            .is_err()
+    );
+    node.faults().remove(totals);
+    let ids = [late.dose_id, later.dose_id];
+    let found = with_retries("find_doses", || store.find_doses(&ids)).await;
+    assert_eq!(
+        found,
+        vec![later.clone()],
+        "B is recorded, A (answered as failed) is not"
+    );
+    assert!(
+        store
+            .doses_of(&late.person_code)
+            .await
+            .expect("doses_of")
+            .is_empty()
+    );
+    assert_eq!(store.totals().await.expect("totals").doses, 1);
+
+    // A's client retries: recorded once, as any new dose.
+    store
+        .commit_doses(shard, std::slice::from_ref(&late))
+        .await
+        .expect("the retry");
+    assert_exactly_once(&store, node, &[late, later], "late journal").await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_responses_within_the_timeout_succeed_and_slower_ones_fail_cleanly() {
     let target = target().await;
-    let Some(node) = &target.node else { return };
+    let Some(node) = target
+        .node_or_skip("slow_responses_within_the_timeout_succeed_and_slower_ones_fail_cleanly")
+    else {
+        return;
+    };
     let config = ScyllaConfig {
         request_timeout: Duration::from_millis(500),
         ..target.fresh()
@@ -445,11 +911,85 @@ async fn slow_responses_within_the_timeout_succeed_and_slower_ones_fail_cleanly(
 
 /// A short lease, so that takeovers happen within the test.
 fn short_lease(config: ScyllaConfig, wait: Option<Duration>) -> ScyllaConfig {
+    // A third of the lease covers the request timeout plus the clock skew allowance, as
+    // `connect` requires: writes stop 1 s after a renewal, which comes every 500 ms.
     ScyllaConfig {
-        lease_duration: Duration::from_millis(300),
+        lease_duration: Duration::from_millis(1500),
+        request_timeout: Duration::from_millis(300),
+        max_clock_skew: Duration::from_millis(200),
         wait_for_lease: wait,
         ..config
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_too_short_for_the_timeout_and_clock_skew_is_refused() {
+    let config = ScyllaConfig {
+        request_timeout: Duration::from_secs(5),
+        ..ScyllaConfig::default()
+    };
+    match ScyllaStore::connect(config).await {
+        Err(StoreError::Engine(message)) => {
+            assert!(message.contains("a third of lease_duration"), "{message}")
+        }
+        other => panic!("expected the settings to be refused, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_lost_its_lease_never_takes_it_again() {
+    let target = target().await;
+    let Some(node) = target.node_or_skip("a_store_that_lost_its_lease_never_takes_it_again") else {
+        return;
+    };
+    let config = short_lease(target.fresh(), Some(Duration::from_secs(5)));
+    let first = connect(config.clone()).await;
+    assert!(first.holds_writer_lease());
+    assert_eq!(first.writer_lease_lost(), None);
+    // Its renewals fail (the lease row's node is overloaded) until its write window lapses.
+    let rule = node.faults().add(
+        FaultRule::new(Fault::Overloaded)
+            .on(StatementKind::Write)
+            .table("writer_lease")
+            .always(),
+    );
+    wait_until(
+        "the first store loses its lease",
+        Duration::from_secs(10),
+        || !first.holds_writer_lease(),
+    )
+    .await;
+    node.faults().remove(rule);
+    let why = first.writer_lease_lost().expect("lost for good");
+    assert!(
+        why.contains("overdue") || why.contains("could not be renewed"),
+        "{why}"
+    );
+
+    // Another process takes it over once it expires, writes, and lets it go.
+    let second = connect(config.clone()).await;
+    assert!(second.holds_writer_lease());
+    second
+        .register(&sample_registration(1))
+        .await
+        .expect("the new holder writes");
+    second.close().await.expect("close");
+
+    // The lease is free, and the first store does not take it back: its writes stay refused,
+    // and a third process gets the lease at once.
+    match first.register(&sample_registration(2)).await {
+        Err(StoreError::Unavailable(message)) => {
+            assert!(
+                message.contains("no longer holds the writer lease"),
+                "{message}"
+            )
+        }
+        other => panic!("a store that lost its lease wrote: {other:?}"),
+    }
+    let third = connect(short_lease(config, None)).await;
+    assert!(third.holds_writer_lease());
+    assert!(!first.holds_writer_lease());
+    assert_eq!(third.totals().await.expect("totals").registrations, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -533,9 +1073,9 @@ fn a_paused_writer_is_fenced_after_its_lease_expires_and_totals_stay_exact() {
                 other => panic!("a fenced writer wrote: {other:?}"),
             }
         }
-        // Its renewal finds the new owner; it stays a reader.
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        // Its lease lapsed while it was paused: lost for good, it stays a reader.
         assert!(!first.holds_writer_lease());
+        assert!(first.writer_lease_lost().is_some());
     });
 
     // Every dose counted once across the takeover; the new holder's resends change nothing.
@@ -561,7 +1101,11 @@ fn a_paused_writer_is_fenced_after_its_lease_expires_and_totals_stay_exact() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_writers_lease_is_taken_over_with_its_interrupted_write_finished() {
     let target = target().await;
-    let Some(node) = &target.node else { return };
+    let Some(node) = target
+        .node_or_skip("a_dropped_writers_lease_is_taken_over_with_its_interrupted_write_finished")
+    else {
+        return;
+    };
     let config = short_lease(target.fresh(), Some(Duration::from_secs(3)));
     let first = connect(config.clone()).await;
     let batches = dose_batches(0..12, first.shard_count(), 100);

@@ -4,7 +4,8 @@
 //! The store is the embedded engine in a temp directory ([`TestServer::start`]) or the ScyllaDB
 //! backend ([`TestServer::start_scylla`]): against the in-process CQL test node (`cqlnode`), or
 //! against a real cluster when `VAXCAMP_SCYLLA_NODES=host:port,...` is set (`VAXCAMP_SCYLLA_RF`,
-//! default 3; `VAXCAMP_SCYLLA_DC`). Each ScyllaDB server gets its own keyspace,
+//! default 3; `VAXCAMP_SCYLLA_DC`; `VAXCAMP_SCYLLA_USER` / `VAXCAMP_SCYLLA_PASSWORD`;
+//! `VAXCAMP_SCYLLA_TLS` / `VAXCAMP_SCYLLA_TLS_CA_FILE`). Each ScyllaDB server gets its own keyspace,
 //! `vaxcamp_f<pid>_<time>_<n>`, left behind for inspection. The signing keys are in the temp
 //! directory either way.
 
@@ -108,13 +109,25 @@ pub async fn scylla_target() -> (ScyllaConfig, Option<Arc<cqlnode::CqlNode>>) {
         ..ScyllaConfig::default()
     };
     if let Ok(nodes) = std::env::var("VAXCAMP_SCYLLA_NODES") {
+        // The same variables `vaxcamp` reads, so a secured cluster works too (TLS needs the
+        // tests built with `--features vaxcamp/scylla-tls`, as CI builds them).
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
         let config = ScyllaConfig {
             nodes: nodes.split(',').map(|n| n.trim().to_owned()).collect(),
-            datacenter: std::env::var("VAXCAMP_SCYLLA_DC").ok(),
-            replication_factor: std::env::var("VAXCAMP_SCYLLA_RF")
-                .ok()
+            datacenter: var("VAXCAMP_SCYLLA_DC"),
+            replication_factor: var("VAXCAMP_SCYLLA_RF")
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(3),
+            username: var("VAXCAMP_SCYLLA_USER"),
+            password: var("VAXCAMP_SCYLLA_PASSWORD"),
+            tls: var("VAXCAMP_SCYLLA_TLS").is_some_and(|v| {
+                // As clap reads `vaxcamp`'s flag: anything but a "falsey" word is on.
+                !matches!(
+                    v.to_ascii_lowercase().as_str(),
+                    "0" | "false" | "no" | "off" | "n" | "f"
+                )
+            }),
+            tls_ca_file: var("VAXCAMP_SCYLLA_TLS_CA_FILE").map(Into::into),
             ..base
         };
         return (config, None);
@@ -132,8 +145,14 @@ pub async fn scylla_target() -> (ScyllaConfig, Option<Arc<cqlnode::CqlNode>>) {
 
 /// The campaign on the ScyllaDB backend (see the module docs for where).
 pub async fn scylla_campaign() -> Campaign {
+    scylla_campaign_with(|_| {}).await
+}
+
+/// The same, with the store's settings changed first (e.g. a short writer lease).
+pub async fn scylla_campaign_with(tweak: impl FnOnce(&mut ScyllaConfig)) -> Campaign {
     let dir = tempfile::tempdir().unwrap();
-    let (config, node) = scylla_target().await;
+    let (mut config, node) = scylla_target().await;
+    tweak(&mut config);
     let store: Arc<dyn Store> = Arc::new(
         ScyllaStore::connect(config.clone())
             .await

@@ -262,6 +262,19 @@ impl EmbeddedStore {
         &self.shards[shard_of(person, self.shards.len())]
     }
 
+    /// The person (code bytes) a dose id is stored for, in whichever shard holds it. The id
+    /// index is per shard (it commits atomically with the dose), so an id sent for two people
+    /// in two shards is found only by looking in every shard: one point read each, answered by
+    /// bloom filters when absent.
+    fn dose_id_owner(&self, id: DoseId) -> Result<Option<Vec<u8>>> {
+        for shard in &self.shards {
+            if let Some(person) = shard.dose_ids.get(id.0.as_bytes())? {
+                return Ok(Some(person.to_vec()));
+            }
+        }
+        Ok(None)
+    }
+
     fn lock(shard: &Shard) -> std::sync::MutexGuard<'_, ShardCounters> {
         // A panic while holding the lock cannot leave the counters half-written (they are only
         // replaced after a successful commit), so a poisoned lock is safe to take over.
@@ -522,6 +535,7 @@ impl Store for EmbeddedStore {
         let mut added = 0u64;
         let mut lots: HashMap<LotKey, u64> = HashMap::new();
         let mut seen = std::collections::HashSet::new();
+        let mut conflict = None;
         for dose in doses {
             if shard_of(&dose.person_code, self.shards.len()) != shard_index {
                 return Err(StoreError::Engine(format!(
@@ -529,10 +543,20 @@ impl Store for EmbeddedStore {
                     dose.dose_id
                 )));
             }
-            // A dose already stored (a retry after an ambiguous failure) is not written or counted again.
-            if !seen.insert(dose.dose_id)
-                || shard.dose_ids.contains_key(dose.dose_id.0.as_bytes())?
-            {
+            if !seen.insert(dose.dose_id) {
+                continue;
+            }
+            // The id stored for someone else, in this shard or another (the same id sent for two
+            // people): not written, reported once the rest is committed. Stored for this person
+            // (a retry after an ambiguous failure): not written or counted again.
+            if let Some(owner) = self.dose_id_owner(dose.dose_id)? {
+                if owner != dose.person_code.as_str().as_bytes() {
+                    conflict.get_or_insert_with(|| StoreError::DoseConflict {
+                        dose_id: dose.dose_id.to_string(),
+                        recorded_for: String::from_utf8_lossy(&owner).into_owned(),
+                        sent_for: dose.person_code.to_string(),
+                    });
+                }
                 continue;
             }
             let key = codec::dose_key(&dose.person_code, dose.dose_id);
@@ -546,7 +570,7 @@ impl Store for EmbeddedStore {
             added += 1;
         }
         if added == 0 {
-            return Ok(());
+            return conflict.map_or(Ok(()), Err);
         }
         let doses_total = counters.doses + added;
         batch.insert(&shard.counters, codec::DOSES, doses_total.to_le_bytes());
@@ -563,7 +587,7 @@ impl Store for EmbeddedStore {
         for (lot, n) in lots {
             *counters.lots.entry(lot).or_default() += n;
         }
-        Ok(())
+        conflict.map_or(Ok(()), Err)
     }
 
     async fn totals(&self) -> Result<Totals> {

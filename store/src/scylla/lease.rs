@@ -9,16 +9,29 @@
 //!   `INSERT ... IF NOT EXISTS` with epoch 1; expired by this process's clock (or released): `UPDATE
 //!   ... SET owner, holder, epoch = epoch + 1, expires_at IF owner = <read> AND epoch = <read>`.
 //!   Compare-and-set on the values read, never TTL, so two contenders cannot both win.
-//! - **Renewing** every `lease_duration / 3`: `UPDATE ... SET expires_at IF owner = me AND epoch =
-//!   mine`. Not applied means another process took it: the lease is lost.
-//! - **Checking**: the holder writes only until `sent + 2/3 × lease_duration`, where `sent` is
-//!   when its last applied take or renewal was sent (a monotonic clock). Others may take the
-//!   lease at `sent + lease_duration` by the wall clock written in the row, so the last third is
-//!   the margin for clock skew between hosts and for a write request already in flight. Every
-//!   write request checks this deadline before it is sent (`ScyllaStore::execute`).
-//! - **Fencing**: a new epoch makes every shard *in doubt* in this process: before its first
-//!   write under the epoch a shard reloads its totals and replays its journal (the recovery of
-//!   `shard.rs`), so totals are never computed from a snapshot read under an older epoch.
+//! - **Renewing** every `lease_duration / 3` (and, after a renewal that failed, every
+//!   `lease_duration / 12` until one succeeds or the lease lapses): `UPDATE ... SET expires_at IF
+//!   owner = me AND epoch = mine`. Not applied means another process took it: the lease is lost.
+//! - **Checking**: the holder writes only until `sent + lease_duration - margin`, where `sent`
+//!   is when its last applied take or renewal was sent (a monotonic clock) and `margin` is
+//!   `request_timeout + max_clock_skew`. Others may take the lease at `sent + lease_duration` by
+//!   the wall clock written in the row, read on *their* clock: a write request sent at the last
+//!   moment has ended (or timed out) `request_timeout` later, and a successor whose clock runs
+//!   up to `max_clock_skew` ahead still takes over after that. Every write request checks this
+//!   deadline before it is sent (`ScyllaStore::execute`). `connect` refuses settings where
+//!   `request_timeout + max_clock_skew` exceeds a third of `lease_duration`: the write window
+//!   (at least two thirds) must outlast a renewal period plus the renewal request's own timeout.
+//! - **Lost for good**: once the write window lapses without a renewal, or a renewal finds
+//!   another owner, this store never holds the lease again: it stops renewing, and every write is
+//!   refused from then on. Taking the lease back (a new epoch) would be safe for the totals (see
+//!   fencing) but not for what the *process* keeps in memory: the catalogue, stock counters and
+//!   credentials it loaded may have been changed by the process that wrote meanwhile. So a
+//!   server that loses the lease stops and exits non-zero (`ingest::serve`), and its supervisor
+//!   starts it again as a standby that loads everything afresh when it takes the lease.
+//! - **Fencing**: taking the lease (a new epoch) makes every shard recover before its first write
+//!   under the epoch: it reloads its totals and replays its journal, writing the next version
+//!   (`shard.rs`), so totals are never computed from a snapshot read under an older epoch and a
+//!   late journal write of the previous holder is never replayed.
 //! - **Releasing** (`close`, and best effort on drop): `expires_at` set to the epoch start, so a
 //!   waiting standby takes over at once; a crashed process's lease simply expires.
 //!
@@ -54,6 +67,9 @@ pub(crate) struct Lease {
     holder: String,
     keyspace: String,
     duration: Duration,
+    /// Cut from the end of each grant: a request's timeout plus the clock skew allowed between
+    /// hosts (see the module docs).
+    margin: Duration,
     state: Mutex<LeaseState>,
 }
 
@@ -67,6 +83,8 @@ struct LeaseState {
     why_not: String,
     /// Released by `close`: never taken again by this store.
     released: bool,
+    /// Held once and then lost (lapsed or taken over): never taken again by this store.
+    lost: bool,
 }
 
 /// The lease row as read.
@@ -79,7 +97,7 @@ type LeaseRow = (
 
 /// One attempt to take the lease.
 pub(crate) enum Taken {
-    Held(i64),
+    Held,
     Busy {
         holder: String,
         owner: Uuid,
@@ -88,7 +106,9 @@ pub(crate) enum Taken {
 }
 
 impl Lease {
-    pub(crate) fn new(keyspace: &str, duration: Duration) -> Self {
+    /// `margin`: the request timeout plus the clock skew allowed between hosts; less than a
+    /// third of `duration` (checked by `connect`).
+    pub(crate) fn new(keyspace: &str, duration: Duration, margin: Duration) -> Self {
         let host = std::env::var("HOSTNAME")
             .ok()
             .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
@@ -100,6 +120,7 @@ impl Lease {
             holder: format!("{host} pid {}", std::process::id()),
             keyspace: keyspace.to_owned(),
             duration,
+            margin,
             state: Mutex::new(LeaseState {
                 why_not: "the lease has not been taken yet".into(),
                 ..LeaseState::default()
@@ -128,14 +149,32 @@ impl Lease {
     /// # Errors
     /// [`StoreError::Unavailable`] when the lease is not held or its renewal is overdue.
     pub(crate) fn check(&self) -> Result<i64> {
-        let state = self.state();
+        let mut state = self.state();
         match state.valid_until {
-            Some(until) if Instant::now() < until => Ok(state.epoch),
-            _ => Err(StoreError::Unavailable(format!(
-                "this process no longer holds the writer lease of keyspace {} ({}); only the lease holder writes, so send writes to it",
-                self.keyspace, state.why_not
-            ))),
+            Some(until) if Instant::now() < until => return Ok(state.epoch),
+            Some(_) => {
+                // The window lapsed without a renewal: another process may take over from now
+                // on, so this one never writes again (see "Lost for good").
+                state.valid_until = None;
+                state.lost = true;
+                state.why_not =
+                    "its renewal is overdue, so another process may have taken it over".into();
+                tracing::error!(keyspace = %self.keyspace, epoch = state.epoch, "the writer lease lapsed without a renewal; this process writes no more");
+            }
+            None => {}
         }
+        Err(StoreError::Unavailable(format!(
+            "this process no longer holds the writer lease of keyspace {} ({}); only the lease holder writes, so send writes to it",
+            self.keyspace, state.why_not
+        )))
+    }
+
+    /// Why this store lost the lease for good, if it did (see "Lost for good").
+    pub(crate) fn lost_because(&self) -> Option<String> {
+        // A lapse is noticed by a check.
+        let _ = self.check();
+        let state = self.state();
+        state.lost.then(|| state.why_not.clone())
     }
 
     /// Whether writes are allowed now.
@@ -153,16 +192,17 @@ impl Lease {
 
     fn granted(&self, epoch: i64, sent: Instant) {
         let mut state = self.state();
-        if state.released {
+        if state.released || state.lost {
             return;
         }
         state.epoch = epoch;
-        state.valid_until = Some(sent + self.duration * 2 / 3);
+        state.valid_until = Some(sent + self.duration.saturating_sub(self.margin));
     }
 
     fn lost(&self, why: String) {
         let mut state = self.state();
         state.valid_until = None;
+        state.lost = true;
         state.why_not = why;
     }
 
@@ -205,7 +245,7 @@ impl Lease {
             )?;
             if applied {
                 self.granted(1, sent);
-                return Ok(Taken::Held(1));
+                return Ok(Taken::Held);
             }
             // Someone created it between the read and the insert: read again.
             return Box::pin(self.try_take(session, statements)).await;
@@ -216,7 +256,7 @@ impl Lease {
             let applied = self.renew_once(session, statements, epoch, expires).await?;
             if applied {
                 self.granted(epoch, sent);
-                return Ok(Taken::Held(epoch));
+                return Ok(Taken::Held);
             }
             return Box::pin(self.try_take(session, statements)).await;
         }
@@ -247,7 +287,7 @@ impl Lease {
         if applied {
             self.granted(epoch + 1, sent);
             tracing::info!(keyspace = %self.keyspace, epoch = epoch + 1, previous = %holder.unwrap_or_default(), "took the writer lease");
-            return Ok(Taken::Held(epoch + 1));
+            return Ok(Taken::Held);
         }
         Box::pin(self.try_take(session, statements)).await
     }
@@ -268,20 +308,26 @@ impl Lease {
     }
 
     /// Extends the lease held at `epoch`; marks it lost when another process has taken it.
-    async fn renew(&self, session: &Session, statements: &LeaseStatements, epoch: i64) {
+    /// `true` when it was renewed.
+    async fn renew(&self, session: &Session, statements: &LeaseStatements, epoch: i64) -> bool {
         let sent = Instant::now();
         let expires = OffsetDateTime::now_utc() + self.duration;
         match self.renew_once(session, statements, epoch, expires).await {
-            Ok(true) => self.granted(epoch, sent),
+            Ok(true) => {
+                self.granted(epoch, sent);
+                true
+            }
             Ok(false) => {
-                tracing::warn!(keyspace = %self.keyspace, epoch, "another process took the writer lease; writes here are refused");
+                tracing::error!(keyspace = %self.keyspace, epoch, "another process took the writer lease; this process writes no more");
                 self.lost(format!("another process took it over from epoch {epoch}"));
+                false
             }
             Err(e) => {
-                tracing::warn!(keyspace = %self.keyspace, epoch, error = %e, "could not renew the writer lease");
+                tracing::warn!(keyspace = %self.keyspace, epoch, error = %e, "could not renew the writer lease; trying again shortly");
                 if !self.held() {
                     self.lost(format!("it could not be renewed in time: {e}"));
                 }
+                false
             }
         }
     }
@@ -299,29 +345,23 @@ impl Lease {
         }
     }
 
-    /// Renews the lease every third of its duration while it is held; takes it again (a new
-    /// epoch) when it was lost and has expired. Ends when the lease is released.
+    /// Renews the lease every third of its duration while it is held, sooner after a renewal
+    /// that failed. Ends when the lease is released or lost: a lost lease is never taken again
+    /// by this store (see "Lost for good").
     pub(crate) async fn keep(self: Arc<Self>, session: Arc<Session>, statements: LeaseStatements) {
         let period = self.duration / 3;
+        let retry = (self.duration / 12).max(Duration::from_millis(10));
+        let mut wait = period;
         loop {
-            tokio::time::sleep(period).await;
-            if self.released() {
+            tokio::time::sleep(wait).await;
+            if self.released() || self.lost_because().is_some() {
                 return;
             }
-            let holding = self.state().valid_until.is_some();
-            if holding {
-                self.renew(&session, &statements, self.epoch()).await;
+            wait = if self.renew(&session, &statements, self.epoch()).await {
+                period
             } else {
-                match self.try_take(&session, &statements).await {
-                    Ok(Taken::Held(epoch)) => {
-                        tracing::info!(keyspace = %self.keyspace, epoch, "holding the writer lease again");
-                    }
-                    Ok(Taken::Busy { .. }) => {}
-                    Err(e) => {
-                        tracing::debug!(keyspace = %self.keyspace, error = %e, "could not take the writer lease");
-                    }
-                }
-            }
+                retry
+            };
         }
     }
 }
@@ -349,4 +389,68 @@ fn lwt_applied(result: scylla::response::query_result::QueryResult) -> Result<bo
         row.columns.get(at),
         Some(Some(CqlValue::Boolean(true)))
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lease() -> Lease {
+        Lease::new(
+            "ks",
+            Duration::from_millis(1500),
+            Duration::from_millis(500),
+        )
+    }
+
+    #[test]
+    fn writes_stop_a_margin_before_the_lease_expires() {
+        let lease = lease();
+        let sent = Instant::now();
+        lease.granted(3, sent);
+        assert_eq!(lease.check().ok(), Some(3));
+        let until = lease.state().valid_until.expect("held");
+        assert_eq!(until - sent, Duration::from_millis(1000));
+    }
+
+    #[test]
+    fn a_lease_taken_over_is_never_held_again() {
+        let lease = lease();
+        lease.granted(3, Instant::now());
+        lease.lost("another process took it over from epoch 3".into());
+        assert!(lease.check().is_err());
+        // A late answer to an earlier renewal, or a take, changes nothing.
+        lease.granted(3, Instant::now());
+        lease.granted(4, Instant::now());
+        assert!(!lease.held());
+        assert!(
+            lease
+                .lost_because()
+                .is_some_and(|why| why.contains("took it over"))
+        );
+    }
+
+    #[test]
+    fn a_lapsed_lease_is_lost_for_good() {
+        let lease = lease();
+        // Granted long enough ago that its window is over.
+        lease.granted(
+            2,
+            Instant::now()
+                .checked_sub(Duration::from_secs(5))
+                .expect("a monotonic clock five seconds back"),
+        );
+        match lease.check() {
+            Err(StoreError::Unavailable(message)) => {
+                assert!(message.contains("renewal is overdue"), "{message}")
+            }
+            other => panic!("expected the lapse to refuse writes, got {other:?}"),
+        }
+        lease.granted(2, Instant::now());
+        assert!(
+            !lease.held(),
+            "a renewal answered after the lapse does not count"
+        );
+        assert!(lease.lost_because().is_some());
+    }
 }

@@ -2,12 +2,17 @@
 //! for a national campaign on a cluster.
 //!
 //! # Layout
-//! - `schema`: the keyspace (NetworkTopologyStrategy) and one table per query, created with
-//!   `IF NOT EXISTS` at start-up; the schema version, shard and bucket counts in `settings`.
+//! - `schema`: the keyspace (NetworkTopologyStrategy, without tablets where the server knows
+//!   them: the store needs LWTs, which ScyllaDB 6 refuses in tablet keyspaces) and one table per
+//!   query, created with `IF NOT EXISTS` at start-up; the schema version, shard and bucket counts
+//!   in `settings`.
 //! - `statements`: every statement, prepared once at start-up with its consistency and
 //!   idempotence.
 //! - `rows`: model records to and from typed CQL rows.
-//! - `shard`: exactly-once writes per shard (redo journal, LWT claims, absolute totals).
+//! - `shard`: exactly-once writes per shard (redo journal, LWT claims, absolute totals), and
+//!   the bounded retry of a failed shard write (recover, then the same entries again).
+//! - `retry`: the driver's retry policy: idempotent requests resent a few times after timeouts,
+//!   overload and broken connections.
 //!
 //! # Tables, each for one query
 //! | table | key | serves |
@@ -40,7 +45,8 @@
 //!
 //! # One writer per keyspace
 //! See `lease.rs`: `connect` takes the keyspace's writer lease (an LWT row, renewed every third
-//! of `lease_duration`) and every write request checks it first; without it writes fail with
+//! of `lease_duration`; once lost, never taken again by the same store) and every write request
+//! checks it first; without it writes fail with
 //! [`StoreError::Unavailable`] and reads still work, so a standby can serve lookups. A process
 //! that takes the lease reloads each shard's totals and replays its journal before its first
 //! write. `close` releases the lease so that a standby takes over at once.
@@ -52,6 +58,9 @@
 //! requests. There are no multi-partition batches: a logged batch across partitions costs a
 //! batchlog write on extra replicas and an unlogged one makes the coordinator fan out, both
 //! slower than concurrent single-partition writes. The one batch, the totals, is single-partition.
+//! Every statement is idempotent and resent by the driver after a timeout, an overloaded node or
+//! a broken connection, at most twice (`retry.rs`); a shard write that still fails is recovered
+//! and tried again, at most four attempts in all (`shard.rs`).
 //!
 //! # TLS
 //! Behind the feature `scylla-tls` (the driver's `openssl-010` backend, linking the system's
@@ -69,6 +78,7 @@
 //! with a message naming it.
 
 mod lease;
+mod retry;
 mod rows;
 mod schema;
 mod shard;
@@ -120,8 +130,8 @@ fn tls_hint(config: &ScyllaConfig) -> String {
 }
 
 /// How to reach the cluster and how to lay out the campaign in it. Defaults suit a three-node
-/// cluster in one datacenter on the default port.
-#[derive(Debug, Clone)]
+/// cluster in one datacenter on the default port. `Debug` leaves the password out.
+#[derive(Clone)]
 pub struct ScyllaConfig {
     /// Contact points, `host:port`. Default: `127.0.0.1:9042`.
     pub nodes: Vec<String>,
@@ -155,18 +165,72 @@ pub struct ScyllaConfig {
     pub people_buckets: usize,
     /// Entries a shard writer has in flight at once (each a few sequential requests). Default: 64.
     pub max_in_flight_per_shard: usize,
-    /// How long one request may take before it fails (and, if idempotent, is retried by the
-    /// driver's retry policy). Default: 5 s.
+    /// How long one request may take, with the driver's retries of it (see `retry.rs`), before
+    /// it fails. Keep it at least the cluster's own write timeout (ScyllaDB's
+    /// `write_request_timeout_in_ms`, 2 s by default), so that a write the client gave up on has
+    /// been given up by the coordinator too. Default: 3 s.
     pub request_timeout: Duration,
+    /// How far apart the hosts' clocks may be (NTP keeps them within milliseconds; this is the
+    /// allowance). With `request_timeout` it makes the margin a lease holder stops writing
+    /// before its lease expires (see `lease.rs`). Default: 2 s.
+    pub max_clock_skew: Duration,
     /// How long the writer lease lasts without renewal. It is renewed every third of this; this
-    /// process stops writing two thirds in, so another process can take over this long after
-    /// this one dies (or at once after `close`). Keep `request_timeout` and the clock skew between
-    /// hosts under a third of it. Default: 15 s.
+    /// process stops writing `request_timeout + max_clock_skew` before it expires, so a write it
+    /// sent at the last moment is over before another process, even one whose clock runs ahead,
+    /// can take over; that happens this long after this one dies (or at once after `close`).
+    /// `request_timeout + max_clock_skew` must not exceed a third of it. Default: 15 s (writes
+    /// stop 10 s after the last renewal, renewals come every 5 s).
     pub lease_duration: Duration,
     /// How long `connect` waits while another process holds the writer lease: `None` fails at
     /// once, naming the holder and when its lease expires. Default: 30 s (twice the default
     /// lease, so a restarted process outwaits its own previous incarnation's lease).
     pub wait_for_lease: Option<Duration>,
+}
+
+impl std::fmt::Debug for ScyllaConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Every field named, so that a new one cannot be forgotten here.
+        let Self {
+            nodes,
+            keyspace,
+            datacenter,
+            replication_factor,
+            write_consistency,
+            read_consistency,
+            serial_consistency,
+            username,
+            password,
+            tls,
+            tls_ca_file,
+            shards,
+            people_buckets,
+            max_in_flight_per_shard,
+            request_timeout,
+            max_clock_skew,
+            lease_duration,
+            wait_for_lease,
+        } = self;
+        f.debug_struct("ScyllaConfig")
+            .field("nodes", nodes)
+            .field("keyspace", keyspace)
+            .field("datacenter", datacenter)
+            .field("replication_factor", replication_factor)
+            .field("write_consistency", write_consistency)
+            .field("read_consistency", read_consistency)
+            .field("serial_consistency", serial_consistency)
+            .field("username", username)
+            .field("password", &password.as_ref().map(|_| "<redacted>"))
+            .field("tls", tls)
+            .field("tls_ca_file", tls_ca_file)
+            .field("shards", shards)
+            .field("people_buckets", people_buckets)
+            .field("max_in_flight_per_shard", max_in_flight_per_shard)
+            .field("request_timeout", request_timeout)
+            .field("max_clock_skew", max_clock_skew)
+            .field("lease_duration", lease_duration)
+            .field("wait_for_lease", wait_for_lease)
+            .finish()
+    }
 }
 
 impl Default for ScyllaConfig {
@@ -187,7 +251,8 @@ impl Default for ScyllaConfig {
             shards: cores.clamp(2, 64),
             people_buckets: 256,
             max_in_flight_per_shard: 64,
-            request_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(3),
+            max_clock_skew: Duration::from_secs(2),
             lease_duration: Duration::from_secs(15),
             wait_for_lease: Some(Duration::from_secs(30)),
         }
@@ -289,15 +354,35 @@ impl ScyllaStore {
                 )));
             }
         }
+        let margin = config.request_timeout + config.max_clock_skew;
+        if margin * 3 > config.lease_duration {
+            return Err(StoreError::Engine(format!(
+                "request_timeout ({} ms) + max_clock_skew ({} ms) must not exceed a third of lease_duration ({} ms): a lease holder stops writing that long before its lease expires, and must still have room to renew it; shorten the timeout or lengthen the lease",
+                config.request_timeout.as_millis(),
+                config.max_clock_skew.as_millis(),
+                config.lease_duration.as_millis()
+            )));
+        }
         let session = Self::build_session(&config).await?;
         let ks = config.keyspace.as_str();
-        let ddl = std::iter::once(schema::create_keyspace(
+        schema::create_keyspace_on(
+            &session,
             ks,
             config.datacenter.as_deref(),
             config.replication_factor,
-        ))
-        .chain(schema::create_tables(ks));
-        for statement in ddl {
+        )
+        .await?;
+        // Before any table or LWT: a keyspace someone else made with tablets is refused here,
+        // with what to do, rather than on the first dose.
+        schema::check_no_tablets(&session, ks).await?;
+        schema::warn_on_replication_drift(
+            &session,
+            ks,
+            config.datacenter.as_deref(),
+            config.replication_factor,
+        )
+        .await?;
+        for statement in schema::create_tables(ks) {
             session
                 .query_unpaged(statement.as_str(), ())
                 .await
@@ -324,7 +409,7 @@ impl ScyllaStore {
                 .collect(),
             people_buckets: config.people_buckets,
             max_in_flight: config.max_in_flight_per_shard,
-            lease: Arc::new(lease::Lease::new(ks, config.lease_duration)),
+            lease: Arc::new(lease::Lease::new(ks, config.lease_duration, margin)),
             renewal: None,
         };
         store
@@ -394,6 +479,12 @@ impl ScyllaStore {
         self.lease.held()
     }
 
+    /// Why this store lost the writer lease for good, if it did. A store that lost its lease
+    /// never takes it again (its process is expected to exit and start afresh; see `lease.rs`).
+    pub fn writer_lease_lost(&self) -> Option<String> {
+        self.lease.lost_because()
+    }
+
     /// This store's identity in the lease row: its owner id and holder (host and pid).
     pub fn writer_lease_owner(&self) -> (uuid::Uuid, &str) {
         (self.lease.owner(), self.lease.holder())
@@ -411,6 +502,7 @@ impl ScyllaStore {
             .serial_consistency(Some(config.serial_consistency))
             .request_timeout(Some(config.request_timeout))
             .load_balancing_policy(policy.build())
+            .retry_policy(Arc::new(retry::IdempotentRetryPolicy))
             .build();
         let mut builder = SessionBuilder::new()
             .known_nodes(&config.nodes)
@@ -825,10 +917,16 @@ impl Store for ScyllaStore {
             .filter(|d| seen.insert(d.dose_id))
             .map(|d| Entry::Dose(d.clone()))
             .collect();
+        let mut conflict = None;
         for chunk in entries.chunks(MAX_ENTRIES_PER_ATTEMPT) {
-            self.run_attempt(shard, chunk.to_vec()).await?;
+            for applied in self.run_attempt(shard, chunk.to_vec()).await? {
+                if conflict.is_none() {
+                    conflict = applied.conflict;
+                }
+            }
         }
-        Ok(())
+        // Reported after the rest is committed, as the embedded store does.
+        conflict.map_or(Ok(()), Err)
     }
 
     async fn totals(&self) -> Result<Totals> {

@@ -5,6 +5,10 @@
 //! Every table is shaped for one query (ScyllaDB has no joins and no cheap secondary lookups); the
 //! comment above each says which.
 
+use scylla::client::session::Session;
+use scylla::errors::{DbError, ExecutionError, RequestAttemptError};
+
+use super::shard::unavailable;
 use crate::error::{Result, StoreError};
 
 /// The layout version this build writes and reads, kept in `settings` under [`SCHEMA_KEY`].
@@ -30,19 +34,222 @@ pub fn check_keyspace_name(name: &str) -> Result<()> {
 
 /// `CREATE KEYSPACE` with NetworkTopologyStrategy: `replication_factor` copies in the named
 /// datacenter, or in every datacenter when none is named (ScyllaDB expands the shorthand).
+///
+/// `without_tablets` adds `AND tablets = {'enabled': false}`. ScyllaDB 6.0 and later give new
+/// NetworkTopologyStrategy keyspaces tablets by default, and refuse lightweight transactions in
+/// them ("the LWT feature is not supported in keyspaces with tablets enabled"), which the store
+/// needs for claims, the writer lease and settings. Older ScyllaDB and Cassandra do not know
+/// the option and refuse it: see [`create_keyspace_on`].
 pub fn create_keyspace(
     keyspace: &str,
     datacenter: Option<&str>,
     replication_factor: u32,
+    without_tablets: bool,
 ) -> String {
     let placement = match datacenter {
         Some(dc) => format!("'{}': {replication_factor}", dc.replace('\'', "''")),
         None => format!("'replication_factor': {replication_factor}"),
     };
+    let tablets = if without_tablets {
+        " AND tablets = {'enabled': false}"
+    } else {
+        ""
+    };
     format!(
         "CREATE KEYSPACE IF NOT EXISTS {keyspace} WITH replication = \
-         {{'class': 'NetworkTopologyStrategy', {placement}}} AND durable_writes = true"
+         {{'class': 'NetworkTopologyStrategy', {placement}}} AND durable_writes = true{tablets}"
     )
+}
+
+/// Creates the keyspace if it is missing, with tablets disabled where the server knows them:
+/// the statement is sent with `tablets = {'enabled': false}` first, and again without it when
+/// the server refuses the option (a syntax, configuration or invalid-request error: Cassandra
+/// and ScyllaDB before 6.0). Trying is simpler and surer than reading the server's version or
+/// feature list first: the server itself says whether it knows the option. Options are checked
+/// before `IF NOT EXISTS`, so this also works on an existing keyspace (which then keeps what it
+/// was created with; see [`check_no_tablets`]).
+///
+/// # Errors
+/// [`StoreError::Unavailable`] when both forms fail (the second form's error is reported).
+pub async fn create_keyspace_on(
+    session: &Session,
+    keyspace: &str,
+    datacenter: Option<&str>,
+    replication_factor: u32,
+) -> Result<()> {
+    let with_option = create_keyspace(keyspace, datacenter, replication_factor, true);
+    match session.query_unpaged(with_option.as_str(), ()).await {
+        Ok(_) => return Ok(()),
+        Err(e) if refuses_an_option(&e) => {
+            tracing::info!(keyspace, reason = %e, "the server does not know the tablets option (Cassandra or ScyllaDB before 6.0); creating the keyspace without it");
+        }
+        Err(e) => return Err(unavailable("creating the keyspace", e)),
+    }
+    let plain = create_keyspace(keyspace, datacenter, replication_factor, false);
+    session
+        .query_unpaged(plain.as_str(), ())
+        .await
+        .map(drop)
+        .map_err(|e| unavailable("creating the keyspace", e))
+}
+
+/// The errors a server answers for a keyspace option it does not know.
+fn refuses_an_option(e: &ExecutionError) -> bool {
+    matches!(
+        e,
+        ExecutionError::LastAttemptError(RequestAttemptError::DbError(
+            DbError::SyntaxError | DbError::ConfigError | DbError::Invalid,
+            _
+        ))
+    )
+}
+
+/// Refuses a keyspace that uses tablets on a server where LWTs do not work with them.
+///
+/// A keyspace created by something else (by hand, or by a vaxcamp before this check) on
+/// ScyllaDB 6.0 or later has tablets unless it was created with `'enabled': false`, and
+/// tablets cannot be turned off on an existing keyspace. Without LWTs the store cannot claim
+/// doses or take the writer lease, so it stops here, at start-up, saying what to do, rather than
+/// failing on the first dose. `system_schema.scylla_keyspaces.initial_tablets` is set exactly for
+/// tablet keyspaces (the driver reads it the same way); Cassandra and ScyllaDB before 6.0 have
+/// no such table, and then there are no tablets. A server that lists the `LWT_WITH_TABLETS`
+/// feature supports LWTs in tablet keyspaces, and the keyspace is accepted.
+///
+/// # Errors
+/// [`StoreError::Engine`] for a tablet keyspace without LWT support; [`StoreError::Unavailable`]
+/// when the server cannot be read.
+pub async fn check_no_tablets(session: &Session, keyspace: &str) -> Result<()> {
+    // The name is checked (`check_keyspace_name`), so it can be a literal: an unprepared query
+    // with bind values would be prepared first, and a missing table would then fail the prepare.
+    let query = format!(
+        "SELECT initial_tablets FROM system_schema.scylla_keyspaces WHERE keyspace_name = '{keyspace}'"
+    );
+    let initial: Option<i32> = match session.query_unpaged(query.as_str(), ()).await {
+        Ok(result) => result
+            .into_rows_result()
+            .map_err(|e| unavailable("reading system_schema.scylla_keyspaces", e))?
+            .maybe_first_row::<(Option<i32>,)>()
+            .map_err(|e| unavailable("reading system_schema.scylla_keyspaces", e))?
+            .and_then(|(initial,)| initial),
+        // No such table (or column): Cassandra or ScyllaDB before 6.0, which have no tablets.
+        Err(ExecutionError::LastAttemptError(RequestAttemptError::DbError(
+            DbError::Invalid,
+            _,
+        ))) => None,
+        Err(e) => return Err(unavailable("reading system_schema.scylla_keyspaces", e)),
+    };
+    if initial.is_none() {
+        return Ok(());
+    }
+    if server_features(session)
+        .await?
+        .iter()
+        .any(|f| f == "LWT_WITH_TABLETS")
+    {
+        return Ok(());
+    }
+    Err(StoreError::Engine(format!(
+        "the keyspace {keyspace} uses tablets (ScyllaDB 6 gives them to new keyspaces unless they are created with tablets = {{'enabled': false}}), and this ScyllaDB does not support lightweight transactions in tablet keyspaces, which vaxcamp needs (dose claims, the writer lease); tablets cannot be turned off on an existing keyspace: if it holds no campaign yet, drop it (DROP KEYSPACE {keyspace};) and start again, and vaxcamp will create it without tablets; otherwise choose another keyspace (--scylla-keyspace) and copy the campaign into it"
+    )))
+}
+
+/// The server's cluster features (`system.local.supported_features`, ScyllaDB only; empty
+/// elsewhere).
+async fn server_features(session: &Session) -> Result<Vec<String>> {
+    match session
+        .query_unpaged(
+            "SELECT supported_features FROM system.local WHERE key = 'local'",
+            (),
+        )
+        .await
+    {
+        Ok(result) => Ok(result
+            .into_rows_result()
+            .map_err(|e| unavailable("reading system.local", e))?
+            .maybe_first_row::<(Option<String>,)>()
+            .map_err(|e| unavailable("reading system.local", e))?
+            .and_then(|(features,)| features)
+            .unwrap_or_default()
+            .split(',')
+            .map(str::to_owned)
+            .collect()),
+        Err(ExecutionError::LastAttemptError(RequestAttemptError::DbError(
+            DbError::Invalid,
+            _,
+        ))) => Ok(Vec::new()),
+        Err(e) => Err(unavailable("reading system.local", e)),
+    }
+}
+
+/// Warns when an existing keyspace's replication differs from the configuration: the
+/// replication factor is used only when the keyspace is created, so a changed setting would
+/// otherwise be silently ignored (and a keyspace with fewer replicas than configured would
+/// survive fewer node failures than the operator believes).
+///
+/// # Errors
+/// [`StoreError::Unavailable`] when the keyspace's definition cannot be read.
+pub async fn warn_on_replication_drift(
+    session: &Session,
+    keyspace: &str,
+    datacenter: Option<&str>,
+    replication_factor: u32,
+) -> Result<()> {
+    let query = format!(
+        "SELECT replication FROM system_schema.keyspaces WHERE keyspace_name = '{keyspace}'"
+    );
+    let found: Option<std::collections::HashMap<String, String>> = session
+        .query_unpaged(query.as_str(), ())
+        .await
+        .map_err(|e| unavailable("reading system_schema.keyspaces", e))?
+        .into_rows_result()
+        .map_err(|e| unavailable("reading system_schema.keyspaces", e))?
+        .maybe_first_row::<(Option<std::collections::HashMap<String, String>>,)>()
+        .map_err(|e| unavailable("reading system_schema.keyspaces", e))?
+        .and_then(|(replication,)| replication);
+    if let Some(difference) = found
+        .as_ref()
+        .and_then(|found| replication_drift(found, datacenter, replication_factor))
+    {
+        tracing::warn!(
+            keyspace,
+            configured_replication_factor = replication_factor,
+            configured_datacenter = datacenter.unwrap_or("(every datacenter)"),
+            found = ?found,
+            "{difference}; the replication factor is only used when the keyspace is created: change it with ALTER KEYSPACE (then run a repair) or fix the configuration"
+        );
+    }
+    Ok(())
+}
+
+/// How a keyspace's replication (as `system_schema.keyspaces` has it) differs from
+/// NetworkTopologyStrategy with `replication_factor` copies in `datacenter` (or in every
+/// datacenter listed, when none is named); `None` when it does not.
+pub fn replication_drift(
+    found: &std::collections::HashMap<String, String>,
+    datacenter: Option<&str>,
+    replication_factor: u32,
+) -> Option<String> {
+    let class = found.get("class").map(String::as_str).unwrap_or_default();
+    if !class.ends_with("NetworkTopologyStrategy") {
+        return Some(format!(
+            "the keyspace uses {class}, not NetworkTopologyStrategy"
+        ));
+    }
+    let wanted = replication_factor.to_string();
+    match datacenter {
+        Some(dc) => match found.get(dc) {
+            Some(rf) if *rf == wanted => None,
+            Some(rf) => Some(format!(
+                "the keyspace keeps {rf} copies in datacenter {dc}, not {wanted}"
+            )),
+            None => Some(format!("the keyspace has no replicas in datacenter {dc}")),
+        },
+        None => found
+            .iter()
+            .filter(|(key, _)| key.as_str() != "class")
+            .find(|(_, rf)| **rf != wanted)
+            .map(|(dc, rf)| format!("the keyspace keeps {rf} copies in {dc}, not {wanted}")),
+    }
 }
 
 /// The tables, in creation order. `{ks}` is replaced by the keyspace name.
@@ -124,9 +331,44 @@ mod tests {
 
     #[test]
     fn replication_names_the_datacenter() {
-        let cql = create_keyspace("vc", Some("dc1"), 3);
+        let cql = create_keyspace("vc", Some("dc1"), 3, true);
         assert!(cql.contains("'NetworkTopologyStrategy', 'dc1': 3"), "{cql}");
-        let cql = create_keyspace("vc", None, 1);
+        assert!(cql.ends_with("AND tablets = {'enabled': false}"), "{cql}");
+        let cql = create_keyspace("vc", None, 1, false);
         assert!(cql.contains("'replication_factor': 1"), "{cql}");
+        assert!(!cql.contains("tablets"), "{cql}");
+    }
+
+    #[test]
+    fn replication_drift_is_named() {
+        let map = |pairs: &[(&str, &str)]| -> std::collections::HashMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect()
+        };
+        let nts = "org.apache.cassandra.locator.NetworkTopologyStrategy";
+        let three = map(&[("class", nts), ("dc1", "3")]);
+        assert_eq!(replication_drift(&three, Some("dc1"), 3), None);
+        assert_eq!(replication_drift(&three, None, 3), None);
+        let drift = replication_drift(&three, Some("dc1"), 5).expect("5 wanted");
+        assert!(
+            drift.contains("3 copies in datacenter dc1, not 5"),
+            "{drift}"
+        );
+        let drift = replication_drift(&three, Some("dc2"), 3).expect("dc2 wanted");
+        assert!(drift.contains("no replicas in datacenter dc2"), "{drift}");
+        let two_dcs = map(&[("class", nts), ("dc1", "3"), ("dc2", "1")]);
+        let drift = replication_drift(&two_dcs, None, 3).expect("dc2 has 1");
+        assert!(drift.contains("1 copies in dc2"), "{drift}");
+        let simple = map(&[
+            ("class", "org.apache.cassandra.locator.SimpleStrategy"),
+            ("replication_factor", "3"),
+        ]);
+        let drift = replication_drift(&simple, None, 3).expect("simple");
+        assert!(drift.contains("SimpleStrategy"), "{drift}");
+        // The shorthand as a server without expansion (the test node) keeps it.
+        let shorthand = map(&[("class", nts), ("replication_factor", "1")]);
+        assert_eq!(replication_drift(&shorthand, None, 1), None);
     }
 }

@@ -18,9 +18,11 @@
 //! 5. the journal partition is deleted (best effort: a stale one is never read again).
 //!
 //! Steps 1–4 are all idempotent, so the driver may resend any of them. After any failure the
-//! shard is marked *in doubt*, and before its next write it recovers: it reads the stored totals
-//! (the failed attempt's step 4 may have landed: then they carry `next` and are adopted) and
-//! replays whatever is in `shard_journal (shard, stored + 1)` through steps 2–5. A claim carrying
+//! shard is marked *in doubt*, and before its next write (or a read that answers a retry) it
+//! recovers: it reads the stored totals (the failed attempt's step 4 may have landed: then they
+//! carry `next` and are adopted) and replays whatever is in `shard_journal (shard, stored + 1)`
+//! through steps 2–5, writing the totals at `stored + 1` even when the journal was empty, so
+//! that a version is never used by two attempts (see `recover`). A claim carrying
 //! version `v` is therefore counted exactly when the totals with version `v` are written: totals
 //! are never incremented, only replaced by values computed from the previous snapshot plus the
 //! claims of this version, so a resent or replayed snapshot write cannot count anything twice,
@@ -117,12 +119,47 @@ impl Delta {
 /// How an entry went: its outcome for a registration, and what it moved.
 pub(crate) struct Applied {
     pub registered: Option<Registered>,
+    /// A dose whose id is claimed for another person: nothing of it was written.
+    pub conflict: Option<StoreError>,
     delta: Delta,
 }
+
+impl Applied {
+    fn moved(delta: Delta) -> Self {
+        Self {
+            registered: None,
+            conflict: None,
+            delta,
+        }
+    }
+}
+
+/// Attempts of one shard write before its error is returned (see `run_attempt`).
+pub(crate) const WRITE_ATTEMPTS: u32 = 4;
+
+/// The pause before each retry of a shard write, growing: long enough in all (750 ms) for a
+/// dropped connection to be replaced (the driver's pool reconnects after about 50 ms, then
+/// backs off) and for an overloaded node to catch up, short enough that a site's request still
+/// answers in about a second, as soon as a 503's `Retry-After` would have it try again.
+const WRITE_BACKOFF: [std::time::Duration; 3] = [
+    std::time::Duration::from_millis(50),
+    std::time::Duration::from_millis(200),
+    std::time::Duration::from_millis(500),
+];
 
 impl ScyllaStore {
     /// Runs `entries` as one attempt on `shard` and returns one outcome per entry, in order.
     /// Recovers the shard first if it is in doubt.
+    ///
+    /// A write of doses and registrations that fails with [`StoreError::Unavailable`] (a
+    /// timeout, an overloaded or unreachable node, once the driver's own retries are spent) is
+    /// tried again, up to [`WRITE_ATTEMPTS`] attempts in all, after a back-off: each retry
+    /// first recovers the shard, which finishes whatever the failed attempt left in the
+    /// journal, then runs the same entries at the next version. Claims recognise the versions
+    /// of this call's earlier attempts as their own (counted by the recovery, never twice; a
+    /// registration still answers `Created`). Corrections are not retried here: they carry the
+    /// record they replace, read before the first attempt, and their caller reads it again.
+    /// Nothing is retried once the writer lease is gone.
     pub(crate) async fn run_attempt(
         &self,
         shard: usize,
@@ -131,28 +168,59 @@ impl ScyllaStore {
         let Some(lock) = self.shards.get(shard) else {
             return Err(StoreError::Engine(format!("no shard {shard}")));
         };
-        let mut state = lock.lock().await;
-        self.make_current(shard, &mut state).await?;
-        let Some(current) = state.take() else {
-            return Err(StoreError::Engine(format!("shard {shard} has no snapshot")));
-        };
-        if let Some(flag) = self.in_doubt.get(shard) {
-            flag.store(false, Ordering::Release);
-        }
-        match self.attempt(shard, &current, &entries, false).await {
-            Ok((next, outcomes)) => {
-                *state = Some(next);
-                Ok(outcomes)
-            }
-            Err(e) => {
-                // `state` stays `None`: the next write on this shard, or the next read (see
-                // `settle`), recovers first.
-                if let Some(flag) = self.in_doubt.get(shard) {
-                    flag.store(true, Ordering::Release);
+        let retryable = entries
+            .iter()
+            .all(|e| matches!(e, Entry::Dose(_) | Entry::Register(_)));
+        // Versions this call's failed attempts ran at: a claim found at one of them is ours.
+        let mut earlier: Vec<i64> = Vec::new();
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let mut state = lock.lock().await;
+            let result = match self.make_current(shard, &mut state).await {
+                Ok(()) => match state.take() {
+                    Some(current) => {
+                        if let Some(flag) = self.in_doubt.get(shard) {
+                            flag.store(false, Ordering::Release);
+                        }
+                        let version = current.version + 1;
+                        let result = self.attempt(shard, &current, &entries, &earlier).await;
+                        if result.is_err() {
+                            earlier.push(version);
+                        }
+                        result
+                    }
+                    None => Err(StoreError::Engine(format!("shard {shard} has no snapshot"))),
+                },
+                Err(e) => Err(e),
+            };
+            let e = match result {
+                Ok((next, outcomes)) => {
+                    *state = Some(next);
+                    return Ok(outcomes);
                 }
-                tracing::warn!(shard, error = %e, "shard write failed; it will be recovered before the next write");
-                Err(e)
+                Err(e) => e,
+            };
+            // `state` stays `None`: the next write on this shard, or the next read (see
+            // `settle`), recovers first.
+            if let Some(flag) = self.in_doubt.get(shard) {
+                flag.store(true, Ordering::Release);
             }
+            drop(state);
+            let again = retryable
+                && attempts < WRITE_ATTEMPTS
+                && matches!(e, StoreError::Unavailable(_))
+                && self.lease.held();
+            if !again {
+                tracing::warn!(shard, attempts, error = %e, "shard write failed; it will be recovered before the next write");
+                return Err(e);
+            }
+            tracing::info!(shard, attempts, error = %e, "shard write failed; recovering and trying again");
+            let pause = WRITE_BACKOFF
+                .get(attempts as usize - 1)
+                .copied()
+                .unwrap_or_default();
+            tokio::time::sleep(pause).await;
         }
     }
 
@@ -173,7 +241,12 @@ impl ScyllaStore {
             }
             let mut state = lock.lock().await;
             if state.is_none() {
-                *state = Some(self.recover(shard).await?);
+                if !self.lease.held() {
+                    // Recovery writes; without the lease it is the holder's to do (it recovers
+                    // every shard when it takes the lease), and reads go on meanwhile.
+                    continue;
+                }
+                self.make_current(shard, &mut state).await?;
             }
             flag.store(false, Ordering::Release);
         }
@@ -197,7 +270,15 @@ impl ScyllaStore {
         Ok(())
     }
 
-    /// Reads the stored snapshot and finishes the attempt its journal holds, if any.
+    /// Reads the stored snapshot, finishes the attempt its journal holds, if any, and writes the
+    /// totals at the next version even when there was nothing to finish.
+    ///
+    /// Always advancing is what fences a write that is still on its way: a journal entry sent by
+    /// a failed attempt at `next` whose request timed out on the client may land on the
+    /// replicas after the journal was read here. Had the version stayed where it was, the next
+    /// attempt would reuse `next`, and a later recovery would replay that stray entry into it: a
+    /// dose answered 503 (and perhaps recorded since under another id) written after all. Once
+    /// the totals carry `next`, no attempt uses it again and its journal is never read again.
     pub(crate) async fn recover(&self, shard: usize) -> Result<Snapshot> {
         let stored = self.load_snapshot(shard).await?;
         let next = stored.version + 1;
@@ -207,32 +288,56 @@ impl ScyllaStore {
                 (to_i32(shard, "shard")?, next),
             )
             .await?;
-        if records.is_empty() {
-            return Ok(stored);
-        }
         let entries = records
             .into_iter()
             .map(|(record,)| {
                 serde_json::from_str::<Entry>(&record).map_err(|e| corrupt("shard_journal", e))
             })
             .collect::<Result<Vec<_>>>()?;
-        tracing::info!(
-            shard,
-            version = next,
-            entries = entries.len(),
-            "replaying an interrupted shard write"
-        );
-        let (snapshot, _) = self.attempt(shard, &stored, &entries, true).await?;
+        if !entries.is_empty() {
+            tracing::info!(
+                shard,
+                version = next,
+                entries = entries.len(),
+                "replaying an interrupted shard write"
+            );
+        }
+        let (snapshot, applied) = self.replay(shard, &stored, &entries).await?;
+        for conflict in applied.into_iter().filter_map(|a| a.conflict) {
+            tracing::warn!(shard, version = next, error = %conflict, "a replayed dose was not written");
+        }
         Ok(snapshot)
     }
 
-    /// Steps 1–5 of the module docs. `replay`: the entries come from the journal already.
+    /// Steps 1–5 of the module docs for new entries. `earlier`: the versions of this write's
+    /// failed attempts, whose claims are ours (see `run_attempt`).
     async fn attempt(
         &self,
         shard: usize,
         base: &Snapshot,
         entries: &[Entry],
-        replay: bool,
+        earlier: &[i64],
+    ) -> Result<(Snapshot, Vec<Applied>)> {
+        self.steps(shard, base, entries, Some(earlier)).await
+    }
+
+    /// Steps 2–5 for entries read from the journal.
+    async fn replay(
+        &self,
+        shard: usize,
+        base: &Snapshot,
+        entries: &[Entry],
+    ) -> Result<(Snapshot, Vec<Applied>)> {
+        self.steps(shard, base, entries, None).await
+    }
+
+    /// Steps 1–5 (`earlier`: see `attempt`), or 2–5 when replaying (`None`).
+    async fn steps(
+        &self,
+        shard: usize,
+        base: &Snapshot,
+        entries: &[Entry],
+        earlier: Option<&[i64]>,
     ) -> Result<(Snapshot, Vec<Applied>)> {
         let next = base.version + 1;
         let shard_i32 = to_i32(shard, "shard")?;
@@ -240,8 +345,15 @@ impl ScyllaStore {
         // nothing from this attempt can land after a recovery has read the journal).
         // Owned entries: a closure over borrowed ones trips the higher-ranked `Send` check
         // that `async_trait` needs.
+        let earlier: Option<Vec<i64>> = earlier.map(<[i64]>::to_vec);
         let results: Vec<Result<Applied>> = futures_util::stream::iter(entries.iter().cloned())
-            .map(move |entry| async move { self.apply(shard_i32, next, &entry, replay).await })
+            .map(|entry| {
+                let earlier = earlier.clone();
+                async move {
+                    self.apply(shard_i32, next, &entry, earlier.as_deref())
+                        .await
+                }
+            })
             .buffered(self.max_in_flight)
             .collect()
             .await;
@@ -263,8 +375,15 @@ impl ScyllaStore {
         Ok((snapshot, outcomes))
     }
 
-    async fn apply(&self, shard: i32, next: i64, entry: &Entry, replay: bool) -> Result<Applied> {
-        if !replay {
+    /// One entry; `earlier` as in `steps` (`None`: replaying, the journal has it already).
+    async fn apply(
+        &self,
+        shard: i32,
+        next: i64,
+        entry: &Entry,
+        earlier: Option<&[i64]>,
+    ) -> Result<Applied> {
+        if earlier.is_some() {
             let record = serde_json::to_string(entry).map_err(|e| {
                 StoreError::Engine(format!("could not encode a journal entry: {e}"))
             })?;
@@ -276,7 +395,10 @@ impl ScyllaStore {
         }
         match entry {
             Entry::Dose(dose) => self.apply_dose(shard, next, dose).await,
-            Entry::Register(registration) => self.apply_register(next, registration).await,
+            Entry::Register(registration) => {
+                self.apply_register(next, earlier.unwrap_or_default(), registration)
+                    .await
+            }
             Entry::CorrectPerson { registration, from } => {
                 self.write_person(registration, true).await?;
                 let mut delta = Delta::default();
@@ -285,10 +407,7 @@ impl ScyllaStore {
                     delta.districts.insert(from.clone(), -1);
                     delta.districts.insert(to, 1);
                 }
-                Ok(Applied {
-                    registered: None,
-                    delta,
-                })
+                Ok(Applied::moved(delta))
             }
             Entry::CorrectDose { corrected, old } => {
                 self.execute(&self.statements.dose_put, rows::dose_values(corrected))
@@ -317,10 +436,7 @@ impl ScyllaStore {
                     delta.lots.insert(old.lot_key(), -1);
                     delta.lots.insert(corrected.lot_key(), 1);
                 }
-                Ok(Applied {
-                    registered: None,
-                    delta,
-                })
+                Ok(Applied::moved(delta))
             }
         }
     }
@@ -332,9 +448,28 @@ impl ScyllaStore {
                 (dose.dose_id.0, dose.person_code.as_str(), shard, next),
             )
             .await?;
-        let (applied, version) = lwt_outcome(claim, "dose_ids")?;
+        let claim = lwt_outcome(claim, "dose_ids")?;
+        let person = dose.person_code.as_str();
+        // Versions are per shard: the same id claimed for someone else, in another shard at the
+        // same version, must not pass for ours. The claim is ours when it applied, or when the
+        // row it found is this dose's (same person, this shard) at this attempt's version.
+        let same_owner = claim.person_code.as_deref() == Some(person) && claim.shard == Some(shard);
+        if !claim.applied && !same_owner {
+            let recorded_for = claim
+                .person_code
+                .ok_or_else(|| corrupt("dose_ids", "a claimed dose id without a person"))?;
+            return Ok(Applied {
+                registered: None,
+                conflict: Some(StoreError::DoseConflict {
+                    dose_id: dose.dose_id.to_string(),
+                    recorded_for,
+                    sent_for: person.to_owned(),
+                }),
+                delta: Delta::default(),
+            });
+        }
         let mut delta = Delta::default();
-        if applied || version == Some(next) {
+        if claim.applied || claim.version == Some(next) {
             self.execute(&self.statements.dose_put, rows::dose_values(dose))
                 .await?;
             self.execute(&self.statements.site_day_put, rows::site_day_values(dose))
@@ -342,14 +477,16 @@ impl ScyllaStore {
             delta.doses = 1;
             delta.lots.insert(dose.lot_key(), 1);
         }
-        // Otherwise the id was claimed and counted by an earlier snapshot: a retry, a no-op.
-        Ok(Applied {
-            registered: None,
-            delta,
-        })
+        // Otherwise this dose was claimed and counted by an earlier snapshot: a retry, a no-op.
+        Ok(Applied::moved(delta))
     }
 
-    async fn apply_register(&self, next: i64, registration: &Registration) -> Result<Applied> {
+    async fn apply_register(
+        &self,
+        next: i64,
+        earlier: &[i64],
+        registration: &Registration,
+    ) -> Result<Applied> {
         let (code, name, birth, phone, province, district, commune, group, at) =
             rows::person_values(registration);
         let claim = self
@@ -360,8 +497,18 @@ impl ScyllaStore {
                 ),
             )
             .await?;
-        let (applied, version) = lwt_outcome(claim, "people")?;
-        if applied || version == Some(next) {
+        // The claim's key is the person code, and a person's shard never changes, so the
+        // version alone tells ours from an earlier one here.
+        let claim = lwt_outcome(claim, "people")?;
+        if claim.version.is_some_and(|v| earlier.contains(&v)) {
+            // Created by this call's failed attempt, and counted by the recovery since.
+            return Ok(Applied {
+                registered: Some(Registered::Created(registration.clone())),
+                conflict: None,
+                delta: Delta::default(),
+            });
+        }
+        if claim.applied || claim.version == Some(next) {
             self.write_person(registration, false).await?;
             let mut delta = Delta {
                 registrations: 1,
@@ -370,6 +517,7 @@ impl ScyllaStore {
             delta.districts.insert(registration.area.district_key(), 1);
             return Ok(Applied {
                 registered: Some(Registered::Created(registration.clone())),
+                conflict: None,
                 delta,
             });
         }
@@ -379,6 +527,7 @@ impl ScyllaStore {
             .ok_or_else(|| corrupt("people", "an LWT found a row that a read did not"))?;
         Ok(Applied {
             registered: Some(Registered::Existing(existing)),
+            conflict: None,
             delta: Delta::default(),
         })
     }
@@ -512,11 +661,18 @@ pub(crate) fn unavailable(what: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(format!("{what}: {e}"))
 }
 
-/// `[applied]` and, when not applied, the `version` of the row that was there.
-fn lwt_outcome(
-    result: scylla::response::query_result::QueryResult,
-    table: &str,
-) -> Result<(bool, Option<i64>)> {
+/// What a claim (an insert-if-absent LWT) answered: whether it applied and, when it did not,
+/// the row that was there.
+struct Claim {
+    applied: bool,
+    version: Option<i64>,
+    person_code: Option<String>,
+    shard: Option<i32>,
+}
+
+/// `[applied]` and, when not applied, the `version`, `person_code` and `shard` (where the table
+/// has them) of the row that was there.
+fn lwt_outcome(result: scylla::response::query_result::QueryResult, table: &str) -> Result<Claim> {
     use scylla::value::{CqlValue, Row};
     let rows = result
         .into_rows_result()
@@ -530,19 +686,34 @@ fn lwt_outcome(
     let row: Row = rows
         .first_row()
         .map_err(|e| corrupt(table, format!("LWT answer: {e}")))?;
+    let cell = |name: &str| {
+        specs
+            .get_by_name(name)
+            .and_then(|(i, _)| row.columns.get(i).cloned().flatten())
+    };
     let applied = matches!(
         row.columns.get(applied_at),
         Some(Some(CqlValue::Boolean(true)))
     );
-    let version = version_at.and_then(|i| match row.columns.get(i) {
-        Some(Some(CqlValue::BigInt(v))) => Some(*v),
-        _ => None,
-    });
     if !applied && version_at.is_none() {
         return Err(corrupt(
             table,
             "a refused LWT did not return the existing row; the server is not ScyllaDB-compatible",
         ));
     }
-    Ok((applied, version))
+    Ok(Claim {
+        applied,
+        version: match cell("version") {
+            Some(CqlValue::BigInt(v)) => Some(v),
+            _ => None,
+        },
+        person_code: match cell("person_code") {
+            Some(CqlValue::Text(code)) => Some(code),
+            _ => None,
+        },
+        shard: match cell("shard") {
+            Some(CqlValue::Int(shard)) => Some(shard),
+            _ => None,
+        },
+    })
 }
