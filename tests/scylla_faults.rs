@@ -259,6 +259,7 @@ async fn survives(fault: Fault, probability: f64, what: &str) {
         total as u64,
         "{what}: live stock used once per dose, before any restart: {stats}"
     );
+    live_total_is(&server, total as u64, what).await;
     // And the same from a new process, which reads it all back from the keyspace.
     let server = server.restart().await;
     let (_, stats) = server.get("/v1/stats", Some(&server.observer)).await;
@@ -339,6 +340,27 @@ async fn counted(server: &TestServer, expected: u64, what: &str) {
     assert_eq!(status, StatusCode::OK, "{stats}");
     assert_eq!(stats["doses"].as_u64(), Some(expected), "{what}: {stats}");
     assert_eq!(fk100_used(&stats), expected, "{what}: live stock: {stats}");
+    live_total_is(server, expected, what).await;
+}
+
+/// The console's dose total (kept in memory, not read from the store) reaches `expected`: doses
+/// a failed commit turned out to store are counted too. The snapshot is rebuilt at most once a
+/// second, so wait for one with a deadline.
+async fn live_total_is(server: &TestServer, expected: u64, what: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (status, live) = server.get("/v1/live", Some(&server.observer)).await;
+        assert_eq!(status, StatusCode::OK, "{live}");
+        if live["doses"]["total"].as_u64() == Some(expected) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: the console's dose total is {} not {expected}",
+            live["doses"]["total"]
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

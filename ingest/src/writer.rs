@@ -769,13 +769,25 @@ impl ShardWriter {
         let ids: Vec<DoseId> = pending.iter().map(|(d, _)| d.dose_id).collect();
         match self.store.find_doses(&ids).await {
             Ok(found) => {
+                let mut held_doses = Vec::new();
                 for (dose, stock) in pending {
                     let held = found
                         .iter()
-                        .any(|f| f.dose_id == dose.dose_id && f.person_code == dose.person_code);
-                    if !held {
-                        stock.release();
+                        .find(|f| f.dose_id == dose.dose_id && f.person_code == dose.person_code);
+                    match held {
+                        Some(stored) => held_doses.push(stored.clone()),
+                        None => stock.release(),
                     }
+                }
+                // Stored although the commit reported a failure: count them like any commit, so
+                // the console's totals match the store. (Analytics get them from the client's
+                // retry, which is answered as a duplicate and fed again.)
+                if !held_doses.is_empty() {
+                    self.counters
+                        .doses_committed
+                        .fetch_add(held_doses.len() as u64, Ordering::Relaxed);
+                    self.metrics.doses_committed.inc_by(held_doses.len() as u64);
+                    self.live.record_committed(&held_doses);
                 }
             }
             Err(e) => {
