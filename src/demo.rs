@@ -46,6 +46,11 @@ pub struct DemoArgs {
     /// Seed for generated people and traffic, to repeat a run.
     #[arg(long, default_value_t = 2021)]
     pub seed: u64,
+    /// Doses in each lot. By default lots are sized to this run's traffic (so the sample
+    /// shipment has a split to make); give a large number when the campaign is set up for
+    /// load tests that run longer than the demo (see BENCHMARKS.md).
+    #[arg(long)]
+    pub lot_doses: Option<u64>,
 }
 
 /// Provinces of the demo, with two district codes each (codes as in the national registry).
@@ -67,6 +72,9 @@ const PRODUCTS: [(&str, u32); 2] = [("COMIRNATY", 21), ("SPIKEVAX", 28)];
 /// districts hold less than the planner's two weeks of need, unevenly, so the sample shipment
 /// has a real split to make.
 fn lot_doses(args: &DemoArgs, site_index: usize) -> u64 {
+    if let Some(doses) = args.lot_doses {
+        return doses;
+    }
     let rate = if args.rate > 0.0 { args.rate } else { 10_000.0 };
     let doses = rate * args.duration.as_secs_f64() * 0.5;
     let per_lot = doses / (args.sites.max(1) * PRODUCTS.len()) as f64;
