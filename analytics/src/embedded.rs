@@ -32,7 +32,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
@@ -55,6 +55,14 @@ pub const SCHEMA: u8 = 2;
 
 /// The embedded analytics backend.
 pub struct EmbeddedAnalytics {
+    /// Shared with the blocking tasks that do the engine's work.
+    engine: Arc<Engine>,
+}
+
+/// The rollups themselves. Every method reads or writes fjall, and `apply` waits for an fsync:
+/// blocking work, which [`EmbeddedAnalytics`] runs on tokio's blocking pool so that a large
+/// replay after an outage never holds up the runtime's workers (and the HTTP requests on them).
+struct Engine {
     db: Database,
     doses: Keyspace,
     rollups: Keyspace,
@@ -98,7 +106,7 @@ impl EmbeddedAnalytics {
                 other => other.into(),
             })?;
         let options = || KeyspaceCreateOptions::default().max_memtable_size(8 * 1024 * 1024);
-        let analytics = Self {
+        let engine = Engine {
             doses: db.keyspace("doses", options)?,
             rollups: db.keyspace("rollups", options)?,
             lots: db.keyspace("lots", options)?,
@@ -106,10 +114,25 @@ impl EmbeddedAnalytics {
             db,
             apply_lock: Mutex::new(()),
         };
-        analytics.upgrade()?;
-        Ok(analytics)
+        engine.upgrade()?;
+        Ok(Self {
+            engine: Arc::new(engine),
+        })
     }
 
+    /// Runs `work` on the engine in tokio's blocking pool.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Engine) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let engine = self.engine.clone();
+        tokio::task::spawn_blocking(move || work(&engine))
+            .await
+            .map_err(|e| AnalyticsError::Invalid(format!("embedded analytics task failed: {e}")))?
+    }
+}
+
+impl Engine {
     /// Moves a layout-1 database to layout 2 (see the module docs); nothing to do on a new or
     /// current one.
     fn upgrade(&self) -> Result<()> {
@@ -401,13 +424,8 @@ fn decode<T: serde::de::DeserializeOwned>(key: &[u8], value: &[u8]) -> Result<T>
     }
 }
 
-#[async_trait]
-impl Analytics for EmbeddedAnalytics {
-    fn backend_name(&self) -> &'static str {
-        "embedded"
-    }
-
-    async fn apply(&self, events: &[Event]) -> Result<()> {
+impl Engine {
+    fn apply(&self, events: &[Event]) -> Result<()> {
         let _serial = self
             .apply_lock
             .lock()
@@ -469,11 +487,11 @@ impl Analytics for EmbeddedAnalytics {
         Ok(batch.commit()?)
     }
 
-    async fn dose_count(&self) -> Result<u64> {
+    fn dose_count(&self) -> Result<u64> {
         Ok(u64::try_from(self.counter(b"n")?).unwrap_or(0))
     }
 
-    async fn site_activity(
+    fn site_activity(
         &self,
         product: &str,
         since: OffsetDateTime,
@@ -533,7 +551,7 @@ impl Analytics for EmbeddedAnalytics {
         Ok(sites.into_values().collect())
     }
 
-    async fn received_by_site(&self, product: &str) -> Result<HashMap<String, i64>> {
+    fn received_by_site(&self, product: &str) -> Result<HashMap<String, i64>> {
         let mut prefix = key(b'r', &[product]);
         prefix.push(0);
         let mut out = HashMap::new();
@@ -547,7 +565,7 @@ impl Analytics for EmbeddedAnalytics {
         Ok(out)
     }
 
-    async fn started_by_district(&self) -> Result<HashMap<District, u64>> {
+    fn started_by_district(&self) -> Result<HashMap<District, u64>> {
         let mut out = HashMap::new();
         for guard in self.rollups.prefix([b's']) {
             let (k, v) = guard.into_inner()?;
@@ -569,7 +587,7 @@ impl Analytics for EmbeddedAnalytics {
         Ok(out)
     }
 
-    async fn uptake(&self, query: &UptakeQuery) -> Result<Vec<UptakePoint>> {
+    fn uptake(&self, query: &UptakeQuery) -> Result<Vec<UptakePoint>> {
         let products: Vec<String> = match &query.product {
             Some(p) => vec![p.clone()],
             None => self
@@ -620,8 +638,54 @@ impl Analytics for EmbeddedAnalytics {
             .collect())
     }
 
-    async fn close(&self) -> Result<()> {
+    fn close(&self) -> Result<()> {
         Ok(self.db.persist(PersistMode::SyncAll)?)
+    }
+}
+
+#[async_trait]
+impl Analytics for EmbeddedAnalytics {
+    fn backend_name(&self) -> &'static str {
+        "embedded"
+    }
+
+    async fn apply(&self, events: &[Event]) -> Result<()> {
+        let events = events.to_vec();
+        self.blocking(move |engine| engine.apply(&events)).await
+    }
+
+    async fn dose_count(&self) -> Result<u64> {
+        self.blocking(Engine::dose_count).await
+    }
+
+    async fn site_activity(
+        &self,
+        product: &str,
+        since: OffsetDateTime,
+        owed: OwedWindow,
+    ) -> Result<Vec<SiteActivity>> {
+        let product = product.to_owned();
+        self.blocking(move |engine| engine.site_activity(&product, since, owed))
+            .await
+    }
+
+    async fn received_by_site(&self, product: &str) -> Result<HashMap<String, i64>> {
+        let product = product.to_owned();
+        self.blocking(move |engine| engine.received_by_site(&product))
+            .await
+    }
+
+    async fn started_by_district(&self) -> Result<HashMap<District, u64>> {
+        self.blocking(Engine::started_by_district).await
+    }
+
+    async fn uptake(&self, query: &UptakeQuery) -> Result<Vec<UptakePoint>> {
+        let query = query.clone();
+        self.blocking(move |engine| engine.uptake(&query)).await
+    }
+
+    async fn close(&self) -> Result<()> {
+        self.blocking(Engine::close).await
     }
 }
 
@@ -726,7 +790,7 @@ mod tests {
         let backend = EmbeddedAnalytics::open(dir.path()).expect("upgrade");
         assert_eq!(owed(&backend).await, vec![("hn-01".to_owned(), 1, 1)]);
         assert!(
-            backend.rollups.prefix([b'o']).next().is_none(),
+            backend.engine.rollups.prefix([b'o']).next().is_none(),
             "layout 1's owed counters are gone"
         );
         // P1's dose 2, as the new write path reports it, settles exactly what the upgrade put
@@ -772,6 +836,7 @@ mod tests {
             .expect("received");
         assert_eq!(received, HashMap::from([("hn-01".to_owned(), 1200)]));
         let movements: Vec<crate::StockMovement> = backend
+            .engine
             .lots
             .prefix([b'm'])
             .map(|g| {
