@@ -399,6 +399,9 @@ impl Outbox {
     /// Counts dropped rows, in memory and on disk (not fsynced: the count is an alarm, and a
     /// lost increment after a power cut does not hide an outbox that keeps overflowing).
     fn count_dropped(&self, rows: u64) {
+        // Under the writers' lock, so two writers cannot store their totals out of order and
+        // leave a smaller count on disk than was counted.
+        let _in_order = self.lock_writing();
         let total = self.dropped_rows.fetch_add(rows, Ordering::Relaxed) + rows;
         if let Err(e) = self.meta.insert(META_DROPPED_ROWS, total.to_be_bytes()) {
             tracing::warn!(error = %e, "could not record the dropped-row count on disk");

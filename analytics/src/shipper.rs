@@ -161,25 +161,6 @@ async fn run(
         }
         let rows = batch.iter().map(|p| p.entry.events.len()).sum::<usize>();
         let (events, unshippable) = split_shippable(&batch);
-        if !unshippable.is_empty() {
-            if let Err(e) = outbox.set_aside_events(&unshippable) {
-                // Not removed from the queue either: the whole batch is tried again.
-                tracing::error!(error = %e, "could not set aside unshippable analytics rows");
-                record_failure(&status, e.to_string());
-                tokio::select! {
-                    () = tokio::time::sleep(backoff) => {}
-                    _ = stopped.changed() => {}
-                }
-                backoff = (backoff * 2).min(config.max_backoff);
-                continue;
-            }
-            for (_, reason) in &unshippable {
-                tracing::warn!(reason = %reason, "analytics row set aside: the backends cannot hold it");
-            }
-            let mut s = lock(&status);
-            s.set_aside_rows += unshippable.len() as u64;
-            s.last_set_aside = unshippable.last().map(|(_, reason)| reason.clone());
-        }
         let applied = if events.is_empty() {
             Ok(())
         } else {
@@ -192,6 +173,10 @@ async fn run(
                 ))),
             }
         };
+        // Rows that cannot be shipped are set aside only once the rest of their batch is in:
+        // while the backend refuses the batch it stays whole in the queue, and setting them
+        // aside on every retry would store them again each time.
+        let applied = applied.and_then(|()| set_aside(&outbox, &unshippable, &status));
         match applied {
             Ok(()) => {
                 if let Err(e) = outbox.remove(&batch) {
@@ -207,7 +192,7 @@ async fn run(
                             "analytics backend is back"
                         );
                     }
-                    s.shipped_rows += rows as u64;
+                    s.shipped_rows += events.len() as u64;
                     s.last_lag_ms = lag_ms;
                     s.max_lag_ms = s.max_lag_ms.max(lag_ms);
                     s.batches += 1;
@@ -239,6 +224,29 @@ async fn run(
             }
         }
     }
+}
+
+/// Keeps the rows the backends cannot hold out of the queue, logged and counted.
+///
+/// # Errors
+/// When they cannot be written; the batch is then retried whole (the backends absorb the
+/// replay of its other rows).
+fn set_aside(
+    outbox: &Outbox,
+    unshippable: &[(Event, String)],
+    status: &Mutex<ShipperStatus>,
+) -> crate::Result<()> {
+    if unshippable.is_empty() {
+        return Ok(());
+    }
+    outbox.set_aside_events(unshippable)?;
+    for (_, reason) in unshippable {
+        tracing::warn!(reason = %reason, "analytics row set aside: the backends cannot hold it");
+    }
+    let mut s = lock(status);
+    s.set_aside_rows += unshippable.len() as u64;
+    s.last_set_aside = unshippable.last().map(|(_, reason)| reason.clone());
+    Ok(())
 }
 
 /// The events of a batch the backends can take, and those to set aside with the reason.

@@ -235,8 +235,8 @@ fn analytics_unavailable(e: &analytics::AnalyticsError) -> ApiError {
 }
 
 /// How fresh the analytics figures are: every dose committed before `as_of` is counted, the
-/// rest still waits in the outbox (or was dropped from a full one). `stale` when the oldest
-/// waiting row is older than the lag alert, or rows were dropped.
+/// rest still waits in the outbox (or was dropped from a full one, or set aside). `stale` when
+/// the oldest waiting row is older than the lag alert, or rows were dropped or set aside.
 pub fn freshness(state: &Shared) -> Value {
     freshness_of(
         &state.feed.outbox().status(),
@@ -273,12 +273,19 @@ fn freshness_of(
             outbox.dropped_rows
         ));
     }
+    if outbox.set_aside > 0 {
+        notes.push(format!(
+            "{} analytics rows were set aside because the backend cannot hold them: the figures miss those doses until they are corrected",
+            outbox.set_aside
+        ));
+    }
     json!({
         "as_of": as_of.unix_timestamp(),
-        "stale": lagging || outbox.dropped_rows > 0,
+        "stale": lagging || outbox.dropped_rows > 0 || outbox.set_aside > 0,
         "lag_seconds": lag_s,
         "outbox_rows": outbox.rows,
         "dropped_rows": outbox.dropped_rows,
+        "set_aside_rows": outbox.set_aside,
         "last_error": last_error,
         "note": (!notes.is_empty()).then(|| notes.join("; ")),
     })
@@ -434,6 +441,18 @@ mod tests {
             stale["note"]
                 .as_str()
                 .is_some_and(|n| n.contains("5 analytics rows were dropped"))
+        );
+        let set_aside = analytics::OutboxStatus {
+            set_aside: 1,
+            ..Default::default()
+        };
+        let stale = freshness_of(&set_aside, None, 60, NOW);
+        assert_eq!(stale["stale"], true);
+        assert_eq!(stale["set_aside_rows"], 1);
+        assert!(
+            stale["note"]
+                .as_str()
+                .is_some_and(|n| n.contains("1 analytics rows were set aside"))
         );
     }
 
