@@ -20,9 +20,10 @@
 //!   from the catalogue, queue depths, the latency window), and derives rates, days of supply
 //!   and alerts.
 //!
-//! Time is always passed in (unix seconds; a dose's own `recorded_at` when it is recorded), so the
-//! arithmetic is tested without clocks. Days are the campaign's days: midnight to midnight at its
-//! UTC offset (`[campaign] utc_offset`, Viet Nam's +07:00 by default). Figures "since start"
+//! Time is always passed in (unix seconds; a dose's own times when it is recorded: `recorded_at`
+//! for the per-second rates, `administered_at` for its day), so the arithmetic is tested without
+//! clocks. Days are the campaign's days: midnight to midnight at its UTC offset
+//! (`[campaign] utc_offset`, Viet Nam's +07:00 by default). Figures "since start"
 //! count from the moment this server started; "today" counts from midnight when the seed worked,
 //! else from the start (the snapshot's `today_since` says which).
 
@@ -704,7 +705,15 @@ impl Live {
         state.seeded = true;
     }
 
-    /// Counts doses a shard writer has just committed, at their `recorded_at` second.
+    /// Counts doses a shard writer has just committed.
+    ///
+    /// Two clocks, each for what it measures: the per-second rings (doses/s, a site's rate, its
+    /// last dose) count the server's traffic now, at the dose's `recorded_at`; the per-day
+    /// counts (today, the uptake behind days of supply) count vaccinations on the day they were
+    /// given, at `administered_at`, as the analytics backend that seeds them at start-up does.
+    /// So a ledger import of last week's doses shows as traffic, but not as today's uptake, and
+    /// a restart moves no dose to another day. A dose given before the day window is in none of
+    /// its days.
     pub fn record_committed(&self, doses: &[Dose]) {
         if doses.is_empty() {
             return;
@@ -719,7 +728,7 @@ impl Live {
             .fetch_add(doses.len() as u64, Ordering::Relaxed);
         for dose in doses {
             let at = dose.recorded_at.unix_timestamp();
-            let day = campaign_day(at, offset);
+            let day = campaign_day(dose.administered_at.unix_timestamp(), offset);
             state.national.add(at, 1);
             state.since_start += 1;
             // The status of the certificate this dose gives: complete once the dose number
@@ -1530,6 +1539,59 @@ mod tests {
         // At UTC midnight nothing rolls over.
         let utc = live.snapshot_at(DAY2 + 5, inputs(&sites, vec![]));
         assert_eq!(utc.doses.today, 1);
+    }
+
+    /// A dose given at `given` and recorded at `recorded` (a ledger typed in later).
+    fn ledger_dose(site: &str, product: &str, given: i64, recorded: i64) -> Dose {
+        Dose {
+            administered_at: time::OffsetDateTime::from_unix_timestamp(given).unwrap(),
+            ..dose(site, product, 1, recorded)
+        }
+    }
+
+    /// A ledger of yesterday's doses typed in today counts in today's traffic (doses/s) but on
+    /// the day the doses were given, as the analytics seed counts them after a restart: today
+    /// and days of supply do not move, and no false low-stock alert is raised. A dose from
+    /// before the day window is in none of its days.
+    #[test]
+    fn doses_count_on_the_day_they_were_given() {
+        let sites = [site("a", "01", "001")];
+        let today = campaign_day(T0, DEFAULT_UTC_OFFSET_S);
+        let week = || (1..=7).map(|back| seed("a", "COMIRNATY", today - back, 1_000));
+        let live = live_with(&sites, T0);
+        live.seed_days(today - 7, week());
+        let yesterday = T0 - 86_400;
+        let mut ledger: Vec<Dose> = (0..1_500)
+            .map(|_| ledger_dose("a", "COMIRNATY", yesterday, T0 + 10))
+            .collect();
+        ledger.push(ledger_dose("a", "COMIRNATY", T0 - 30 * 86_400, T0 + 10));
+        live.record_committed(&ledger);
+        live.record_committed(&[dose("a", "COMIRNATY", 1, T0 + 20)]);
+        let stock = || inputs(&sites, vec![lot("a", "COMIRNATY", 4_000)]);
+        let snapshot = live.snapshot_at(T0 + 30, stock());
+        let a = &snapshot.sites[0];
+        assert_eq!(a.doses_today, 1);
+        assert_eq!(snapshot.doses.today, 1);
+        // 6 days of 1,000 and yesterday's 2,500: 8,500 over 7 days.
+        assert_eq!(a.uptake_per_day, Some(8_500.0 / 7.0));
+        assert!(!a.low_stock, "{:?}", a.days_of_supply);
+        assert!(snapshot.alerts.is_empty(), "{:?}", snapshot.alerts);
+        // The server's traffic counts every dose when it arrived.
+        assert_eq!(snapshot.doses.since_start, 1_502);
+        assert_eq!(snapshot.doses.history_per_s.iter().sum::<u64>(), 1_502);
+        assert_eq!(a.doses_since_start, 1_502);
+        assert_eq!(a.last_dose_at, Some(T0 + 20));
+
+        // After a restart, the analytics seed puts the same doses on the same days.
+        let restarted = live_with(&sites, T0 + 30);
+        let mut seeds: Vec<DaySeed> = week().collect();
+        seeds.push(seed("a", "COMIRNATY", today - 1, 1_500));
+        seeds.push(seed("a", "COMIRNATY", today, 1));
+        restarted.seed_days(today - 7, seeds);
+        let after = restarted.snapshot_at(T0 + 30, stock());
+        assert_eq!(after.sites[0].doses_today, a.doses_today);
+        assert_eq!(after.sites[0].uptake_per_day, a.uptake_per_day);
+        assert_eq!(after.sites[0].days_of_supply, a.days_of_supply);
     }
 
     #[test]
