@@ -1003,19 +1003,28 @@ pub fn fold(text: &str) -> String {
     deunicode::deunicode(text).to_lowercase()
 }
 
-/// What identifies an alert across snapshots (its message changes as time passes).
+/// What identifies an alert across snapshots: its kind, site and shard. Never its message,
+/// whose figures change every second ("43 dose errors", "analytics 12 s behind").
 fn alert_key(alert: &Alert) -> String {
+    // A server older than the `shard` field names the queue's shard first in its message.
+    let shard = alert.shard.or_else(|| {
+        (alert.kind == "queue_near_full")
+            .then(|| {
+                alert
+                    .message
+                    .strip_prefix("shard ")?
+                    .split(' ')
+                    .next()?
+                    .parse()
+                    .ok()
+            })
+            .flatten()
+    });
     format!(
         "{}\u{0}{}\u{0}{}",
         alert.kind,
         alert.site_id.as_deref().unwrap_or(""),
-        // National alerts of one kind (a queue per shard) differ in their first words.
-        alert
-            .message
-            .split_whitespace()
-            .take(2)
-            .collect::<Vec<_>>()
-            .join(" ")
+        shard.map(|s| s.to_string()).unwrap_or_default()
     )
 }
 

@@ -325,6 +325,7 @@ impl AnalyticsFigures {
                 severity: Severity::Critical,
                 kind: "analytics_rows_dropped",
                 site_id: None,
+                shard: None,
                 message: format!(
                     "{} analytics rows were dropped because the outbox was full: allocation and uptake \
                      figures undercount by that many doses (the doses themselves are safe in the store). \
@@ -338,6 +339,7 @@ impl AnalyticsFigures {
                 severity: Severity::Warning,
                 kind: "analytics_rows_set_aside",
                 site_id: None,
+                shard: None,
                 message: format!(
                     "{} analytics rows were set aside because the backend cannot hold them (a time \
                      before 1970, or an unreadable outbox entry); the server log names each dose. \
@@ -356,6 +358,7 @@ impl AnalyticsFigures {
                 },
                 kind: "analytics_lagging",
                 site_id: None,
+                shard: None,
                 message: format!(
                     "analytics {} s behind, {} rows waiting ({full:.0}% of the outbox){}",
                     self.lag_ms / 1_000,
@@ -542,6 +545,11 @@ pub struct Alert {
     /// `analytics_rows_set_aside`.
     pub kind: &'static str,
     pub site_id: Option<SiteId>,
+    /// The shard of a `queue_near_full` alert; absent from the others.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shard: Option<usize>,
+    /// Says what happened in figures that change from one snapshot to the next: what names
+    /// an alert is its kind, site and shard, never its message.
     pub message: String,
 }
 
@@ -1017,6 +1025,7 @@ impl Live {
                     severity: Severity::Critical,
                     kind: "out_of_stock",
                     site_id: Some(site.site_id.clone()),
+                    shard: None,
                     message: format!("{}: no doses left in stock", label()),
                 });
             } else if low_stock {
@@ -1024,6 +1033,7 @@ impl Live {
                     severity: Severity::Warning,
                     kind: "low_stock",
                     site_id: Some(site.site_id.clone()),
+                    shard: None,
                     message: format!(
                         "{}: {:.1} days of supply ({remaining} doses)",
                         label(),
@@ -1048,6 +1058,7 @@ impl Live {
                     severity: Severity::Warning,
                     kind: "site_silent",
                     site_id: Some(site.site_id.clone()),
+                    shard: None,
                     message,
                 });
             }
@@ -1058,6 +1069,7 @@ impl Live {
                     severity: Severity::Critical,
                     kind: "error_spike",
                     site_id: Some(site.site_id.clone()),
+                    shard: None,
                     message: format!(
                         "{}: {errors_last_minute} dose errors in the last 60 s ({:.0}% of its attempts)",
                         label(),
@@ -1097,6 +1109,7 @@ impl Live {
                     severity: Severity::Critical,
                     kind: "queue_near_full",
                     site_id: None,
+                    shard: Some(shard),
                     message: format!(
                         "shard {shard} queue at {depth}/{capacity} ({:.0}%): doses will soon be answered 503",
                         *depth as f64 * 100.0 / capacity as f64
@@ -1126,6 +1139,7 @@ impl Live {
                 severity: Severity::Critical,
                 kind: "error_spike",
                 site_id: None,
+                shard: None,
                 message: format!(
                     "{last_minute} dose errors in the last 60 s ({:.0}% of attempts): {}",
                     share * 100.0,
@@ -1923,6 +1937,15 @@ mod tests {
         assert_eq!(
             messages,
             ["shard 1 queue at 900/1024 (88%): doses will soon be answered 503"]
+        );
+        // The shard is named apart from the message, which changes as the queue moves.
+        let json = serde_json::to_value(&snapshot.alerts).unwrap();
+        assert_eq!(json[0]["shard"], 1);
+        let mut other = snapshot.alerts[0].clone();
+        other.shard = None;
+        assert!(
+            serde_json::to_value(&other).unwrap().get("shard").is_none(),
+            "only queue alerts name a shard"
         );
     }
 
