@@ -183,9 +183,6 @@ struct SiteCounters {
     per_product_day: Vec<(usize, Ring)>,
     since_start: u64,
     last_dose: Option<i64>,
-    /// Failed dose requests from this site, per second and since start.
-    errors_per_second: Ring,
-    errors_since_start: u64,
 }
 
 impl SiteCounters {
@@ -195,8 +192,6 @@ impl SiteCounters {
             per_product_day: Vec::new(),
             since_start: 0,
             last_dose: None,
-            errors_per_second: Ring::new(RATE_WINDOW, start),
-            errors_since_start: 0,
         }
     }
 
@@ -216,6 +211,37 @@ impl SiteCounters {
 /// (outcome, refusal rule): the labels of the `dose_outcomes` metric.
 type OutcomeKey = (&'static str, Option<&'static str>);
 
+/// Events since start, and per second over the last minute.
+#[derive(Debug, Clone)]
+struct Tally {
+    since_start: u64,
+    per_second: Ring,
+}
+
+impl Tally {
+    fn new(start: i64) -> Self {
+        Self {
+            since_start: 0,
+            per_second: Ring::new(RATE_WINDOW, start),
+        }
+    }
+
+    fn add(&mut self, at: i64) {
+        self.since_start += 1;
+        self.per_second.add(at, 1);
+    }
+}
+
+/// Dose errors, counted by the request handlers as they answer. Apart from [`LiveState`], so
+/// that a failing request (above all a 503 `busy`, when the queues are full and the writers
+/// are the bottleneck) never waits for the lock every shard writer takes at each commit.
+#[derive(Debug, Default)]
+struct ErrorState {
+    by_kind: BTreeMap<OutcomeKey, Tally>,
+    /// The campaign's sites only.
+    by_site: HashMap<SiteId, Tally>,
+}
+
 #[derive(Debug)]
 struct LiveState {
     sites: HashMap<SiteId, SiteCounters>,
@@ -225,8 +251,6 @@ struct LiveState {
     since_start: u64,
     partial: u64,
     complete: u64,
-    /// Dose errors by kind: since start, and per second over the last minute.
-    errors: BTreeMap<OutcomeKey, (u64, Ring)>,
     /// The first day whose doses are all counted: the seed's first day, or (without a seed) the
     /// first whole day after the start.
     complete_from_day: i64,
@@ -248,7 +272,10 @@ impl LiveState {
 
 /// The live model: counters moved at commit time, snapshots built from them on demand.
 pub struct Live {
+    /// What the shard writers move at each commit.
     state: Mutex<LiveState>,
+    /// What the dose handlers move when a request fails; never held with `state`.
+    errors: Mutex<ErrorState>,
     campaign: Arc<Campaign>,
     config: LiveConfig,
     started_at: i64,
@@ -597,14 +624,21 @@ struct SiteCounted {
     committed_last_minute: u64,
     since_start: u64,
     last_dose: Option<i64>,
-    errors_last_minute: u64,
-    errors_since_start: u64,
 }
 
-/// What a snapshot copies of the live state, under the lock; everything else is computed
-/// after the lock is released, so shard writers never wait for a snapshot being built.
+/// What a snapshot copies of one site's errors, under the errors' lock.
+#[derive(Default)]
+struct SiteErrors {
+    last_minute: u64,
+    since_start: u64,
+}
+
+/// What a snapshot copies of the live state, under the locks; everything else is computed
+/// after they are released, so shard writers never wait for a snapshot being built.
 struct Counted {
     sites: Vec<Option<SiteCounted>>,
+    /// In the order of `sites`.
+    site_errors: Vec<SiteErrors>,
     products: Vec<ProductCode>,
     history: Vec<u64>,
     doses_total: u64,
@@ -616,7 +650,7 @@ struct Counted {
     partial: u64,
     complete: u64,
     /// (kind, since start, last minute)
-    errors: Vec<(String, u64, u64)>,
+    errors: Vec<(OutcomeKey, u64, u64)>,
     complete_from_day: i64,
     seeded: bool,
 }
@@ -646,10 +680,10 @@ impl Live {
                 since_start: 0,
                 partial: 0,
                 complete: 0,
-                errors: BTreeMap::new(),
                 complete_from_day,
                 seeded: false,
             }),
+            errors: Mutex::new(ErrorState::default()),
             campaign,
             config,
             started_at,
@@ -669,6 +703,13 @@ impl Live {
     fn lock(&self) -> MutexGuard<'_, LiveState> {
         // Counters only: a panic mid-update leaves at worst one dose miscounted.
         self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn lock_errors(&self) -> MutexGuard<'_, ErrorState> {
+        // Counters only, as `lock`.
+        self.errors
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -750,10 +791,14 @@ impl Live {
                 state.partial += 1;
             }
             let product = state.product_index(&dose.product);
-            let site = state
-                .sites
-                .entry(dose.site_id.clone())
-                .or_insert_with(|| SiteCounters::new(started_at));
+            // A site's id is copied once, at its first dose: not for every dose under the lock.
+            let site = match state.sites.get_mut(&dose.site_id) {
+                Some(site) => site,
+                None => state
+                    .sites
+                    .entry(dose.site_id.clone())
+                    .or_insert_with(|| SiteCounters::new(started_at)),
+            };
             site.per_second.add(at, 1);
             site.product_day(product, start_day).add(day, 1);
             site.since_start += 1;
@@ -785,22 +830,23 @@ impl Live {
         }
         // Only the campaign's sites: an admin's request naming a site that does not exist
         // must not grow the map.
-        let site = site.filter(|id| self.campaign.site(id).is_some());
+        let site = site.filter(|id| self.campaign.has_site(id));
         let started_at = self.started_at;
-        let mut state = self.lock();
-        let (total, ring) = state
-            .errors
+        let mut errors = self.lock_errors();
+        errors
+            .by_kind
             .entry((outcome, rule))
-            .or_insert_with(|| (0, Ring::new(RATE_WINDOW, started_at)));
-        *total += 1;
-        ring.add(at, 1);
+            .or_insert_with(|| Tally::new(started_at))
+            .add(at);
         if let Some(site) = site {
-            let counters = state
-                .sites
-                .entry(site.clone())
-                .or_insert_with(|| SiteCounters::new(started_at));
-            counters.errors_since_start += 1;
-            counters.errors_per_second.add(at, 1);
+            match errors.by_site.get_mut(site) {
+                Some(tally) => tally.add(at),
+                None => {
+                    let mut tally = Tally::new(started_at);
+                    tally.add(at);
+                    errors.by_site.insert(site.clone(), tally);
+                }
+            }
         }
     }
 
@@ -875,6 +921,34 @@ impl Live {
         let rate_span = (now - self.started_at).clamp(1, RATE_WINDOW as i64);
         let now_span = (now - self.started_at).clamp(1, NOW_WINDOW);
         let minute_from = now - RATE_WINDOW as i64 + 1;
+        // The errors first, under their own lock, released before the writers' is taken.
+        let (site_errors, errors) = {
+            let errors = self.lock_errors();
+            let by_site: Vec<SiteErrors> = sites
+                .iter()
+                .map(|site| {
+                    errors
+                        .by_site
+                        .get(&site.site_id)
+                        .map_or_else(SiteErrors::default, |tally| SiteErrors {
+                            last_minute: tally.per_second.sum(minute_from, now),
+                            since_start: tally.since_start,
+                        })
+                })
+                .collect();
+            let by_kind: Vec<(OutcomeKey, u64, u64)> = errors
+                .by_kind
+                .iter()
+                .map(|(kind, tally)| {
+                    (
+                        *kind,
+                        tally.since_start,
+                        tally.per_second.sum(minute_from, now),
+                    )
+                })
+                .collect();
+            (by_site, by_kind)
+        };
         let mut state = self.lock();
         state.national.advance(last_complete);
         let counted_sites = sites
@@ -895,14 +969,13 @@ impl Live {
                     committed_last_minute: counters.per_second.sum(minute_from, now),
                     since_start: counters.since_start,
                     last_dose: counters.last_dose,
-                    errors_last_minute: counters.errors_per_second.sum(minute_from, now),
-                    errors_since_start: counters.errors_since_start,
                 })
             })
             .collect();
         let history_from = last_complete - HISTORY_SECONDS as i64 + 1;
         Counted {
             sites: counted_sites,
+            site_errors,
             products: state.products.clone(),
             history: (history_from..=last_complete)
                 .map(|s| state.national.get(s))
@@ -922,17 +995,7 @@ impl Live {
             since_start: state.since_start,
             partial: state.partial,
             complete: state.complete,
-            errors: state
-                .errors
-                .iter()
-                .map(|(&(outcome, rule), (total, ring))| {
-                    let kind = match rule {
-                        Some(rule) => format!("{outcome}:{rule}"),
-                        None => outcome.to_owned(),
-                    };
-                    (kind, *total, ring.sum(minute_from, now))
-                })
-                .collect(),
+            errors,
             complete_from_day: state.complete_from_day,
             seeded: state.seeded,
         }
@@ -980,7 +1043,11 @@ impl Live {
         let mut national_products: BTreeMap<ProductCode, (u64, Option<f64>)> = BTreeMap::new();
         let mut sites = Vec::with_capacity(sorted_sites.len());
         let mut alerts = Vec::new();
-        for (site, counters) in sorted_sites.iter().zip(&counted.sites) {
+        for ((site, counters), errors) in sorted_sites
+            .iter()
+            .zip(&counted.sites)
+            .zip(&counted.site_errors)
+        {
             let product_days = |product: &ProductCode| -> DayCounts {
                 counters
                     .as_ref()
@@ -1018,7 +1085,7 @@ impl Live {
             let last_dose = counters.as_ref().and_then(|c| c.last_dose);
             let quiet_since = last_dose.unwrap_or(self.started_at);
             let silent = counted.national_active && now - quiet_since > config.silent_after_s;
-            let errors_last_minute = counters.as_ref().map_or(0, |c| c.errors_last_minute);
+            let errors_last_minute = errors.last_minute;
             let label = || format!("{} ({})", site.site_id, site.name);
             if remaining == 0 {
                 alerts.push(Alert {
@@ -1096,7 +1163,7 @@ impl Live {
                 low_stock,
                 silent,
                 errors_last_minute,
-                errors_since_start: counters.as_ref().map_or(0, |c| c.errors_since_start),
+                errors_since_start: errors.since_start,
                 stock,
             });
         }
@@ -1120,11 +1187,21 @@ impl Live {
 
         // Errors, nationally: since start by kind, and the last minute against the doses
         // committed in it.
-        let total_errors: u64 = counted.errors.iter().map(|(_, total, _)| total).sum();
-        let last_minute: u64 = counted.errors.iter().map(|(_, _, minute)| minute).sum();
+        let kinds: Vec<(String, u64, u64)> = counted
+            .errors
+            .iter()
+            .map(|&((outcome, rule), total, minute)| {
+                let kind = match rule {
+                    Some(rule) => format!("{outcome}:{rule}"),
+                    None => outcome.to_owned(),
+                };
+                (kind, total, minute)
+            })
+            .collect();
+        let total_errors: u64 = kinds.iter().map(|(_, total, _)| total).sum();
+        let last_minute: u64 = kinds.iter().map(|(_, _, minute)| minute).sum();
         if let Some(share) = spike(last_minute, counted.national_minute, config) {
-            let mut recent: Vec<(&str, u64)> = counted
-                .errors
+            let mut recent: Vec<(&str, u64)> = kinds
                 .iter()
                 .filter(|(_, _, minute)| *minute > 0)
                 .map(|(kind, _, minute)| (kind.as_str(), *minute))
@@ -1147,8 +1224,7 @@ impl Live {
                 ),
             });
         }
-        let mut by_kind: Vec<ErrorCount> = counted
-            .errors
+        let mut by_kind: Vec<ErrorCount> = kinds
             .iter()
             .filter(|(_, total, _)| *total > 0)
             .map(|(kind, count, _)| ErrorCount {
@@ -1924,7 +2000,35 @@ mod tests {
         live.record_outcome_at(Some(&ghost), "refused", Some("unknown_lot"), T0 + 60);
         let snapshot = live.snapshot_at(T0 + 61, inputs(&sites, vec![]));
         assert_eq!(snapshot.errors.total, 13);
-        assert_eq!(live.lock().sites.len(), 2);
+        let errors = live.lock_errors();
+        assert!(!errors.by_site.contains_key(&ghost));
+        assert_eq!(errors.by_site.len(), 1);
+    }
+
+    /// A failing request (a 503 `busy` when the queues are full) counts its error without the
+    /// lock the shard writers take at each commit.
+    #[test]
+    fn errors_are_counted_while_a_writer_holds_the_lock() {
+        let sites = [site("a", "01", "001")];
+        let live = Arc::new(live_with(&sites, T0));
+        let writers = live.lock();
+        let (done, counted) = std::sync::mpsc::channel();
+        let handler = {
+            let live = live.clone();
+            std::thread::spawn(move || {
+                let a = SiteId::new("a").unwrap();
+                live.record_outcome_at(Some(&a), "busy", None, T0 + 1);
+                live.record_outcome_at(None, "busy", None, T0 + 1);
+                done.send(()).unwrap();
+            })
+        };
+        let waited = counted.recv_timeout(Duration::from_secs(30));
+        drop(writers);
+        handler.join().unwrap();
+        assert!(waited.is_ok(), "the error waited for the writers' lock");
+        let snapshot = live.snapshot_at(T0 + 2, inputs(&sites, vec![]));
+        assert_eq!(snapshot.errors.total, 2);
+        assert_eq!(snapshot.sites[0].errors_since_start, 1);
     }
 
     #[test]
