@@ -220,12 +220,14 @@ impl Metrics {
     }
 
     fn dose_latency_window_at(&self, now: i64) -> LatencySummary {
-        let merged = self
+        // Every dose answer records into the window: copy its slots under the lock, and merge
+        // (allocate and add six histograms) after releasing it.
+        let slots = self
             .dose_latency_window
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .merged(now);
-        summary(&merged, LATENCY_WINDOW_S)
+            .current_slots(now);
+        summary(&merged(&slots), LATENCY_WINDOW_S)
     }
 }
 
@@ -288,17 +290,30 @@ impl LatencyWindow {
         let _ = histogram.record_n(micros, n);
     }
 
-    fn merged(&self, now: i64) -> hdrhistogram::Histogram<u64> {
+    /// Copies of the slots still inside the minute that ends at `now`; the empty ones are left
+    /// out.
+    fn current_slots(&self, now: i64) -> Vec<hdrhistogram::Histogram<u64>> {
         let current = now.div_euclid(LATENCY_SLOT_S);
-        let mut merged = latency_histogram();
-        for (number, histogram) in &self.slots {
-            if *number > current - LATENCY_SLOTS as i64 && *number <= current {
-                // Same bounds on both sides: adding cannot fail.
-                let _ = merged.add(histogram);
-            }
-        }
-        merged
+        self.slots
+            .iter()
+            .filter(|(number, histogram)| {
+                *number > current - LATENCY_SLOTS as i64
+                    && *number <= current
+                    && !histogram.is_empty()
+            })
+            .map(|(_, histogram)| histogram.clone())
+            .collect()
     }
+}
+
+/// One histogram of the latencies in `slots`.
+fn merged(slots: &[hdrhistogram::Histogram<u64>]) -> hdrhistogram::Histogram<u64> {
+    let mut merged = latency_histogram();
+    for histogram in slots {
+        // Same bounds on both sides: adding cannot fail.
+        let _ = merged.add(histogram);
+    }
+    merged
 }
 
 #[cfg(test)]
