@@ -10,8 +10,9 @@
 //!   conflicting, busy...): per site and per kind, since start and per second over the last
 //!   minute. Errors are counted when they happen, so "errors in the last minute" does not depend
 //!   on how often anyone asks for a snapshot.
-//! - Registrations move the all-time registration total ([`Live::registered`]); it and the dose
-//!   total are read from the store once at start-up ([`Live::seed_totals`]).
+//! - The all-time dose and registration totals are read from the store once at start-up
+//!   ([`Live::with_totals_at_start`]); a snapshot adds the doses committed and the
+//!   registrations created since.
 //! - [`seed_from_analytics`] fills the per-day rings at start-up with the last days' doses per site
 //!   and product from the analytics backend, so a restart neither zeroes "today" nor judges days
 //!   of supply from a few hours of traffic.
@@ -28,7 +29,6 @@
 //! else from the start (the snapshot's `today_since` says which).
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -279,10 +279,11 @@ pub struct Live {
     campaign: Arc<Campaign>,
     config: LiveConfig,
     started_at: i64,
-    /// All doses and registrations stored: read from the store once at start-up, then moved
-    /// by the shard writers and the registration handler, so a snapshot never reads the store.
-    doses_total: AtomicU64,
-    registrations_total: AtomicU64,
+    /// All doses and registrations stored when the server started, read from the store once.
+    /// A snapshot's totals add what was counted since (the doses committed, the registrations
+    /// created), so it never reads the store.
+    doses_at_start: u64,
+    registrations_at_start: u64,
     /// The newest snapshot as JSON: `GET /v1/live` and every stream share one build a second.
     cache: Mutex<Option<(Instant, Arc<str>)>>,
     /// Held while a snapshot is built, so that requests arriving together wait for one build
@@ -641,7 +642,6 @@ struct Counted {
     site_errors: Vec<SiteErrors>,
     products: Vec<ProductCode>,
     history: Vec<u64>,
-    doses_total: u64,
     national_now: u64,
     national_rate: u64,
     national_minute: u64,
@@ -687,8 +687,8 @@ impl Live {
             campaign,
             config,
             started_at,
-            doses_total: AtomicU64::new(0),
-            registrations_total: AtomicU64::new(0),
+            doses_at_start: 0,
+            registrations_at_start: 0,
             cache: Mutex::new(None),
             building: tokio::sync::Mutex::new(()),
             streams,
@@ -718,17 +718,14 @@ impl Live {
         campaign_day(self.started_at, self.config.utc_offset_s)
     }
 
-    /// The all-time totals as the store counted them at start-up. Call before the write path
-    /// starts and before requests are served; from then on the writers and handlers move them.
-    pub fn seed_totals(&self, doses: u64, registrations: u64) {
-        self.doses_total.store(doses, Ordering::Relaxed);
-        self.registrations_total
-            .store(registrations, Ordering::Relaxed);
-    }
-
-    /// A registration was created.
-    pub fn registered(&self) {
-        self.registrations_total.fetch_add(1, Ordering::Relaxed);
+    /// The all-time totals as the store counted them at start-up, read before the write path
+    /// starts: a snapshot adds the doses committed since ([`Live::record_committed`]) and the
+    /// registrations created since ([`LiveInputs::registrations_since_start`]).
+    #[must_use]
+    pub fn with_totals_at_start(mut self, doses: u64, registrations: u64) -> Self {
+        self.doses_at_start = doses;
+        self.registrations_at_start = registrations;
+        self
     }
 
     /// Fills the per-day rings with doses given before this server started: `from_day` (the
@@ -772,9 +769,6 @@ impl Live {
         let offset = self.config.utc_offset_s;
         let start_day = self.start_day();
         let mut state = self.lock();
-        // Under the lock, so that a snapshot's total and its per-day counts agree.
-        self.doses_total
-            .fetch_add(doses.len() as u64, Ordering::Relaxed);
         for dose in doses {
             let at = dose.recorded_at.unix_timestamp();
             let day = campaign_day(dose.administered_at.unix_timestamp(), offset);
@@ -848,11 +842,6 @@ impl Live {
                 }
             }
         }
-    }
-
-    /// All doses stored, as counted in memory.
-    pub fn doses_total(&self) -> u64 {
-        self.doses_total.load(Ordering::Relaxed)
     }
 
     /// The snapshot JSON built within `max_age`, if any.
@@ -980,7 +969,6 @@ impl Live {
             history: (history_from..=last_complete)
                 .map(|s| state.national.get(s))
                 .collect(),
-            doses_total: self.doses_total(),
             national_now: state
                 .national
                 .sum(last_complete - now_span + 1, last_complete),
@@ -1250,7 +1238,8 @@ impl Live {
             .collect();
 
         let doses = DoseFigures {
-            total: counted.doses_total,
+            // The same count as `since_start`, copied under the same lock as the day counts.
+            total: self.doses_at_start + counted.since_start,
             today: sites.iter().map(|s| s.doses_today).sum(),
             since_start: counted.since_start,
             per_s_now: counted.national_now as f64 / now_span as f64,
@@ -1278,7 +1267,7 @@ impl Live {
                 complete: counted.complete,
             },
             registrations: RegistrationFigures {
-                total: self.registrations_total.load(Ordering::Relaxed),
+                total: self.registrations_at_start + inputs.registrations_since_start,
                 since_start: inputs.registrations_since_start,
             },
             checkins_since_start: inputs.checkins_since_start,
@@ -1438,6 +1427,8 @@ fn unix_now() -> i64 {
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
+
+    use std::sync::atomic::{AtomicU64, Ordering};
 
     use super::*;
     use store::{Area, AreaCode, DoseId, LotNumber, PersonCode};
@@ -1602,14 +1593,14 @@ mod tests {
     #[test]
     fn totals_are_kept_in_memory_from_the_start_up_seed() {
         let sites = [site("a", "01", "001")];
-        let live = live_with(&sites, T0);
-        live.seed_totals(1_000, 50_000);
+        let live = live_with(&sites, T0).with_totals_at_start(1_000, 50_000);
         live.record_committed(&[
             dose("a", "COMIRNATY", 1, T0 + 1),
             dose("a", "COMIRNATY", 1, T0 + 1),
         ]);
-        live.registered();
-        let snapshot = live.snapshot_at(T0 + 5, inputs(&sites, vec![]));
+        let mut registered = inputs(&sites, vec![]);
+        registered.registrations_since_start = 1;
+        let snapshot = live.snapshot_at(T0 + 5, registered);
         assert_eq!(snapshot.doses.total, 1_002);
         assert_eq!(snapshot.registrations.total, 50_001);
     }
