@@ -10,6 +10,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
+use analytics::{OutboxStatus, ShipperStatus};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -56,7 +57,19 @@ pub fn snapshot(state: &Shared) -> LiveSnapshot {
 }
 
 pub(crate) fn analytics_figures(state: &Shared) -> AnalyticsFigures {
-    let outbox = state.feed.outbox().status();
+    analytics_figures_of(
+        state,
+        &state.feed.outbox().status(),
+        &state.shipper.status(),
+    )
+}
+
+/// The analytics figures of an outbox and shipper status already read.
+pub(crate) fn analytics_figures_of(
+    state: &Shared,
+    outbox: &OutboxStatus,
+    shipper: &ShipperStatus,
+) -> AnalyticsFigures {
     AnalyticsFigures {
         backend: state.analytics.backend_name().to_owned(),
         outbox_rows: outbox.rows,
@@ -65,7 +78,7 @@ pub(crate) fn analytics_figures(state: &Shared) -> AnalyticsFigures {
         lag_ms: outbox.oldest_age_ms,
         dropped_rows: outbox.dropped_rows,
         set_aside: outbox.set_aside,
-        last_error: state.shipper.status().last_error,
+        last_error: shipper.last_error.clone(),
         lag_alert_s: state.analytics_lag_alert_s,
     }
 }
