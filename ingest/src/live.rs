@@ -29,6 +29,7 @@
 //! else from the start (the snapshot's `today_since` says which).
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -289,6 +290,8 @@ pub struct Live {
     /// Held while a snapshot is built, so that requests arriving together wait for one build
     /// instead of each making their own.
     building: tokio::sync::Mutex<()>,
+    /// Snapshots built since start: what the sharing saves shows here.
+    snapshots_built: AtomicU64,
     /// One permit per live stream being served: caps what a wall of consoles (or a client
     /// reconnecting in a loop) can hold open.
     streams: Arc<Semaphore>,
@@ -691,6 +694,7 @@ impl Live {
             registrations_at_start: 0,
             cache: Mutex::new(None),
             building: tokio::sync::Mutex::new(()),
+            snapshots_built: AtomicU64::new(0),
             streams,
             closed: watch::Sender::new(false),
         }
@@ -882,8 +886,14 @@ impl Live {
             return Ok(json);
         }
         let json = build()?;
+        self.snapshots_built.fetch_add(1, Ordering::Relaxed);
         self.store_json(json.clone());
         Ok(json)
+    }
+
+    /// Snapshots built by [`Live::shared_json`] since start.
+    pub fn snapshots_built(&self) -> u64 {
+        self.snapshots_built.load(Ordering::Relaxed)
     }
 
     /// A permit to serve one live stream, or `None` when as many as allowed are open. The
@@ -1427,8 +1437,6 @@ fn unix_now() -> i64 {
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
-
-    use std::sync::atomic::{AtomicU64, Ordering};
 
     use super::*;
     use store::{Area, AreaCode, DoseId, LotNumber, PersonCode};
@@ -2093,24 +2101,61 @@ mod tests {
         assert_eq!(live.snapshot_at(T0 + 2, input).doses.since_start, 2_000);
     }
 
-    #[tokio::test]
+    /// Callers that arrive while a snapshot is being built wait for that build and share it.
+    /// The first build is held (on a multi-thread runtime, so the others run meanwhile) until
+    /// every other caller has been polled once: with one build at a time they are then waiting
+    /// for it; without, they have built their own.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn one_build_serves_callers_that_arrive_together() {
+        const OTHERS: usize = 7;
         let live = Arc::new(live_with(&[], T0));
         let builds = Arc::new(AtomicU64::new(0));
-        let mut callers = Vec::new();
-        for _ in 0..8 {
-            let live = live.clone();
-            let builds = builds.clone();
-            callers.push(tokio::spawn(async move {
-                live.shared_json(Duration::from_secs(60), || {
+        // Each other caller says when its call was first polled.
+        let (arrived, arrivals) = std::sync::mpsc::channel::<()>();
+        let (building, first_is_building) = tokio::sync::oneshot::channel();
+        let first = {
+            let (live, builds) = (live.clone(), builds.clone());
+            tokio::spawn(async move {
+                live.shared_json(Duration::from_secs(60), move || {
                     builds.fetch_add(1, Ordering::Relaxed);
-                    Ok::<_, ()>(Arc::from("{}"))
+                    let _ = building.send(());
+                    // Hands the worker's other tasks to another thread while this one waits.
+                    tokio::task::block_in_place(|| {
+                        for _ in 0..OTHERS {
+                            arrivals
+                                .recv_timeout(Duration::from_secs(30))
+                                .map_err(|_| "a caller was never polled")?;
+                        }
+                        Ok::<_, &str>(Arc::from("first"))
+                    })
                 })
                 .await
-            }));
-        }
-        for caller in callers {
-            assert_eq!(&*caller.await.unwrap().unwrap(), "{}");
+            })
+        };
+        first_is_building.await.unwrap();
+        let others: Vec<_> = (0..OTHERS)
+            .map(|_| {
+                let (live, builds, arrived) = (live.clone(), builds.clone(), arrived.clone());
+                tokio::spawn(async move {
+                    let mut call = Box::pin(live.shared_json(Duration::from_secs(60), move || {
+                        builds.fetch_add(1, Ordering::Relaxed);
+                        Ok::<_, &str>(Arc::from("another"))
+                    }));
+                    let mut arrived = Some(arrived);
+                    std::future::poll_fn(move |cx| {
+                        let poll = call.as_mut().poll(cx);
+                        if let Some(arrived) = arrived.take() {
+                            let _ = arrived.send(());
+                        }
+                        poll
+                    })
+                    .await
+                })
+            })
+            .collect();
+        assert_eq!(&*first.await.unwrap().unwrap(), "first");
+        for other in others {
+            assert_eq!(&*other.await.unwrap().unwrap(), "first", "the shared build");
         }
         assert_eq!(builds.load(Ordering::Relaxed), 1);
     }
