@@ -568,12 +568,24 @@ pub enum Severity {
     Warning,
 }
 
+/// Every kind of [`Alert`], as the API documents them.
+pub const ALERT_KINDS: [&str; 8] = [
+    "out_of_stock",
+    "queue_near_full",
+    "error_spike",
+    "analytics_rows_dropped",
+    "low_stock",
+    "site_silent",
+    "analytics_lagging",
+    "analytics_rows_set_aside",
+];
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Alert {
     pub severity: Severity,
-    /// `site_silent`, `error_spike` (national, or with a `site_id`), `queue_near_full`,
-    /// `low_stock`, `out_of_stock`, `analytics_lagging`, `analytics_rows_dropped` or
-    /// `analytics_rows_set_aside`.
+    /// One of [`ALERT_KINDS`]: `site_silent`, `error_spike` (national, or with a `site_id`),
+    /// `queue_near_full`, `low_stock`, `out_of_stock`, `analytics_lagging`,
+    /// `analytics_rows_dropped` or `analytics_rows_set_aside`.
     pub kind: &'static str,
     pub site_id: Option<SiteId>,
     /// The shard of a `queue_near_full` alert; absent from the others.
