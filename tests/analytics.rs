@@ -140,6 +140,15 @@ async fn record_doses(server: &TestServer, prefix: &str, n: usize) -> usize {
     recorded
 }
 
+/// The value of an unlabelled metric in a Prometheus scrape.
+fn metric<T: std::str::FromStr>(scrape: &str, name: &str) -> T {
+    scrape
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in the scrape:\n{scrape}"))
+}
+
 async fn stats(server: &TestServer) -> Value {
     let (status, body) = server.get("/v1/stats", Some(&server.observer)).await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -302,12 +311,13 @@ async fn a_clickhouse_outage_fails_no_dose_and_the_counts_converge_exactly() {
         .text()
         .await
         .expect("text");
-    let waiting_in_scrape: u64 = scrape
-        .lines()
-        .find_map(|l| l.strip_prefix("vaxcamp_analytics{figure=\"outbox_rows\"} "))
-        .and_then(|v| v.trim().parse().ok())
-        .expect("the outbox_rows gauge");
+    let waiting_in_scrape: u64 = metric(&scrape, "vaxcamp_analytics_outbox_rows");
     assert!(waiting_in_scrape >= during as u64, "{scrape}");
+    // The lag in seconds (not milliseconds), past the alert's threshold; the shipper failing.
+    let lag: f64 = metric(&scrape, "vaxcamp_analytics_lag_seconds");
+    assert!(lag > 0.0 && lag < 600.0, "{scrape}");
+    let failures: u64 = metric(&scrape, "vaxcamp_analytics_shipper_consecutive_failures");
+    assert!(failures >= 1, "{scrape}");
 
     clickhouse.run("resume");
     wait_for_empty_outbox(&server, Duration::from_secs(60)).await;
@@ -317,6 +327,27 @@ async fn a_clickhouse_outage_fails_no_dose_and_the_counts_converge_exactly() {
         (before + during) as u64,
         "after the outage ClickHouse has every dose exactly once"
     );
+    // Rows shipped is a counter: what the shipper shipped, each row once however many scrapes
+    // there were (this is the second).
+    let scrape = server
+        .client
+        .get(server.url("/metrics"))
+        .bearer_auth(&server.observer)
+        .send()
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("text");
+    let shipped: u64 = metric(&scrape, "vaxcamp_analytics_shipped_rows_total");
+    let status = stats(&server).await;
+    assert_eq!(
+        Some(shipped),
+        status["analytics"]["shipper"]["shipped_rows"].as_u64(),
+        "{scrape}"
+    );
+    assert!(shipped >= (before + during) as u64, "{scrape}");
+    assert_eq!(metric::<u64>(&scrape, "vaxcamp_analytics_outbox_rows"), 0);
     // The live snapshot is shared for up to a second: wait for one built after the outbox
     // emptied.
     let deadline = Instant::now() + Duration::from_secs(10);

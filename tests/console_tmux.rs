@@ -517,7 +517,12 @@ async fn console_at_80x24_reconnects_to_a_restarted_server() {
         ] {
             assert!(screen.contains(part), "{part} at 80×24:\n{screen}");
         }
-        assert_eq!(screen.lines().count(), 24, "{screen}");
+        // The layout fills the pane exactly: the key line is its 24th and last row.
+        let rows: Vec<&str> = screen.lines().collect();
+        assert!(
+            rows.len() == 24 && rows[23].contains("q quit"),
+            "the key line on row 24:\n{screen}"
+        );
     });
 
     // The server stops: the console says so.

@@ -3,8 +3,9 @@
 //! whatever the state is. Time arrives in events too, so the whole console is testable without
 //! clocks.
 
+use std::borrow::Cow;
 use std::cmp::Ordering;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
@@ -326,6 +327,9 @@ pub struct App {
     pub server: String,
     pub theme: Theme,
     pub snapshot: Option<Snapshot>,
+    /// The snapshot's site names as the filter and the name sort compare them ([`fold`]), by
+    /// site id: folded once per snapshot, not on every table drawn.
+    folded_names: HashMap<String, String>,
     pub connection: Connection,
     /// Unix seconds, from the last tick.
     pub now: i64,
@@ -375,6 +379,7 @@ impl App {
             server: server.into(),
             theme,
             snapshot: None,
+            folded_names: HashMap::new(),
             connection: Connection::Connecting { attempt: 1 },
             now,
             fresh_at: now,
@@ -438,6 +443,11 @@ impl App {
                 if newer {
                     self.fresh_at = self.now;
                 }
+                self.folded_names = snapshot
+                    .sites
+                    .iter()
+                    .map(|site| (site.site_id.clone(), fold(&site.name)))
+                    .collect();
                 self.snapshot = Some(*snapshot);
                 self.connection = Connection::Live;
                 self.server_error = None;
@@ -491,12 +501,13 @@ impl App {
 
     /// The proposal's lines, filtered.
     pub fn proposal_lines(&self) -> Vec<&crate::allocation::PlanLine> {
+        let needle = Needle::new(&self.filter);
         match &self.proposal {
             Proposal::Ready { answer, .. } => answer
                 .plan
                 .lines
                 .iter()
-                .filter(|l| self.matches_filter(&[&l.area, &l.name]))
+                .filter(|l| needle.finds(&l.area) || needle.finds(&l.name))
                 .collect(),
             _ => Vec::new(),
         }
@@ -853,8 +864,13 @@ impl App {
             .collect()
     }
 
-    fn matches_filter(&self, texts: &[&str]) -> bool {
-        matches(&self.filter, texts)
+    /// The name of site `site_id` as the filter and the name sort compare it: folded once per
+    /// snapshot, or now for a name the snapshot does not have.
+    fn folded_name<'a>(&'a self, site_id: &str, name: &str) -> Cow<'a, str> {
+        match self.folded_names.get(site_id) {
+            Some(folded) => Cow::Borrowed(folded),
+            None => Cow::Owned(fold(name)),
+        }
     }
 
     /// The area table at the current level: provinces, districts of a province, or sites of a
@@ -871,6 +887,7 @@ impl App {
     fn rows_for(&self, path: &[String], sort: SortColumn, filter: &str) -> Vec<AreaRow> {
         let low_days = self.low_days();
         let depth = path.len();
+        let needle = Needle::new(filter);
         let mut groups: BTreeMap<String, AreaRow> = BTreeMap::new();
         for site in self.sites_under(path) {
             let (key, label) = match depth {
@@ -889,7 +906,14 @@ impl App {
                 row.finish();
                 row
             })
-            .filter(|row| matches(filter, &[&row.key, &row.label]))
+            .filter(|row| {
+                needle.finds(&row.key)
+                    || match depth {
+                        // Sites: the name folded with the snapshot.
+                        2.. => needle.finds_folded(&self.folded_name(&row.key, &row.label)),
+                        _ => needle.finds(&row.label),
+                    }
+            })
             .collect();
         let share = |r: &AreaRow| {
             if r.capacity == 0 {
@@ -898,20 +922,15 @@ impl App {
                 r.doses_today as f64 / r.capacity as f64
             }
         };
-        // Names compare without their diacritics, so "Đà Nẵng" sorts with the Ds, not after Z.
-        let names: BTreeMap<String, String> = if sort == SortColumn::Name {
-            rows.iter()
-                .map(|r| (r.key.clone(), fold(&r.label)))
-                .collect()
-        } else {
-            BTreeMap::new()
-        };
         rows.sort_by(|a, b| {
             let by = match sort {
-                SortColumn::Name => names
-                    .get(&a.key)
-                    .cmp(&names.get(&b.key))
+                // Site names compare without their diacritics, so "Đà Nẵng" sorts with the Ds,
+                // not after Z. Province and district labels are "Province 01": plain ASCII.
+                SortColumn::Name if depth >= 2 => self
+                    .folded_name(&a.key, &a.label)
+                    .cmp(&self.folded_name(&b.key, &b.label))
                     .then_with(|| a.label.cmp(&b.label)),
+                SortColumn::Name => a.label.cmp(&b.label),
                 SortColumn::Today => b.doses_today.cmp(&a.doses_today),
                 SortColumn::Rate => b.rate_per_s.total_cmp(&a.rate_per_s),
                 SortColumn::Share => share(b).total_cmp(&share(a)),
@@ -926,6 +945,7 @@ impl App {
     /// Stock by product at each site in scope; filtered and sorted.
     pub fn stock_rows(&self) -> Vec<StockRow> {
         let low_days = self.low_days();
+        let needle = Needle::new(&self.filter);
         let mut rows: Vec<StockRow> = self
             .sites_in_scope()
             .into_iter()
@@ -940,15 +960,12 @@ impl App {
                     low: is_low(p.remaining, p.days_of_supply, low_days),
                 })
             })
-            .filter(|row| self.matches_filter(&[&row.site_id, &row.site_name, &row.product]))
+            .filter(|row| {
+                needle.finds(&row.site_id)
+                    || needle.finds(&row.product)
+                    || needle.finds_folded(&self.folded_name(&row.site_id, &row.site_name))
+            })
             .collect();
-        let names: BTreeMap<String, String> = if self.stock_sort == StockSort::Name {
-            rows.iter()
-                .map(|r| (r.site_id.clone(), fold(&r.site_name)))
-                .collect()
-        } else {
-            BTreeMap::new()
-        };
         rows.sort_by(|a, b| {
             let by = match self.stock_sort {
                 StockSort::Days => b
@@ -956,9 +973,9 @@ impl App {
                     .cmp(&a.low)
                     .then_with(|| days_ascending(a.days_of_supply, b.days_of_supply)),
                 StockSort::Stock => a.remaining.cmp(&b.remaining),
-                StockSort::Name => names
-                    .get(&a.site_id)
-                    .cmp(&names.get(&b.site_id))
+                StockSort::Name => self
+                    .folded_name(&a.site_id, &a.site_name)
+                    .cmp(&self.folded_name(&b.site_id, &b.site_name))
                     .then_with(|| a.site_name.cmp(&b.site_name)),
             };
             by.then_with(|| a.site_id.cmp(&b.site_id))
@@ -969,17 +986,16 @@ impl App {
 
     /// The server's alerts, filtered.
     pub fn alerts(&self) -> Vec<&Alert> {
+        let needle = Needle::new(&self.filter);
         self.snapshot
             .as_ref()
             .map(|s| {
                 s.alerts
                     .iter()
                     .filter(|a| {
-                        self.matches_filter(&[
-                            &a.kind,
-                            &a.message,
-                            a.site_id.as_deref().unwrap_or(""),
-                        ])
+                        needle.finds(&a.kind)
+                            || needle.finds(&a.message)
+                            || a.site_id.as_deref().is_some_and(|id| needle.finds(id))
                     })
                     .collect()
             })
@@ -987,14 +1003,34 @@ impl App {
     }
 }
 
-/// Substring match of `filter` in any of `texts`, ignoring case and diacritics ("bach mai"
-/// finds "Bạch Mai", "da nang" finds "Đà Nẵng"); an empty filter matches all.
-fn matches(filter: &str, texts: &[&str]) -> bool {
-    if filter.is_empty() {
-        return true;
+/// The filter as typed, folded once for a whole table: a substring match ignoring case and
+/// diacritics ("bach mai" finds "Bạch Mai", "da nang" finds "Đà Nẵng"); empty matches all.
+struct Needle(String);
+
+impl Needle {
+    fn new(filter: &str) -> Self {
+        Self(fold(filter))
     }
-    let needle = fold(filter);
-    texts.iter().any(|t| fold(t).contains(&needle))
+
+    /// Whether `text` contains the filter.
+    fn finds(&self, text: &str) -> bool {
+        if self.0.is_empty() {
+            true
+        } else if text.is_ascii() {
+            // Folding ASCII only lower-cases it (and the folded filter is ASCII): compare in
+            // place rather than fold a copy. Codes, ids and most names take this way.
+            text.as_bytes()
+                .windows(self.0.len())
+                .any(|window| window.eq_ignore_ascii_case(self.0.as_bytes()))
+        } else {
+            fold(text).contains(&self.0)
+        }
+    }
+
+    /// Whether `folded`, a text already folded, contains the filter.
+    fn finds_folded(&self, folded: &str) -> bool {
+        folded.contains(&self.0)
+    }
 }
 
 /// Text as compared by the filter and the name sort: diacritics removed (`Đ` → `d`, `ạ` → `a`,
@@ -1003,19 +1039,28 @@ pub fn fold(text: &str) -> String {
     deunicode::deunicode(text).to_lowercase()
 }
 
-/// What identifies an alert across snapshots (its message changes as time passes).
+/// What identifies an alert across snapshots: its kind, site and shard. Never its message,
+/// whose figures change every second ("43 dose errors", "analytics 12 s behind").
 fn alert_key(alert: &Alert) -> String {
+    // A server older than the `shard` field names the queue's shard first in its message.
+    let shard = alert.shard.or_else(|| {
+        (alert.kind == "queue_near_full")
+            .then(|| {
+                alert
+                    .message
+                    .strip_prefix("shard ")?
+                    .split(' ')
+                    .next()?
+                    .parse()
+                    .ok()
+            })
+            .flatten()
+    });
     format!(
         "{}\u{0}{}\u{0}{}",
         alert.kind,
         alert.site_id.as_deref().unwrap_or(""),
-        // National alerts of one kind (a queue per shard) differ in their first words.
-        alert
-            .message
-            .split_whitespace()
-            .take(2)
-            .collect::<Vec<_>>()
-            .join(" ")
+        shard.map(|s| s.to_string()).unwrap_or_default()
     )
 }
 
@@ -1026,5 +1071,26 @@ fn days_ascending(a: Option<f64>, b: Option<f64>) -> Ordering {
         (Some(_), None) => Ordering::Less,
         (None, Some(_)) => Ordering::Greater,
         (None, None) => Ordering::Equal,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The filter ignores case and diacritics on both sides, whether a text takes the ASCII
+    /// way (compared in place) or is folded.
+    #[test]
+    fn the_filter_ignores_case_and_diacritics() {
+        let bach = Needle::new("bach mai");
+        assert!(bach.finds("Bạch Mai"));
+        assert!(bach.finds("BACH MAI hospital"));
+        assert!(!bach.finds("Bach"), "longer than the text");
+        let da = Needle::new("ĐÀ");
+        assert!(da.finds("Đà Nẵng") && da.finds("Da Nang") && da.finds("hn-da"));
+        assert!(!da.finds("Hà Nội"));
+        assert!(da.finds_folded(&fold("Đà Nẵng")));
+        let empty = Needle::new("");
+        assert!(empty.finds("") && empty.finds("Bạch Mai") && empty.finds_folded(""));
     }
 }

@@ -202,9 +202,12 @@ pub struct Alert {
     /// `critical` or `warning`.
     pub severity: String,
     /// `site_silent`, `error_spike`, `queue_near_full`, `low_stock`, `out_of_stock`,
-    /// `analytics_lagging`, `analytics_rows_dropped`.
+    /// `analytics_lagging`, `analytics_rows_dropped`, `analytics_rows_set_aside`.
     pub kind: String,
     pub site_id: Option<String>,
+    /// The shard of a `queue_near_full` alert (older servers name it in the message only).
+    pub shard: Option<usize>,
+    /// Figures that change from one snapshot to the next: never what identifies the alert.
     pub message: String,
 }
 

@@ -91,6 +91,7 @@ pub fn campaign(sites: usize, now: i64) -> Snapshot {
             kind: "low_stock".into(),
             site_id: Some(s.site_id.clone()),
             message: format!("{} ({}): low stock", s.site_id, s.name),
+            ..Alert::default()
         })
         .collect();
     alerts.extend(all.iter().filter(|s| s.silent).map(|s| Alert {
@@ -98,6 +99,7 @@ pub fn campaign(sites: usize, now: i64) -> Snapshot {
         kind: "site_silent".into(),
         site_id: Some(s.site_id.clone()),
         message: format!("{} ({}): no dose for 12 min", s.site_id, s.name),
+        ..Alert::default()
     }));
     Snapshot {
         generated_at: now,

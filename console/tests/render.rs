@@ -158,9 +158,9 @@ fn campaign() -> Snapshot {
         // As an older server sends it: no analytics figures.
         analytics: None,
         alerts: vec![
-            Alert { severity: "critical".into(), kind: "out_of_stock".into(), site_id: Some("hn-03".into()), message: "hn-03 (Thanh Nhan): no doses left in stock".into() },
-            Alert { severity: "warning".into(), kind: "low_stock".into(), site_id: Some("hn-01".into()), message: "hn-01 (Bach Mai): 2.0 days of supply (48000 doses)".into() },
-            Alert { severity: "warning".into(), kind: "site_silent".into(), site_id: Some("hn-03".into()), message: "hn-03 (Thanh Nhan): no dose since the server started 120 min ago, while other sites are active".into() },
+            Alert { severity: "critical".into(), kind: "out_of_stock".into(), site_id: Some("hn-03".into()), shard: None, message: "hn-03 (Thanh Nhan): no doses left in stock".into() },
+            Alert { severity: "warning".into(), kind: "low_stock".into(), site_id: Some("hn-01".into()), shard: None, message: "hn-01 (Bach Mai): 2.0 days of supply (48000 doses)".into() },
+            Alert { severity: "warning".into(), kind: "site_silent".into(), site_id: Some("hn-03".into()), shard: None, message: "hn-03 (Thanh Nhan): no dose since the server started 120 min ago, while other sites are active".into() },
         ],
     }
 }
@@ -1254,12 +1254,14 @@ fn lagging() -> Snapshot {
         severity: "critical".into(),
         kind: "analytics_rows_dropped".into(),
         site_id: None,
+        shard: None,
         message: "1200 dose rows were dropped because the analytics outbox was full: analytics undercount until they are shipped again from the store".into(),
     });
     s.alerts.insert(1, Alert {
         severity: "warning".into(),
         kind: "analytics_lagging".into(),
         site_id: None,
+        shard: None,
         message: "analytics 754 s behind, 48210 rows waiting (4% of the outbox): connection refused (os error 111)".into(),
     });
     s
@@ -1382,6 +1384,7 @@ fn a_snapshot_that_reorders_rows_keeps_the_same_area_selected() {
             severity: "critical".into(),
             kind: "error_spike".into(),
             site_id: Some("hcm-01".into()),
+            shard: None,
             message: "hcm-01 (Cho Ray): 12 dose errors in the last 60 s".into(),
         },
     );
@@ -1389,6 +1392,110 @@ fn a_snapshot_that_reorders_rows_keeps_the_same_area_selected() {
     assert_eq!(app.selected[3], 2);
     key(&mut app, KeyCode::Enter);
     assert_eq!(app.path, ["01", "001", "hn-01"]);
+}
+
+/// The campaign with the national alerts a troubled server sends, their figures as given: `n`
+/// in every message, which a server changes from one second to the next.
+fn national_alerts(n: u64, shards: &[usize], older_server: bool) -> Snapshot {
+    let alert = |severity: &str, kind: &str, shard: Option<usize>, message: String| Alert {
+        severity: severity.into(),
+        kind: kind.into(),
+        site_id: None,
+        shard: if older_server { None } else { shard },
+        message,
+    };
+    let mut s = campaign();
+    let mut national = vec![alert(
+        "critical",
+        "error_spike",
+        None,
+        format!("{n} dose errors in the last 60 s ({n}% of attempts): refused:lot_exhausted {n}"),
+    )];
+    national.extend(shards.iter().map(|&shard| {
+        alert(
+            "critical",
+            "queue_near_full",
+            Some(shard),
+            format!(
+                "shard {shard} queue at {}/1024 (88%): doses will soon be answered 503",
+                900 + n
+            ),
+        )
+    }));
+    national.push(alert(
+        "critical",
+        "analytics_rows_dropped",
+        None,
+        format!("{n} analytics rows were dropped because the outbox was full"),
+    ));
+    national.push(alert(
+        "warning",
+        "analytics_rows_set_aside",
+        None,
+        format!("{n} analytics rows were set aside because the backend cannot hold them"),
+    ));
+    national.push(alert(
+        "warning",
+        "analytics_lagging",
+        None,
+        format!("analytics {n} s behind, {n} rows waiting (4% of the outbox)"),
+    ));
+    s.alerts.splice(0..0, national);
+    s
+}
+
+/// The selected alert is the same alert in the next snapshot although its message says new
+/// figures: national alerts are told apart by kind (and a queue's by its shard), not by words.
+#[test]
+fn the_selected_alert_stays_selected_while_its_figures_change() {
+    let mut app = app_with(national_alerts(43, &[0, 1], false), Theme::colour());
+    key(&mut app, KeyCode::Char('4'));
+    let selected = |app: &App| {
+        let alert = app.alerts()[app.selected[3]];
+        (alert.kind.clone(), alert.shard)
+    };
+    for (kind, shard) in [
+        ("analytics_lagging", None),
+        ("analytics_rows_set_aside", None),
+        ("analytics_rows_dropped", None),
+        ("error_spike", None),
+        ("queue_near_full", Some(1)),
+    ] {
+        let at = app
+            .alerts()
+            .iter()
+            .position(|a| a.kind == kind && a.shard == shard)
+            .unwrap();
+        key(&mut app, KeyCode::Home);
+        for _ in 0..at {
+            key(&mut app, KeyCode::Down);
+        }
+        assert_eq!(selected(&app), (kind.to_owned(), shard));
+        // A second later every figure moved and shard 0's queue drained; then it fills again.
+        for (n, shards) in [(44, &[1][..]), (45, &[0, 1][..])] {
+            app.update(Event::Feed(FeedEvent::Snapshot(Box::new(national_alerts(
+                n, shards, false,
+            )))));
+            assert_eq!(selected(&app), (kind.to_owned(), shard), "{n}");
+        }
+    }
+    // A server older than the `shard` field names it in the message: the queue is still found.
+    key(&mut app, KeyCode::Home);
+    key(&mut app, KeyCode::Down);
+    key(&mut app, KeyCode::Down);
+    assert_eq!(selected(&app), ("queue_near_full".to_owned(), Some(1)));
+    for n in [46, 47] {
+        app.update(Event::Feed(FeedEvent::Snapshot(Box::new(national_alerts(
+            n,
+            &[0, 1],
+            true,
+        )))));
+        let alert = app.alerts()[app.selected[3]];
+        assert!(
+            alert.message.starts_with("shard 1 queue at"),
+            "{n}: {alert:?}"
+        );
+    }
 }
 
 #[test]

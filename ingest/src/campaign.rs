@@ -149,6 +149,11 @@ impl Campaign {
         self.read().sites.get(id).cloned()
     }
 
+    /// Whether `id` is one of the campaign's sites: [`Campaign::site`] without the copy.
+    pub fn has_site(&self, id: &SiteId) -> bool {
+        self.read().sites.contains_key(id)
+    }
+
     pub fn sites(&self) -> Vec<Site> {
         let mut sites: Vec<Site> = self.read().sites.values().cloned().collect();
         sites.sort_by(|a, b| a.site_id.cmp(&b.site_id));

@@ -54,6 +54,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+use time::format_description::BorrowedFormatItem;
+use time::macros::format_description;
 
 use crate::api::ApiConfig;
 use crate::writer::WriterConfig;
@@ -108,7 +110,12 @@ impl CampaignSettings {
     }
 }
 
-/// `+07:00`, `-03:30`, `+05:45` (also `Z` or `UTC` for +00:00) as seconds east of UTC.
+/// How `[campaign] utc_offset` is written: a sign, then two-digit hours and minutes.
+const UTC_OFFSET: &[BorrowedFormatItem<'_>] =
+    format_description!("[offset_hour sign:mandatory padding:zero]:[offset_minute padding:zero]");
+
+/// `+07:00`, `-03:30`, `+05:45` (also `Z` or `UTC` for +00:00) as seconds east of UTC, within
+/// ±14:00 (the offsets in use on Earth).
 ///
 /// # Errors
 /// A message naming the text and the expected form.
@@ -118,28 +125,16 @@ pub fn parse_utc_offset(text: &str) -> Result<i64, String> {
             "campaign.utc_offset {text:?} is not an offset from UTC like \"+07:00\" or \"-03:30\""
         )
     };
-    let text = text.trim();
-    if text.eq_ignore_ascii_case("z") || text.eq_ignore_ascii_case("utc") {
+    let trimmed = text.trim();
+    if trimmed.eq_ignore_ascii_case("z") || trimmed.eq_ignore_ascii_case("utc") {
         return Ok(0);
     }
-    let (sign, rest) = match text.as_bytes().first() {
-        Some(b'+') => (1, &text[1..]),
-        Some(b'-') => (-1, &text[1..]),
-        _ => return Err(wrong()),
-    };
-    let (hours, minutes) = rest.split_once(':').ok_or_else(wrong)?;
-    let digits = |s: &str| s.len() == 2 && s.bytes().all(|b| b.is_ascii_digit());
-    if !digits(hours) || !digits(minutes) {
-        return Err(wrong());
-    }
-    let (hours, minutes): (i64, i64) = (
-        hours.parse().map_err(|_| wrong())?,
-        minutes.parse().map_err(|_| wrong())?,
-    );
-    if hours > 14 || minutes >= 60 || (hours == 14 && minutes > 0) {
+    let offset = time::UtcOffset::parse(trimmed, UTC_OFFSET).map_err(|_| wrong())?;
+    let seconds = i64::from(offset.whole_seconds());
+    if seconds.abs() > 14 * 3_600 {
         return Err(format!("{}: offsets run from -14:00 to +14:00", wrong()));
     }
-    Ok(sign * (hours * 3_600 + minutes * 60))
+    Ok(seconds)
 }
 
 /// The console's live feed.
@@ -732,13 +727,25 @@ mod tests {
             Ok(25_200),
             "Viet Nam by default"
         );
-        for bad in ["7", "+7:00", "+07", "+15:00", "UTC+7", "+07:60"] {
+        for bad in [
+            "7", "+7:00", "+07", "+15:00", "+14:30", "UTC+7", "+07:60", "07:00", "+07:00x",
+        ] {
             std::fs::write(&path, format!("[campaign]\nutc_offset = \"{bad}\"\n")).expect("write");
             let err = ServerConfig::from_file(&path).expect_err(bad);
             assert!(err.to_string().contains("+07:00"), "{bad}: {err}");
         }
         assert_eq!(parse_utc_offset("+05:45"), Ok(20_700));
+        assert_eq!(parse_utc_offset("-09:30"), Ok(-34_200));
+        assert_eq!(parse_utc_offset("+14:00"), Ok(50_400));
+        assert_eq!(parse_utc_offset("-00:00"), Ok(0));
+        assert_eq!(parse_utc_offset("-00:30"), Ok(-1_800));
+        assert_eq!(parse_utc_offset(" utc "), Ok(0));
         assert_eq!(parse_utc_offset("Z"), Ok(0));
+        assert!(
+            parse_utc_offset("-14:01")
+                .expect_err("beyond -14:00")
+                .contains("from -14:00 to +14:00")
+        );
 
         std::fs::write(&path, "queue_capacty = 8\n").expect("write");
         let err = ServerConfig::from_file(&path).expect_err("typo refused");

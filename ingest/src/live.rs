@@ -10,8 +10,9 @@
 //!   conflicting, busy...): per site and per kind, since start and per second over the last
 //!   minute. Errors are counted when they happen, so "errors in the last minute" does not depend
 //!   on how often anyone asks for a snapshot.
-//! - Registrations move the all-time registration total ([`Live::registered`]); it and the dose
-//!   total are read from the store once at start-up ([`Live::seed_totals`]).
+//! - The all-time dose and registration totals are read from the store once at start-up
+//!   ([`Live::with_totals_at_start`]); a snapshot adds the doses committed and the
+//!   registrations created since.
 //! - [`seed_from_analytics`] fills the per-day rings at start-up with the last days' doses per site
 //!   and product from the analytics backend, so a restart neither zeroes "today" nor judges days
 //!   of supply from a few hours of traffic.
@@ -20,9 +21,10 @@
 //!   from the catalogue, queue depths, the latency window), and derives rates, days of supply
 //!   and alerts.
 //!
-//! Time is always passed in (unix seconds; a dose's own `recorded_at` when it is recorded), so the
-//! arithmetic is tested without clocks. Days are the campaign's days: midnight to midnight at its
-//! UTC offset (`[campaign] utc_offset`, Viet Nam's +07:00 by default). Figures "since start"
+//! Time is always passed in (unix seconds; a dose's own times when it is recorded: `recorded_at`
+//! for the per-second rates, `administered_at` for its day), so the arithmetic is tested without
+//! clocks. Days are the campaign's days: midnight to midnight at its UTC offset
+//! (`[campaign] utc_offset`, Viet Nam's +07:00 by default). Figures "since start"
 //! count from the moment this server started; "today" counts from midnight when the seed worked,
 //! else from the start (the snapshot's `today_since` says which).
 
@@ -182,9 +184,6 @@ struct SiteCounters {
     per_product_day: Vec<(usize, Ring)>,
     since_start: u64,
     last_dose: Option<i64>,
-    /// Failed dose requests from this site, per second and since start.
-    errors_per_second: Ring,
-    errors_since_start: u64,
 }
 
 impl SiteCounters {
@@ -194,8 +193,6 @@ impl SiteCounters {
             per_product_day: Vec::new(),
             since_start: 0,
             last_dose: None,
-            errors_per_second: Ring::new(RATE_WINDOW, start),
-            errors_since_start: 0,
         }
     }
 
@@ -215,6 +212,37 @@ impl SiteCounters {
 /// (outcome, refusal rule): the labels of the `dose_outcomes` metric.
 type OutcomeKey = (&'static str, Option<&'static str>);
 
+/// Events since start, and per second over the last minute.
+#[derive(Debug, Clone)]
+struct Tally {
+    since_start: u64,
+    per_second: Ring,
+}
+
+impl Tally {
+    fn new(start: i64) -> Self {
+        Self {
+            since_start: 0,
+            per_second: Ring::new(RATE_WINDOW, start),
+        }
+    }
+
+    fn add(&mut self, at: i64) {
+        self.since_start += 1;
+        self.per_second.add(at, 1);
+    }
+}
+
+/// Dose errors, counted by the request handlers as they answer. Apart from [`LiveState`], so
+/// that a failing request (above all a 503 `busy`, when the queues are full and the writers
+/// are the bottleneck) never waits for the lock every shard writer takes at each commit.
+#[derive(Debug, Default)]
+struct ErrorState {
+    by_kind: BTreeMap<OutcomeKey, Tally>,
+    /// The campaign's sites only.
+    by_site: HashMap<SiteId, Tally>,
+}
+
 #[derive(Debug)]
 struct LiveState {
     sites: HashMap<SiteId, SiteCounters>,
@@ -224,8 +252,6 @@ struct LiveState {
     since_start: u64,
     partial: u64,
     complete: u64,
-    /// Dose errors by kind: since start, and per second over the last minute.
-    errors: BTreeMap<OutcomeKey, (u64, Ring)>,
     /// The first day whose doses are all counted: the seed's first day, or (without a seed) the
     /// first whole day after the start.
     complete_from_day: i64,
@@ -247,19 +273,25 @@ impl LiveState {
 
 /// The live model: counters moved at commit time, snapshots built from them on demand.
 pub struct Live {
+    /// What the shard writers move at each commit.
     state: Mutex<LiveState>,
+    /// What the dose handlers move when a request fails; never held with `state`.
+    errors: Mutex<ErrorState>,
     campaign: Arc<Campaign>,
     config: LiveConfig,
     started_at: i64,
-    /// All doses and registrations stored: read from the store once at start-up, then moved
-    /// by the shard writers and the registration handler, so a snapshot never reads the store.
-    doses_total: AtomicU64,
-    registrations_total: AtomicU64,
+    /// All doses and registrations stored when the server started, read from the store once.
+    /// A snapshot's totals add what was counted since (the doses committed, the registrations
+    /// created), so it never reads the store.
+    doses_at_start: u64,
+    registrations_at_start: u64,
     /// The newest snapshot as JSON: `GET /v1/live` and every stream share one build a second.
     cache: Mutex<Option<(Instant, Arc<str>)>>,
     /// Held while a snapshot is built, so that requests arriving together wait for one build
     /// instead of each making their own.
     building: tokio::sync::Mutex<()>,
+    /// Snapshots built since start: what the sharing saves shows here.
+    snapshots_built: AtomicU64,
     /// One permit per live stream being served: caps what a wall of consoles (or a client
     /// reconnecting in a loop) can hold open.
     streams: Arc<Semaphore>,
@@ -324,6 +356,7 @@ impl AnalyticsFigures {
                 severity: Severity::Critical,
                 kind: "analytics_rows_dropped",
                 site_id: None,
+                shard: None,
                 message: format!(
                     "{} analytics rows were dropped because the outbox was full: allocation and uptake \
                      figures undercount by that many doses (the doses themselves are safe in the store). \
@@ -337,6 +370,7 @@ impl AnalyticsFigures {
                 severity: Severity::Warning,
                 kind: "analytics_rows_set_aside",
                 site_id: None,
+                shard: None,
                 message: format!(
                     "{} analytics rows were set aside because the backend cannot hold them (a time \
                      before 1970, or an unreadable outbox entry); the server log names each dose. \
@@ -355,6 +389,7 @@ impl AnalyticsFigures {
                 },
                 kind: "analytics_lagging",
                 site_id: None,
+                shard: None,
                 message: format!(
                     "analytics {} s behind, {} rows waiting ({full:.0}% of the outbox){}",
                     self.lag_ms / 1_000,
@@ -533,14 +568,31 @@ pub enum Severity {
     Warning,
 }
 
+/// Every kind of [`Alert`], as the API documents them.
+pub const ALERT_KINDS: [&str; 8] = [
+    "out_of_stock",
+    "queue_near_full",
+    "error_spike",
+    "analytics_rows_dropped",
+    "low_stock",
+    "site_silent",
+    "analytics_lagging",
+    "analytics_rows_set_aside",
+];
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Alert {
     pub severity: Severity,
-    /// `site_silent`, `error_spike` (national, or with a `site_id`), `queue_near_full`,
-    /// `low_stock`, `out_of_stock`, `analytics_lagging`, `analytics_rows_dropped` or
-    /// `analytics_rows_set_aside`.
+    /// One of [`ALERT_KINDS`]: `site_silent`, `error_spike` (national, or with a `site_id`),
+    /// `queue_near_full`, `low_stock`, `out_of_stock`, `analytics_lagging`,
+    /// `analytics_rows_dropped` or `analytics_rows_set_aside`.
     pub kind: &'static str,
     pub site_id: Option<SiteId>,
+    /// The shard of a `queue_near_full` alert; absent from the others.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shard: Option<usize>,
+    /// Says what happened in figures that change from one snapshot to the next: what names
+    /// an alert is its kind, site and shard, never its message.
     pub message: String,
 }
 
@@ -588,17 +640,23 @@ struct SiteCounted {
     committed_last_minute: u64,
     since_start: u64,
     last_dose: Option<i64>,
-    errors_last_minute: u64,
-    errors_since_start: u64,
 }
 
-/// What a snapshot copies of the live state, under the lock; everything else is computed
-/// after the lock is released, so shard writers never wait for a snapshot being built.
+/// What a snapshot copies of one site's errors, under the errors' lock.
+#[derive(Default)]
+struct SiteErrors {
+    last_minute: u64,
+    since_start: u64,
+}
+
+/// What a snapshot copies of the live state, under the locks; everything else is computed
+/// after they are released, so shard writers never wait for a snapshot being built.
 struct Counted {
     sites: Vec<Option<SiteCounted>>,
+    /// In the order of `sites`.
+    site_errors: Vec<SiteErrors>,
     products: Vec<ProductCode>,
     history: Vec<u64>,
-    doses_total: u64,
     national_now: u64,
     national_rate: u64,
     national_minute: u64,
@@ -607,7 +665,7 @@ struct Counted {
     partial: u64,
     complete: u64,
     /// (kind, since start, last minute)
-    errors: Vec<(String, u64, u64)>,
+    errors: Vec<(OutcomeKey, u64, u64)>,
     complete_from_day: i64,
     seeded: bool,
 }
@@ -637,17 +695,18 @@ impl Live {
                 since_start: 0,
                 partial: 0,
                 complete: 0,
-                errors: BTreeMap::new(),
                 complete_from_day,
                 seeded: false,
             }),
+            errors: Mutex::new(ErrorState::default()),
             campaign,
             config,
             started_at,
-            doses_total: AtomicU64::new(0),
-            registrations_total: AtomicU64::new(0),
+            doses_at_start: 0,
+            registrations_at_start: 0,
             cache: Mutex::new(None),
             building: tokio::sync::Mutex::new(()),
+            snapshots_built: AtomicU64::new(0),
             streams,
             closed: watch::Sender::new(false),
         }
@@ -664,21 +723,25 @@ impl Live {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    fn lock_errors(&self) -> MutexGuard<'_, ErrorState> {
+        // Counters only, as `lock`.
+        self.errors
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     fn start_day(&self) -> i64 {
         campaign_day(self.started_at, self.config.utc_offset_s)
     }
 
-    /// The all-time totals as the store counted them at start-up. Call before the write path
-    /// starts and before requests are served; from then on the writers and handlers move them.
-    pub fn seed_totals(&self, doses: u64, registrations: u64) {
-        self.doses_total.store(doses, Ordering::Relaxed);
-        self.registrations_total
-            .store(registrations, Ordering::Relaxed);
-    }
-
-    /// A registration was created.
-    pub fn registered(&self) {
-        self.registrations_total.fetch_add(1, Ordering::Relaxed);
+    /// The all-time totals as the store counted them at start-up, read before the write path
+    /// starts: a snapshot adds the doses committed since ([`Live::record_committed`]) and the
+    /// registrations created since ([`LiveInputs::registrations_since_start`]).
+    #[must_use]
+    pub fn with_totals_at_start(mut self, doses: u64, registrations: u64) -> Self {
+        self.doses_at_start = doses;
+        self.registrations_at_start = registrations;
+        self
     }
 
     /// Fills the per-day rings with doses given before this server started: `from_day` (the
@@ -704,7 +767,15 @@ impl Live {
         state.seeded = true;
     }
 
-    /// Counts doses a shard writer has just committed, at their `recorded_at` second.
+    /// Counts doses a shard writer has just committed.
+    ///
+    /// Two clocks, each for what it measures: the per-second rings (doses/s, a site's rate, its
+    /// last dose) count the server's traffic now, at the dose's `recorded_at`; the per-day
+    /// counts (today, the uptake behind days of supply) count vaccinations on the day they were
+    /// given, at `administered_at`, as the analytics backend that seeds them at start-up does.
+    /// So a ledger import of last week's doses shows as traffic, but not as today's uptake, and
+    /// a restart moves no dose to another day. A dose given before the day window is in none of
+    /// its days.
     pub fn record_committed(&self, doses: &[Dose]) {
         if doses.is_empty() {
             return;
@@ -714,12 +785,9 @@ impl Live {
         let offset = self.config.utc_offset_s;
         let start_day = self.start_day();
         let mut state = self.lock();
-        // Under the lock, so that a snapshot's total and its per-day counts agree.
-        self.doses_total
-            .fetch_add(doses.len() as u64, Ordering::Relaxed);
         for dose in doses {
             let at = dose.recorded_at.unix_timestamp();
-            let day = campaign_day(at, offset);
+            let day = campaign_day(dose.administered_at.unix_timestamp(), offset);
             state.national.add(at, 1);
             state.since_start += 1;
             // The status of the certificate this dose gives: complete once the dose number
@@ -733,10 +801,14 @@ impl Live {
                 state.partial += 1;
             }
             let product = state.product_index(&dose.product);
-            let site = state
-                .sites
-                .entry(dose.site_id.clone())
-                .or_insert_with(|| SiteCounters::new(started_at));
+            // A site's id is copied once, at its first dose: not for every dose under the lock.
+            let site = match state.sites.get_mut(&dose.site_id) {
+                Some(site) => site,
+                None => state
+                    .sites
+                    .entry(dose.site_id.clone())
+                    .or_insert_with(|| SiteCounters::new(started_at)),
+            };
             site.per_second.add(at, 1);
             site.product_day(product, start_day).add(day, 1);
             site.since_start += 1;
@@ -768,28 +840,24 @@ impl Live {
         }
         // Only the campaign's sites: an admin's request naming a site that does not exist
         // must not grow the map.
-        let site = site.filter(|id| self.campaign.site(id).is_some());
+        let site = site.filter(|id| self.campaign.has_site(id));
         let started_at = self.started_at;
-        let mut state = self.lock();
-        let (total, ring) = state
-            .errors
+        let mut errors = self.lock_errors();
+        errors
+            .by_kind
             .entry((outcome, rule))
-            .or_insert_with(|| (0, Ring::new(RATE_WINDOW, started_at)));
-        *total += 1;
-        ring.add(at, 1);
+            .or_insert_with(|| Tally::new(started_at))
+            .add(at);
         if let Some(site) = site {
-            let counters = state
-                .sites
-                .entry(site.clone())
-                .or_insert_with(|| SiteCounters::new(started_at));
-            counters.errors_since_start += 1;
-            counters.errors_per_second.add(at, 1);
+            match errors.by_site.get_mut(site) {
+                Some(tally) => tally.add(at),
+                None => {
+                    let mut tally = Tally::new(started_at);
+                    tally.add(at);
+                    errors.by_site.insert(site.clone(), tally);
+                }
+            }
         }
-    }
-
-    /// All doses stored, as counted in memory.
-    pub fn doses_total(&self) -> u64 {
-        self.doses_total.load(Ordering::Relaxed)
     }
 
     /// The snapshot JSON built within `max_age`, if any.
@@ -830,8 +898,14 @@ impl Live {
             return Ok(json);
         }
         let json = build()?;
+        self.snapshots_built.fetch_add(1, Ordering::Relaxed);
         self.store_json(json.clone());
         Ok(json)
+    }
+
+    /// Snapshots built by [`Live::shared_json`] since start.
+    pub fn snapshots_built(&self) -> u64 {
+        self.snapshots_built.load(Ordering::Relaxed)
     }
 
     /// A permit to serve one live stream, or `None` when as many as allowed are open. The
@@ -858,6 +932,34 @@ impl Live {
         let rate_span = (now - self.started_at).clamp(1, RATE_WINDOW as i64);
         let now_span = (now - self.started_at).clamp(1, NOW_WINDOW);
         let minute_from = now - RATE_WINDOW as i64 + 1;
+        // The errors first, under their own lock, released before the writers' is taken.
+        let (site_errors, errors) = {
+            let errors = self.lock_errors();
+            let by_site: Vec<SiteErrors> = sites
+                .iter()
+                .map(|site| {
+                    errors
+                        .by_site
+                        .get(&site.site_id)
+                        .map_or_else(SiteErrors::default, |tally| SiteErrors {
+                            last_minute: tally.per_second.sum(minute_from, now),
+                            since_start: tally.since_start,
+                        })
+                })
+                .collect();
+            let by_kind: Vec<(OutcomeKey, u64, u64)> = errors
+                .by_kind
+                .iter()
+                .map(|(kind, tally)| {
+                    (
+                        *kind,
+                        tally.since_start,
+                        tally.per_second.sum(minute_from, now),
+                    )
+                })
+                .collect();
+            (by_site, by_kind)
+        };
         let mut state = self.lock();
         state.national.advance(last_complete);
         let counted_sites = sites
@@ -878,19 +980,17 @@ impl Live {
                     committed_last_minute: counters.per_second.sum(minute_from, now),
                     since_start: counters.since_start,
                     last_dose: counters.last_dose,
-                    errors_last_minute: counters.errors_per_second.sum(minute_from, now),
-                    errors_since_start: counters.errors_since_start,
                 })
             })
             .collect();
         let history_from = last_complete - HISTORY_SECONDS as i64 + 1;
         Counted {
             sites: counted_sites,
+            site_errors,
             products: state.products.clone(),
             history: (history_from..=last_complete)
                 .map(|s| state.national.get(s))
                 .collect(),
-            doses_total: self.doses_total(),
             national_now: state
                 .national
                 .sum(last_complete - now_span + 1, last_complete),
@@ -905,17 +1005,7 @@ impl Live {
             since_start: state.since_start,
             partial: state.partial,
             complete: state.complete,
-            errors: state
-                .errors
-                .iter()
-                .map(|(&(outcome, rule), (total, ring))| {
-                    let kind = match rule {
-                        Some(rule) => format!("{outcome}:{rule}"),
-                        None => outcome.to_owned(),
-                    };
-                    (kind, *total, ring.sum(minute_from, now))
-                })
-                .collect(),
+            errors,
             complete_from_day: state.complete_from_day,
             seeded: state.seeded,
         }
@@ -963,7 +1053,11 @@ impl Live {
         let mut national_products: BTreeMap<ProductCode, (u64, Option<f64>)> = BTreeMap::new();
         let mut sites = Vec::with_capacity(sorted_sites.len());
         let mut alerts = Vec::new();
-        for (site, counters) in sorted_sites.iter().zip(&counted.sites) {
+        for ((site, counters), errors) in sorted_sites
+            .iter()
+            .zip(&counted.sites)
+            .zip(&counted.site_errors)
+        {
             let product_days = |product: &ProductCode| -> DayCounts {
                 counters
                     .as_ref()
@@ -1001,13 +1095,14 @@ impl Live {
             let last_dose = counters.as_ref().and_then(|c| c.last_dose);
             let quiet_since = last_dose.unwrap_or(self.started_at);
             let silent = counted.national_active && now - quiet_since > config.silent_after_s;
-            let errors_last_minute = counters.as_ref().map_or(0, |c| c.errors_last_minute);
+            let errors_last_minute = errors.last_minute;
             let label = || format!("{} ({})", site.site_id, site.name);
             if remaining == 0 {
                 alerts.push(Alert {
                     severity: Severity::Critical,
                     kind: "out_of_stock",
                     site_id: Some(site.site_id.clone()),
+                    shard: None,
                     message: format!("{}: no doses left in stock", label()),
                 });
             } else if low_stock {
@@ -1015,6 +1110,7 @@ impl Live {
                     severity: Severity::Warning,
                     kind: "low_stock",
                     site_id: Some(site.site_id.clone()),
+                    shard: None,
                     message: format!(
                         "{}: {:.1} days of supply ({remaining} doses)",
                         label(),
@@ -1039,6 +1135,7 @@ impl Live {
                     severity: Severity::Warning,
                     kind: "site_silent",
                     site_id: Some(site.site_id.clone()),
+                    shard: None,
                     message,
                 });
             }
@@ -1049,6 +1146,7 @@ impl Live {
                     severity: Severity::Critical,
                     kind: "error_spike",
                     site_id: Some(site.site_id.clone()),
+                    shard: None,
                     message: format!(
                         "{}: {errors_last_minute} dose errors in the last 60 s ({:.0}% of its attempts)",
                         label(),
@@ -1075,7 +1173,7 @@ impl Live {
                 low_stock,
                 silent,
                 errors_last_minute,
-                errors_since_start: counters.as_ref().map_or(0, |c| c.errors_since_start),
+                errors_since_start: errors.since_start,
                 stock,
             });
         }
@@ -1088,6 +1186,7 @@ impl Live {
                     severity: Severity::Critical,
                     kind: "queue_near_full",
                     site_id: None,
+                    shard: Some(shard),
                     message: format!(
                         "shard {shard} queue at {depth}/{capacity} ({:.0}%): doses will soon be answered 503",
                         *depth as f64 * 100.0 / capacity as f64
@@ -1098,11 +1197,21 @@ impl Live {
 
         // Errors, nationally: since start by kind, and the last minute against the doses
         // committed in it.
-        let total_errors: u64 = counted.errors.iter().map(|(_, total, _)| total).sum();
-        let last_minute: u64 = counted.errors.iter().map(|(_, _, minute)| minute).sum();
+        let kinds: Vec<(String, u64, u64)> = counted
+            .errors
+            .iter()
+            .map(|&((outcome, rule), total, minute)| {
+                let kind = match rule {
+                    Some(rule) => format!("{outcome}:{rule}"),
+                    None => outcome.to_owned(),
+                };
+                (kind, total, minute)
+            })
+            .collect();
+        let total_errors: u64 = kinds.iter().map(|(_, total, _)| total).sum();
+        let last_minute: u64 = kinds.iter().map(|(_, _, minute)| minute).sum();
         if let Some(share) = spike(last_minute, counted.national_minute, config) {
-            let mut recent: Vec<(&str, u64)> = counted
-                .errors
+            let mut recent: Vec<(&str, u64)> = kinds
                 .iter()
                 .filter(|(_, _, minute)| *minute > 0)
                 .map(|(kind, _, minute)| (kind.as_str(), *minute))
@@ -1117,6 +1226,7 @@ impl Live {
                 severity: Severity::Critical,
                 kind: "error_spike",
                 site_id: None,
+                shard: None,
                 message: format!(
                     "{last_minute} dose errors in the last 60 s ({:.0}% of attempts): {}",
                     share * 100.0,
@@ -1124,8 +1234,7 @@ impl Live {
                 ),
             });
         }
-        let mut by_kind: Vec<ErrorCount> = counted
-            .errors
+        let mut by_kind: Vec<ErrorCount> = kinds
             .iter()
             .filter(|(_, total, _)| *total > 0)
             .map(|(kind, count, _)| ErrorCount {
@@ -1151,7 +1260,8 @@ impl Live {
             .collect();
 
         let doses = DoseFigures {
-            total: counted.doses_total,
+            // The same count as `since_start`, copied under the same lock as the day counts.
+            total: self.doses_at_start + counted.since_start,
             today: sites.iter().map(|s| s.doses_today).sum(),
             since_start: counted.since_start,
             per_s_now: counted.national_now as f64 / now_span as f64,
@@ -1179,7 +1289,7 @@ impl Live {
                 complete: counted.complete,
             },
             registrations: RegistrationFigures {
-                total: self.registrations_total.load(Ordering::Relaxed),
+                total: self.registrations_at_start + inputs.registrations_since_start,
                 since_start: inputs.registrations_since_start,
             },
             checkins_since_start: inputs.checkins_since_start,
@@ -1503,14 +1613,14 @@ mod tests {
     #[test]
     fn totals_are_kept_in_memory_from_the_start_up_seed() {
         let sites = [site("a", "01", "001")];
-        let live = live_with(&sites, T0);
-        live.seed_totals(1_000, 50_000);
+        let live = live_with(&sites, T0).with_totals_at_start(1_000, 50_000);
         live.record_committed(&[
             dose("a", "COMIRNATY", 1, T0 + 1),
             dose("a", "COMIRNATY", 1, T0 + 1),
         ]);
-        live.registered();
-        let snapshot = live.snapshot_at(T0 + 5, inputs(&sites, vec![]));
+        let mut registered = inputs(&sites, vec![]);
+        registered.registrations_since_start = 1;
+        let snapshot = live.snapshot_at(T0 + 5, registered);
         assert_eq!(snapshot.doses.total, 1_002);
         assert_eq!(snapshot.registrations.total, 50_001);
     }
@@ -1530,6 +1640,59 @@ mod tests {
         // At UTC midnight nothing rolls over.
         let utc = live.snapshot_at(DAY2 + 5, inputs(&sites, vec![]));
         assert_eq!(utc.doses.today, 1);
+    }
+
+    /// A dose given at `given` and recorded at `recorded` (a ledger typed in later).
+    fn ledger_dose(site: &str, product: &str, given: i64, recorded: i64) -> Dose {
+        Dose {
+            administered_at: time::OffsetDateTime::from_unix_timestamp(given).unwrap(),
+            ..dose(site, product, 1, recorded)
+        }
+    }
+
+    /// A ledger of yesterday's doses typed in today counts in today's traffic (doses/s) but on
+    /// the day the doses were given, as the analytics seed counts them after a restart: today
+    /// and days of supply do not move, and no false low-stock alert is raised. A dose from
+    /// before the day window is in none of its days.
+    #[test]
+    fn doses_count_on_the_day_they_were_given() {
+        let sites = [site("a", "01", "001")];
+        let today = campaign_day(T0, DEFAULT_UTC_OFFSET_S);
+        let week = || (1..=7).map(|back| seed("a", "COMIRNATY", today - back, 1_000));
+        let live = live_with(&sites, T0);
+        live.seed_days(today - 7, week());
+        let yesterday = T0 - 86_400;
+        let mut ledger: Vec<Dose> = (0..1_500)
+            .map(|_| ledger_dose("a", "COMIRNATY", yesterday, T0 + 10))
+            .collect();
+        ledger.push(ledger_dose("a", "COMIRNATY", T0 - 30 * 86_400, T0 + 10));
+        live.record_committed(&ledger);
+        live.record_committed(&[dose("a", "COMIRNATY", 1, T0 + 20)]);
+        let stock = || inputs(&sites, vec![lot("a", "COMIRNATY", 4_000)]);
+        let snapshot = live.snapshot_at(T0 + 30, stock());
+        let a = &snapshot.sites[0];
+        assert_eq!(a.doses_today, 1);
+        assert_eq!(snapshot.doses.today, 1);
+        // 6 days of 1,000 and yesterday's 2,500: 8,500 over 7 days.
+        assert_eq!(a.uptake_per_day, Some(8_500.0 / 7.0));
+        assert!(!a.low_stock, "{:?}", a.days_of_supply);
+        assert!(snapshot.alerts.is_empty(), "{:?}", snapshot.alerts);
+        // The server's traffic counts every dose when it arrived.
+        assert_eq!(snapshot.doses.since_start, 1_502);
+        assert_eq!(snapshot.doses.history_per_s.iter().sum::<u64>(), 1_502);
+        assert_eq!(a.doses_since_start, 1_502);
+        assert_eq!(a.last_dose_at, Some(T0 + 20));
+
+        // After a restart, the analytics seed puts the same doses on the same days.
+        let restarted = live_with(&sites, T0 + 30);
+        let mut seeds: Vec<DaySeed> = week().collect();
+        seeds.push(seed("a", "COMIRNATY", today - 1, 1_500));
+        seeds.push(seed("a", "COMIRNATY", today, 1));
+        restarted.seed_days(today - 7, seeds);
+        let after = restarted.snapshot_at(T0 + 30, stock());
+        assert_eq!(after.sites[0].doses_today, a.doses_today);
+        assert_eq!(after.sites[0].uptake_per_day, a.uptake_per_day);
+        assert_eq!(after.sites[0].days_of_supply, a.days_of_supply);
     }
 
     #[test]
@@ -1848,7 +2011,35 @@ mod tests {
         live.record_outcome_at(Some(&ghost), "refused", Some("unknown_lot"), T0 + 60);
         let snapshot = live.snapshot_at(T0 + 61, inputs(&sites, vec![]));
         assert_eq!(snapshot.errors.total, 13);
-        assert_eq!(live.lock().sites.len(), 2);
+        let errors = live.lock_errors();
+        assert!(!errors.by_site.contains_key(&ghost));
+        assert_eq!(errors.by_site.len(), 1);
+    }
+
+    /// A failing request (a 503 `busy` when the queues are full) counts its error without the
+    /// lock the shard writers take at each commit.
+    #[test]
+    fn errors_are_counted_while_a_writer_holds_the_lock() {
+        let sites = [site("a", "01", "001")];
+        let live = Arc::new(live_with(&sites, T0));
+        let writers = live.lock();
+        let (done, counted) = std::sync::mpsc::channel();
+        let handler = {
+            let live = live.clone();
+            std::thread::spawn(move || {
+                let a = SiteId::new("a").unwrap();
+                live.record_outcome_at(Some(&a), "busy", None, T0 + 1);
+                live.record_outcome_at(None, "busy", None, T0 + 1);
+                done.send(()).unwrap();
+            })
+        };
+        let waited = counted.recv_timeout(Duration::from_secs(30));
+        drop(writers);
+        handler.join().unwrap();
+        assert!(waited.is_ok(), "the error waited for the writers' lock");
+        let snapshot = live.snapshot_at(T0 + 2, inputs(&sites, vec![]));
+        assert_eq!(snapshot.errors.total, 2);
+        assert_eq!(snapshot.sites[0].errors_since_start, 1);
     }
 
     #[test]
@@ -1861,6 +2052,15 @@ mod tests {
         assert_eq!(
             messages,
             ["shard 1 queue at 900/1024 (88%): doses will soon be answered 503"]
+        );
+        // The shard is named apart from the message, which changes as the queue moves.
+        let json = serde_json::to_value(&snapshot.alerts).unwrap();
+        assert_eq!(json[0]["shard"], 1);
+        let mut other = snapshot.alerts[0].clone();
+        other.shard = None;
+        assert!(
+            serde_json::to_value(&other).unwrap().get("shard").is_none(),
+            "only queue alerts name a shard"
         );
     }
 
@@ -1913,24 +2113,61 @@ mod tests {
         assert_eq!(live.snapshot_at(T0 + 2, input).doses.since_start, 2_000);
     }
 
-    #[tokio::test]
+    /// Callers that arrive while a snapshot is being built wait for that build and share it.
+    /// The first build is held (on a multi-thread runtime, so the others run meanwhile) until
+    /// every other caller has been polled once: with one build at a time they are then waiting
+    /// for it; without, they have built their own.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn one_build_serves_callers_that_arrive_together() {
+        const OTHERS: usize = 7;
         let live = Arc::new(live_with(&[], T0));
         let builds = Arc::new(AtomicU64::new(0));
-        let mut callers = Vec::new();
-        for _ in 0..8 {
-            let live = live.clone();
-            let builds = builds.clone();
-            callers.push(tokio::spawn(async move {
-                live.shared_json(Duration::from_secs(60), || {
+        // Each other caller says when its call was first polled.
+        let (arrived, arrivals) = std::sync::mpsc::channel::<()>();
+        let (building, first_is_building) = tokio::sync::oneshot::channel();
+        let first = {
+            let (live, builds) = (live.clone(), builds.clone());
+            tokio::spawn(async move {
+                live.shared_json(Duration::from_secs(60), move || {
                     builds.fetch_add(1, Ordering::Relaxed);
-                    Ok::<_, ()>(Arc::from("{}"))
+                    let _ = building.send(());
+                    // Hands the worker's other tasks to another thread while this one waits.
+                    tokio::task::block_in_place(|| {
+                        for _ in 0..OTHERS {
+                            arrivals
+                                .recv_timeout(Duration::from_secs(30))
+                                .map_err(|_| "a caller was never polled")?;
+                        }
+                        Ok::<_, &str>(Arc::from("first"))
+                    })
                 })
                 .await
-            }));
-        }
-        for caller in callers {
-            assert_eq!(&*caller.await.unwrap().unwrap(), "{}");
+            })
+        };
+        first_is_building.await.unwrap();
+        let others: Vec<_> = (0..OTHERS)
+            .map(|_| {
+                let (live, builds, arrived) = (live.clone(), builds.clone(), arrived.clone());
+                tokio::spawn(async move {
+                    let mut call = Box::pin(live.shared_json(Duration::from_secs(60), move || {
+                        builds.fetch_add(1, Ordering::Relaxed);
+                        Ok::<_, &str>(Arc::from("another"))
+                    }));
+                    let mut arrived = Some(arrived);
+                    std::future::poll_fn(move |cx| {
+                        let poll = call.as_mut().poll(cx);
+                        if let Some(arrived) = arrived.take() {
+                            let _ = arrived.send(());
+                        }
+                        poll
+                    })
+                    .await
+                })
+            })
+            .collect();
+        assert_eq!(&*first.await.unwrap().unwrap(), "first");
+        for other in others {
+            assert_eq!(&*other.await.unwrap().unwrap(), "first", "the shared build");
         }
         assert_eq!(builds.load(Ordering::Relaxed), 1);
     }

@@ -3,8 +3,10 @@
 //! p50/p99/p99.9, where a spike after hours of traffic must show).
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use analytics::{OutboxStatus, ShipperStatus};
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -28,10 +30,22 @@ pub struct Metrics {
     pub registrations: Counter,
     pub checkins: Counter,
     pub certificates_signed: Counter,
-    /// The analytics outbox and shipper, set from their status at each scrape: rows and bytes
-    /// waiting, the lag, rows dropped or set aside (totals kept across restarts), rows shipped
-    /// since start and the shipper's consecutive failures. One family, labelled by `figure`.
-    pub analytics: Family<Labels, Gauge>,
+    /// The analytics outbox and shipper, set from their status at each scrape
+    /// ([`Metrics::record_analytics`]), one metric per figure so that each has one unit.
+    pub analytics_outbox_rows: Gauge<u64, AtomicU64>,
+    pub analytics_outbox_bytes: Gauge<u64, AtomicU64>,
+    pub analytics_outbox_max_bytes: Gauge<u64, AtomicU64>,
+    pub analytics_lag_seconds: Gauge<f64, AtomicU64>,
+    /// Totals the outbox keeps on disk, so they survive restarts: gauges, not counters.
+    pub analytics_dropped_rows: Gauge<u64, AtomicU64>,
+    pub analytics_set_aside_rows: Gauge<u64, AtomicU64>,
+    pub analytics_shipper_consecutive_failures: Gauge<u64, AtomicU64>,
+    /// Rows shipped since start: moved at each scrape by what the shipper shipped since the
+    /// one before (see `shipped_seen`).
+    pub analytics_shipped_rows: Counter,
+    /// The largest shipped-rows figure a scrape has added to `analytics_shipped_rows`: with
+    /// `fetch_max`, scrapes that run at once add each row once.
+    shipped_seen: AtomicU64,
     /// Dose latency in microseconds, from the request's arrival to its answer, since start.
     dose_latency_us: Mutex<hdrhistogram::Histogram<u64>>,
     /// The same over the last minute, for the console.
@@ -127,12 +141,53 @@ impl Metrics {
             "Certificates signed",
             certificates_signed.clone(),
         );
-        let analytics = Family::<Labels, Gauge>::default();
+        let analytics_outbox_rows = Gauge::<u64, AtomicU64>::default();
         registry.register(
-            "analytics",
-            "Analytics outbox and shipper by figure: outbox_rows, outbox_bytes, outbox_max_bytes, \
-             lag_ms, dropped_rows, set_aside_rows, shipped_rows, consecutive_failures",
-            analytics.clone(),
+            "analytics_outbox_rows",
+            "Rows committed and waiting in the analytics outbox",
+            analytics_outbox_rows.clone(),
+        );
+        let analytics_outbox_bytes = Gauge::<u64, AtomicU64>::default();
+        registry.register(
+            "analytics_outbox_bytes",
+            "Encoded bytes waiting in the analytics outbox",
+            analytics_outbox_bytes.clone(),
+        );
+        let analytics_outbox_max_bytes = Gauge::<u64, AtomicU64>::default();
+        registry.register(
+            "analytics_outbox_max_bytes",
+            "The analytics outbox's bound; rows beyond it are dropped",
+            analytics_outbox_max_bytes.clone(),
+        );
+        let analytics_lag_seconds = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "analytics_lag_seconds",
+            "Age of the oldest row waiting in the analytics outbox",
+            analytics_lag_seconds.clone(),
+        );
+        let analytics_dropped_rows = Gauge::<u64, AtomicU64>::default();
+        registry.register(
+            "analytics_dropped_rows",
+            "Rows dropped because the analytics outbox was full (all time, kept on disk)",
+            analytics_dropped_rows.clone(),
+        );
+        let analytics_set_aside_rows = Gauge::<u64, AtomicU64>::default();
+        registry.register(
+            "analytics_set_aside_rows",
+            "Rows set aside because the analytics backend cannot hold them (all time, kept on disk)",
+            analytics_set_aside_rows.clone(),
+        );
+        let analytics_shipper_consecutive_failures = Gauge::<u64, AtomicU64>::default();
+        registry.register(
+            "analytics_shipper_consecutive_failures",
+            "Shipments to the analytics backend that failed in a row",
+            analytics_shipper_consecutive_failures.clone(),
+        );
+        let analytics_shipped_rows = Counter::default();
+        registry.register(
+            "analytics_shipped_rows",
+            "Rows shipped to the analytics backend",
+            analytics_shipped_rows.clone(),
         );
         Self {
             registry,
@@ -146,7 +201,15 @@ impl Metrics {
             registrations,
             checkins,
             certificates_signed,
-            analytics,
+            analytics_outbox_rows,
+            analytics_outbox_bytes,
+            analytics_outbox_max_bytes,
+            analytics_lag_seconds,
+            analytics_dropped_rows,
+            analytics_set_aside_rows,
+            analytics_shipper_consecutive_failures,
+            analytics_shipped_rows,
+            shipped_seen: AtomicU64::new(0),
             dose_latency_us: Mutex::new(latency_histogram()),
             dose_latency_window: Mutex::new(LatencyWindow::default()),
             created: Instant::now(),
@@ -159,6 +222,25 @@ impl Metrics {
         // Writing to a String cannot fail.
         let _ = encode(&mut out, &self.registry);
         out
+    }
+
+    /// Sets the analytics figures from the outbox's and the shipper's status (at a scrape).
+    pub fn record_analytics(&self, outbox: &OutboxStatus, shipper: &ShipperStatus) {
+        self.analytics_outbox_rows.set(outbox.rows);
+        self.analytics_outbox_bytes.set(outbox.bytes);
+        self.analytics_outbox_max_bytes.set(outbox.max_bytes);
+        self.analytics_lag_seconds
+            .set(outbox.oldest_age_ms as f64 / 1_000.0);
+        self.analytics_dropped_rows.set(outbox.dropped_rows);
+        self.analytics_set_aside_rows.set(outbox.set_aside);
+        self.analytics_shipper_consecutive_failures
+            .set(u64::from(shipper.consecutive_failures));
+        // The shipper counts since start; the counter moves by what no scrape has added yet.
+        let added = self
+            .shipped_seen
+            .fetch_max(shipper.shipped_rows, Ordering::Relaxed);
+        self.analytics_shipped_rows
+            .inc_by(shipper.shipped_rows.saturating_sub(added));
     }
 
     pub fn dose_outcome(&self, outcome: &'static str, rule: Option<&'static str>) {
@@ -220,12 +302,14 @@ impl Metrics {
     }
 
     fn dose_latency_window_at(&self, now: i64) -> LatencySummary {
-        let merged = self
+        // Every dose answer records into the window: copy its slots under the lock, and merge
+        // (allocate and add six histograms) after releasing it.
+        let slots = self
             .dose_latency_window
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .merged(now);
-        summary(&merged, LATENCY_WINDOW_S)
+            .current_slots(now);
+        summary(&merged(&slots), LATENCY_WINDOW_S)
     }
 }
 
@@ -288,17 +372,30 @@ impl LatencyWindow {
         let _ = histogram.record_n(micros, n);
     }
 
-    fn merged(&self, now: i64) -> hdrhistogram::Histogram<u64> {
+    /// Copies of the slots still inside the minute that ends at `now`; the empty ones are left
+    /// out.
+    fn current_slots(&self, now: i64) -> Vec<hdrhistogram::Histogram<u64>> {
         let current = now.div_euclid(LATENCY_SLOT_S);
-        let mut merged = latency_histogram();
-        for (number, histogram) in &self.slots {
-            if *number > current - LATENCY_SLOTS as i64 && *number <= current {
-                // Same bounds on both sides: adding cannot fail.
-                let _ = merged.add(histogram);
-            }
-        }
-        merged
+        self.slots
+            .iter()
+            .filter(|(number, histogram)| {
+                *number > current - LATENCY_SLOTS as i64
+                    && *number <= current
+                    && !histogram.is_empty()
+            })
+            .map(|(_, histogram)| histogram.clone())
+            .collect()
     }
+}
+
+/// One histogram of the latencies in `slots`.
+fn merged(slots: &[hdrhistogram::Histogram<u64>]) -> hdrhistogram::Histogram<u64> {
+    let mut merged = latency_histogram();
+    for histogram in slots {
+        // Same bounds on both sides: adding cannot fail.
+        let _ = merged.add(histogram);
+    }
+    merged
 }
 
 #[cfg(test)]
@@ -316,6 +413,51 @@ mod tests {
             text.contains("vaxcamp_dose_outcomes_total{outcome=\"refused\",rule=\"too_early\"} 1"),
             "{text}"
         );
+    }
+
+    /// One metric per analytics figure, each in its unit; rows shipped move by what was shipped
+    /// since the last scrape, so scrapes (even at once) never count a row twice.
+    #[test]
+    fn analytics_figures_have_one_unit_each() {
+        let metrics = Metrics::new();
+        let outbox = OutboxStatus {
+            rows: 12,
+            bytes: 3_000,
+            max_bytes: 1 << 20,
+            dropped_rows: 4,
+            set_aside: 1,
+            oldest_age_ms: 1_500,
+            ..OutboxStatus::default()
+        };
+        let mut shipper = ShipperStatus {
+            shipped_rows: 100,
+            consecutive_failures: 2,
+            ..ShipperStatus::default()
+        };
+        metrics.record_analytics(&outbox, &shipper);
+        metrics.record_analytics(&outbox, &shipper);
+        std::thread::scope(|scope| {
+            shipper.shipped_rows = 150;
+            for _ in 0..4 {
+                scope.spawn(|| metrics.record_analytics(&outbox, &shipper));
+            }
+        });
+        let text = metrics.render();
+        for line in [
+            "vaxcamp_analytics_outbox_rows 12",
+            "vaxcamp_analytics_outbox_bytes 3000",
+            "vaxcamp_analytics_outbox_max_bytes 1048576",
+            "vaxcamp_analytics_lag_seconds 1.5",
+            "vaxcamp_analytics_dropped_rows 4",
+            "vaxcamp_analytics_set_aside_rows 1",
+            "vaxcamp_analytics_shipper_consecutive_failures 2",
+            "vaxcamp_analytics_shipped_rows_total 150",
+            "# TYPE vaxcamp_analytics_shipped_rows counter",
+            "# TYPE vaxcamp_analytics_dropped_rows gauge",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line}:\n{text}");
+        }
+        assert!(!text.contains("figure="), "{text}");
     }
 
     /// A spike after a long calm shows in the last minute's p99.9 and leaves it a minute later,

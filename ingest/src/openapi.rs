@@ -1,7 +1,8 @@
 //! The OpenAPI 3 description of the API, served at `/openapi.json`.
 //!
 //! Written by hand (a derive crate would add a large dependency for a few dozen lines), and
-//! kept true by tests: every documented operation must be routed, and every route documented.
+//! kept true by tests: every documented operation must be routed, every route documented, and
+//! the live snapshot's schema must name every field and alert kind a snapshot carries.
 
 use serde_json::{Value, json};
 
@@ -326,8 +327,11 @@ fn schemas() -> Value {
             "since": {"type": "integer"}, "until": {"type": "integer"},
             "points": {"type": "array", "items": {"type": "object", "properties": {
                 "area": {"type": "string"}, "bucket": {"type": "string", "format": "date-time"}, "doses": {"type": "integer"}}}}}},
-        "LiveSnapshot": {"type": "object", "description": "Times are unix seconds, days UTC; \"since start\" counts from the server's start (see ingest/src/live.rs)", "properties": {
-            "generated_at": {"type": "integer"}, "started_at": {"type": "integer"}, "today_since": {"type": "integer"}, "backend": {"type": "string"},
+        "LiveSnapshot": {"type": "object", "description": "Times are unix seconds. Days are the campaign's: midnight to midnight at `[campaign] utc_offset` (`utc_offset_s`), and a dose counts on the day it was given; \"since start\" counts from the server's start (see ingest/src/live.rs)", "properties": {
+            "generated_at": {"type": "integer"}, "started_at": {"type": "integer"},
+            "today_since": {"type": "integer", "description": "when `doses.today` starts counting: the campaign's midnight, or the server's start if the day's earlier doses could not be read at start-up"},
+            "utc_offset_s": {"type": "integer", "description": "the campaign's time zone, seconds east of UTC (25200 for Viet Nam)"},
+            "backend": {"type": "string"},
             "thresholds": {"type": "object"},
             "doses": {"type": "object", "properties": {"total": {"type": "integer"}, "today": {"type": "integer"}, "since_start": {"type": "integer"},
                 "per_s_now": {"type": "number"}, "per_s_1m": {"type": "number"}, "history_per_s": {"type": "array", "items": {"type": "integer"}}, "history_end": {"type": "integer"}}},
@@ -345,11 +349,22 @@ fn schemas() -> Value {
                 "doses_since_start": {"type": "integer"}, "doses_total": {"type": "integer"}, "rate_per_s": {"type": "number"},
                 "last_dose_at": {"type": "integer", "nullable": true}, "remaining": {"type": "integer"},
                 "uptake_per_day": {"type": "number", "nullable": true}, "days_of_supply": {"type": "number", "nullable": true},
-                "low_stock": {"type": "boolean"}, "silent": {"type": "boolean"}, "stock": {"type": "array", "items": {"type": "object"}}}}},
+                "low_stock": {"type": "boolean"}, "silent": {"type": "boolean"},
+                "errors_last_minute": {"type": "integer", "description": "dose requests from the site that failed over the last 60 s"},
+                "errors_since_start": {"type": "integer"},
+                "stock": {"type": "array", "items": {"type": "object"}}}}},
+            "analytics": {"type": "object", "description": "how far the analytics backend is behind the dose path", "properties": {
+                "backend": {"type": "string"}, "outbox_rows": {"type": "integer"}, "outbox_bytes": {"type": "integer"}, "outbox_max_bytes": {"type": "integer"},
+                "lag_ms": {"type": "integer", "description": "age of the oldest row waiting"},
+                "dropped_rows": {"type": "integer", "description": "rows dropped because the outbox was full (all time)"},
+                "set_aside": {"type": "integer", "description": "rows the backend cannot hold, set aside (all time)"},
+                "last_error": {"type": "string", "nullable": true}, "lag_alert_s": {"type": "integer"}}},
             "alerts": {"type": "array", "items": {"type": "object", "properties": {
                 "severity": {"type": "string", "enum": ["critical", "warning"]},
-                "kind": {"type": "string", "enum": ["site_silent", "error_spike", "queue_near_full", "low_stock", "out_of_stock"]},
-                "site_id": {"type": "string", "nullable": true}, "message": {"type": "string"}}}}}},
+                "kind": {"type": "string", "enum": crate::live::ALERT_KINDS},
+                "site_id": {"type": "string", "nullable": true},
+                "shard": {"type": "integer", "description": "the shard of a `queue_near_full` alert; absent from the others"},
+                "message": {"type": "string", "description": "figures that change from one snapshot to the next; an alert is identified by kind, site_id and shard"}}}}}},
         "RevokeRequest": {"type": "object", "required": ["certificate_id", "reason"], "additionalProperties": false, "properties": {
             "certificate_id": {"type": "string"}, "reason": {"type": "string"}}},
         "PersonCorrection": {"type": "object", "required": ["reason"], "additionalProperties": false, "properties": {
@@ -362,4 +377,148 @@ fn schemas() -> Value {
             "certificate": {"type": "string", "nullable": true}, "certificate_id": {"type": "string", "nullable": true},
             "revoked_certificates": {"type": "array", "items": {"type": "string"}}}},
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::collections::BTreeSet;
+    use std::sync::Arc;
+
+    use serde_json::Value;
+    use store::{Area, AreaCode, Dose, DoseId, LotNumber, PersonCode, ProductCode, Site, SiteId};
+
+    use crate::campaign::Campaign;
+    use crate::live::{ALERT_KINDS, AnalyticsFigures, Live, LiveConfig, LiveInputs, LotLevel};
+
+    /// Keys of `value` that `schema` does not list, where it lists properties, at any depth.
+    fn undocumented(schema: &Value, value: &Value, path: &str, missing: &mut Vec<String>) {
+        match value {
+            Value::Object(fields) => {
+                let Some(properties) = schema["properties"].as_object() else {
+                    return;
+                };
+                for (key, field) in fields {
+                    match properties.get(key) {
+                        Some(property) => {
+                            undocumented(property, field, &format!("{path}.{key}"), missing);
+                        }
+                        None => missing.push(format!("{path}.{key}")),
+                    }
+                }
+            }
+            Value::Array(items) => {
+                for item in items {
+                    undocumented(&schema["items"], item, &format!("{path}[]"), missing);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// A snapshot of a campaign in trouble, raising every kind of alert.
+    fn troubled_snapshot() -> Value {
+        const T0: i64 = 1_893_571_200;
+        let site = |id: &str| Site {
+            site_id: SiteId::new(id).unwrap(),
+            name: format!("Site {id}"),
+            area: Area {
+                province: AreaCode::new("01").unwrap(),
+                district: AreaCode::new("001").unwrap(),
+                commune: None,
+            },
+            daily_capacity: 1000,
+        };
+        let sites = vec![site("a"), site("b")];
+        let campaign = Campaign::default();
+        for product in store::builtin_products() {
+            campaign.upsert_product(product);
+        }
+        for site in &sites {
+            campaign.upsert_site(site.clone());
+        }
+        let live = Live::starting_at(Arc::new(campaign), LiveConfig::default(), T0);
+        // Site b gives a dose after 700 s (a, silent since the start, is not); a's requests fail.
+        let at = time::OffsetDateTime::from_unix_timestamp(T0 + 700).unwrap();
+        live.record_committed(&[Dose {
+            dose_id: DoseId(uuid::Uuid::new_v4()),
+            person_code: PersonCode::new("P1").unwrap(),
+            product: ProductCode::new("COMIRNATY").unwrap(),
+            lot_number: LotNumber::new("L1").unwrap(),
+            dose_number: 1,
+            site_id: SiteId::new("b").unwrap(),
+            vaccinator: "nurse".into(),
+            administered_at: at,
+            recorded_at: at,
+        }]);
+        for _ in 0..20 {
+            live.record_outcome_at(Some(&sites[0].site_id), "busy", None, T0 + 700);
+        }
+        let lot = |id: &str, remaining| LotLevel {
+            site_id: SiteId::new(id).unwrap(),
+            product: ProductCode::new("COMIRNATY").unwrap(),
+            remaining,
+            used: 1,
+        };
+        let snapshot = live.snapshot_at(
+            T0 + 701,
+            LiveInputs {
+                backend: "embedded".into(),
+                sites,
+                lots: vec![lot("a", 0), lot("b", 2)],
+                queue_depths: vec![0, 1_000],
+                analytics: AnalyticsFigures {
+                    backend: "embedded".into(),
+                    outbox_rows: 10,
+                    outbox_max_bytes: 1 << 20,
+                    lag_ms: 120_000,
+                    dropped_rows: 3,
+                    set_aside: 1,
+                    lag_alert_s: 60,
+                    ..AnalyticsFigures::default()
+                },
+                ..LiveInputs::default()
+            },
+        );
+        serde_json::to_value(&snapshot).unwrap()
+    }
+
+    /// The live snapshot's schema names every field the server sends, and every alert kind.
+    #[test]
+    fn the_live_snapshot_schema_documents_what_is_sent() {
+        let document = super::document();
+        let schema = &document["components"]["schemas"]["LiveSnapshot"];
+        let snapshot = troubled_snapshot();
+        let mut missing = Vec::new();
+        undocumented(schema, &snapshot, "LiveSnapshot", &mut missing);
+        assert_eq!(missing, Vec::<String>::new());
+
+        let raised: BTreeSet<&str> = snapshot["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|alert| alert["kind"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            raised,
+            BTreeSet::from(ALERT_KINDS),
+            "{}",
+            snapshot["alerts"]
+        );
+        let documented: BTreeSet<&str> =
+            schema["properties"]["alerts"]["items"]["properties"]["kind"]["enum"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|kind| kind.as_str().unwrap())
+                .collect();
+        assert_eq!(documented, raised);
+        assert!(
+            schema["description"]
+                .as_str()
+                .unwrap()
+                .contains("utc_offset")
+        );
+    }
 }

@@ -82,27 +82,31 @@ pub async fn build_state(
         revocations.insert(revoked.certificate_id);
     }
     let metrics = Arc::new(Metrics::new());
-    let live = Arc::new(Live::new(
-        campaign.clone(),
-        LiveConfig {
-            queue_capacity: config.queue_capacity,
-            utc_offset_s: config
-                .campaign
-                .utc_offset_seconds()
-                .map_err(ServeError::Config)?,
-            max_streams: config.live.max_streams,
-            ..LiveConfig::default()
-        },
-    ));
+    // The console's all-time totals, read once before any dose or registration is written; a
+    // snapshot adds what was counted since.
+    let totals = store.totals().await?;
+    let live = Arc::new(
+        Live::new(
+            campaign.clone(),
+            LiveConfig {
+                queue_capacity: config.queue_capacity,
+                utc_offset_s: config
+                    .campaign
+                    .utc_offset_seconds()
+                    .map_err(ServeError::Config)?,
+                max_streams: config.live.max_streams,
+                ..LiveConfig::default()
+            },
+        )
+        .with_totals_at_start(totals.doses, totals.registrations),
+    );
     let AnalyticsParts {
         backend: analytics,
         feed,
         shipper,
     } = start_analytics(data, config, &campaign)?;
-    // The console's all-time totals and the last days' doses, read once before any dose is
-    // written; from here on the shard writers move them.
-    let totals = store.totals().await?;
-    live.seed_totals(totals.doses, totals.registrations);
+    // The last days' doses, read once before any dose is written; from here on the shard
+    // writers move them.
     crate::live::seed_at_start(&live, analytics.as_ref()).await;
     let write_path = WritePath::start(
         store.clone(),

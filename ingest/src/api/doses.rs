@@ -45,16 +45,24 @@ pub struct BatchRequest {
 
 /// Turns a request into a dose to write, checking what can be checked without the person's
 /// history: the site, the lot at that site, its expiry and product, the field shapes.
-fn prepare(state: &Shared, caller: &Principal, request: DoseRequest) -> Result<Dose, ApiError> {
-    let site_id = match (caller.role, &caller.site_id, request.site_id) {
+///
+/// `asked` is the request's `site_id`, taken out of it by the caller (so that it can be
+/// borrowed for counting the outcome); the request's own is not read.
+fn prepare(
+    state: &Shared,
+    caller: &Principal,
+    asked: Option<&SiteId>,
+    request: DoseRequest,
+) -> Result<Dose, ApiError> {
+    let site_id = match (caller.role, &caller.site_id, asked) {
         (Role::Site, Some(own), None) => own.clone(),
-        (Role::Site, Some(own), Some(asked)) if *own == asked => asked,
+        (Role::Site, Some(own), Some(asked)) if own == asked => own.clone(),
         (Role::Site, _, Some(asked)) => {
             return Err(ApiError::forbidden(format!(
                 "this token records doses for its own site only, not {asked}"
             )));
         }
-        (Role::Admin, _, Some(asked)) => asked,
+        (Role::Admin, _, Some(asked)) => asked.clone(),
         (Role::Admin, _, None) => {
             return Err(ApiError::invalid_field(
                 "site_id",
@@ -67,7 +75,7 @@ fn prepare(state: &Shared, caller: &Principal, request: DoseRequest) -> Result<D
             ));
         }
     };
-    if state.campaign.site(&site_id).is_none() {
+    if !state.campaign.has_site(&site_id) {
         return Err(ApiError::invalid_field(
             "site_id",
             format!("no site {site_id}"),
@@ -166,9 +174,9 @@ fn count_outcome(state: &Shared, site: Option<&SiteId>, outcome: &DoseOutcome) {
     count(state, site, name, rule);
 }
 
-/// The site a dose request is for: the token's own site, or the one an admin names.
-fn site_of(caller: &Principal, request: &DoseRequest) -> Option<SiteId> {
-    caller.site_id.clone().or_else(|| request.site_id.clone())
+/// The site a dose request is for: the token's own site, or the one an admin names (`asked`).
+fn site_of<'a>(caller: &'a Principal, asked: Option<&'a SiteId>) -> Option<&'a SiteId> {
+    caller.site_id.as_ref().or(asked)
 }
 
 /// The answer to a recorded dose: the dose and the certificate for the series up to and
@@ -205,19 +213,20 @@ fn answer_with_certificate(
 pub async fn record(
     State(state): State<Shared>,
     caller: Caller,
-    ApiJson(request): ApiJson<DoseRequest>,
+    ApiJson(mut request): ApiJson<DoseRequest>,
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
     caller.require(&[Role::Site, Role::Admin])?;
-    let site = site_of(&caller.0, &request);
-    let dose = prepare(&state, &caller.0, request).inspect_err(|e| {
+    let asked = request.site_id.take();
+    let site = site_of(&caller.0, asked.as_ref());
+    let dose = prepare(&state, &caller.0, asked.as_ref(), request).inspect_err(|e| {
         if e.status == StatusCode::UNPROCESSABLE_ENTITY {
-            count(&state, site.as_ref(), "refused", Some(e.code));
+            count(&state, site, "refused", Some(e.code));
         }
     })?;
     let shard = shard_of(&dose.person_code, state.write_path.shard_count());
     let receiver = state.write_path.submit(shard, vec![dose]).map_err(|_| {
-        count(&state, site.as_ref(), "busy", None);
+        count(&state, site, "busy", None);
         ApiError::busy(
             "the dose queue is full; retry with the same dose id",
             state.config.retry_after_seconds,
@@ -228,7 +237,7 @@ pub async fn record(
         .ok()
         .and_then(|mut v| v.pop())
         .unwrap_or_else(|| DoseOutcome::Failed("the write path stopped".into()));
-    count_outcome(&state, site.as_ref(), &outcome);
+    count_outcome(&state, site, &outcome);
     let result = match outcome {
         DoseOutcome::Created {
             dose,
@@ -279,16 +288,19 @@ pub async fn record_batch(
     let total = request.doses.len();
     let mut lines: Vec<Option<Value>> = vec![None; total];
     let ids: Vec<uuid::Uuid> = request.doses.iter().map(|d| d.dose_id).collect();
-    let sites: Vec<Option<SiteId>> = request
-        .doses
+    // The sites the doses name, moved out of the requests (not copied) so that each dose's
+    // outcome is counted for its site by reference.
+    let mut doses = request.doses;
+    let asked: Vec<Option<SiteId>> = doses.iter_mut().map(|d| d.site_id.take()).collect();
+    let sites: Vec<Option<&SiteId>> = asked
         .iter()
-        .map(|d| site_of(&caller.0, d))
+        .map(|asked| site_of(&caller.0, asked.as_ref()))
         .collect();
     let shards = state.write_path.shard_count();
     let mut by_shard: HashMap<usize, (Vec<usize>, Vec<Dose>)> = HashMap::new();
     let mut refused = 0usize;
-    for (i, request) in request.doses.into_iter().enumerate() {
-        match prepare(&state, &caller.0, request) {
+    for (i, request) in doses.into_iter().enumerate() {
+        match prepare(&state, &caller.0, asked[i].as_ref(), request) {
             Ok(dose) => {
                 let entry = by_shard
                     .entry(shard_of(&dose.person_code, shards))
@@ -298,7 +310,7 @@ pub async fn record_batch(
             }
             Err(e) => {
                 if e.status == StatusCode::UNPROCESSABLE_ENTITY {
-                    count(&state, sites[i].as_ref(), "refused", Some(e.code));
+                    count(&state, sites[i], "refused", Some(e.code));
                 }
                 refused += 1;
                 lines[i] = Some(batch_line(ids[i], e.status, Some(&e)));
@@ -315,7 +327,7 @@ pub async fn record_batch(
                     state.config.retry_after_seconds,
                 );
                 for i in positions {
-                    count(&state, sites[i].as_ref(), "busy", None);
+                    count(&state, sites[i], "busy", None);
                     lines[i] = Some(batch_line(ids[i], busy.status, Some(&busy)));
                 }
             }
@@ -329,7 +341,7 @@ pub async fn record_batch(
                 .get(k)
                 .cloned()
                 .unwrap_or_else(|| DoseOutcome::Failed("the write path stopped".into()));
-            count_outcome(&state, sites[i].as_ref(), &outcome);
+            count_outcome(&state, sites[i], &outcome);
             lines[i] = Some(match &outcome {
                 DoseOutcome::Created { .. } => {
                     created += 1;

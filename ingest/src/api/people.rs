@@ -101,8 +101,8 @@ pub async fn register(
         .map_err(|e| ApiError::invalid_field(e.field, e.message))?;
     let (status, stored) = match state.store.register(&registration).await? {
         Registered::Created(r) => {
+            // Also the live feed's count of registrations since start.
             state.metrics.registrations.inc();
-            state.live.registered();
             (StatusCode::CREATED, r)
         }
         Registered::Existing(existing) if existing.same_person_as(&registration) => {

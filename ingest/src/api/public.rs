@@ -36,27 +36,9 @@ pub async fn metrics(State(state): State<Shared>, caller: Caller) -> Result<Resp
             .get_or_create(&vec![("shard", shard.to_string())])
             .set(depth as i64);
     }
-    let outbox = state.feed.outbox().status();
-    let shipper = state.shipper.status();
-    for (figure, value) in [
-        ("outbox_rows", outbox.rows),
-        ("outbox_bytes", outbox.bytes),
-        ("outbox_max_bytes", outbox.max_bytes),
-        ("lag_ms", outbox.oldest_age_ms),
-        ("dropped_rows", outbox.dropped_rows),
-        ("set_aside_rows", outbox.set_aside),
-        ("shipped_rows", shipper.shipped_rows),
-        (
-            "consecutive_failures",
-            u64::from(shipper.consecutive_failures),
-        ),
-    ] {
-        state
-            .metrics
-            .analytics
-            .get_or_create(&vec![("figure", figure.to_owned())])
-            .set(i64::try_from(value).unwrap_or(i64::MAX));
-    }
+    state
+        .metrics
+        .record_analytics(&state.feed.outbox().status(), &state.shipper.status());
     Ok((
         [(
             header::CONTENT_TYPE,
@@ -154,6 +136,10 @@ pub async fn verify(
 pub async fn stats(State(state): State<Shared>, caller: Caller) -> Result<Response, ApiError> {
     caller.require(&[Role::Admin, Role::Observer])?;
     let totals = state.store.totals().await?;
+    // Read once: the figures shown and the alerts drawn from them are of the same moment.
+    let outbox = state.feed.outbox().status();
+    let shipper = state.shipper.status();
+    let alerts = super::live::analytics_figures_of(&state, &outbox, &shipper).alerts();
     let lots: Vec<serde_json::Value> = state
         .campaign
         .lots()
@@ -179,9 +165,9 @@ pub async fn stats(State(state): State<Shared>, caller: Caller) -> Result<Respon
             "stock": lots,
             "analytics": {
                 "backend": state.analytics.backend_name(),
-                "outbox": state.feed.outbox().status(),
-                "shipper": state.shipper.status(),
-                "alerts": super::live::analytics_figures(&state).alerts(),
+                "outbox": outbox,
+                "shipper": shipper,
+                "alerts": alerts,
             },
         }),
     ))
