@@ -540,9 +540,10 @@ async fn a_write_that_lands_after_its_503_is_recorded_once_by_the_retry() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_that_loses_the_writer_lease_stops_with_an_error() {
-    // A short lease (a third of it covers the request timeout and the clock skew allowance).
+    // A short lease (a third of it covers twice the request timeout and the clock skew
+    // allowance).
     let campaign = common::scylla_campaign_with(|c| {
-        c.lease_duration = std::time::Duration::from_millis(1500);
+        c.lease_duration = std::time::Duration::from_millis(2400);
         c.request_timeout = std::time::Duration::from_millis(300);
         c.max_clock_skew = std::time::Duration::from_millis(200);
         c.wait_for_lease = Some(std::time::Duration::from_secs(5));

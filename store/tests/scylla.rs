@@ -911,10 +911,10 @@ async fn slow_responses_within_the_timeout_succeed_and_slower_ones_fail_cleanly(
 
 /// A short lease, so that takeovers happen within the test.
 fn short_lease(config: ScyllaConfig, wait: Option<Duration>) -> ScyllaConfig {
-    // A third of the lease covers the request timeout plus the clock skew allowance, as
-    // `connect` requires: writes stop 1 s after a renewal, which comes every 500 ms.
+    // A third of the lease covers twice the request timeout plus the clock skew allowance, as
+    // `connect` requires: writes stop 1.6 s after a renewal, which comes every 800 ms.
     ScyllaConfig {
-        lease_duration: Duration::from_millis(1500),
+        lease_duration: Duration::from_millis(2400),
         request_timeout: Duration::from_millis(300),
         max_clock_skew: Duration::from_millis(200),
         wait_for_lease: wait,
@@ -930,7 +930,10 @@ async fn a_lease_too_short_for_the_timeout_and_clock_skew_is_refused() {
     };
     match ScyllaStore::connect(config).await {
         Err(StoreError::Engine(message)) => {
-            assert!(message.contains("a third of lease_duration"), "{message}")
+            assert!(
+                message.contains("a third of the lease duration"),
+                "{message}"
+            )
         }
         other => panic!("expected the settings to be refused, got {other:?}"),
     }
@@ -1011,7 +1014,7 @@ async fn a_second_process_cannot_write_while_the_first_holds_the_lease() {
     // writes are refused from then on.
     first.close().await.expect("close");
     assert!(!first.holds_writer_lease());
-    let second = connect(short_lease(config, Some(Duration::from_secs(3)))).await;
+    let second = connect(short_lease(config, Some(Duration::from_secs(5)))).await;
     assert!(second.holds_writer_lease());
     let person = sample_registration(7);
     match first.register(&person).await {
@@ -1043,7 +1046,7 @@ fn a_paused_writer_is_fenced_after_its_lease_expires_and_totals_stay_exact() {
         .build()
         .expect("runtime");
     let target = running.block_on(target());
-    let config = short_lease(target.fresh(), Some(Duration::from_secs(3)));
+    let config = short_lease(target.fresh(), Some(Duration::from_secs(5)));
     let first = paused.block_on(connect(config.clone()));
     let shards = first.shard_count();
     let batches = dose_batches(0..40, shards, 10);
@@ -1106,7 +1109,7 @@ async fn a_dropped_writers_lease_is_taken_over_with_its_interrupted_write_finish
     else {
         return;
     };
-    let config = short_lease(target.fresh(), Some(Duration::from_secs(3)));
+    let config = short_lease(target.fresh(), Some(Duration::from_secs(5)));
     let first = connect(config.clone()).await;
     let batches = dose_batches(0..12, first.shard_count(), 100);
     let (shard, doses) = batches.first().cloned().expect("a batch");

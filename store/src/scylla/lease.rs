@@ -14,13 +14,16 @@
 //!   owner = me AND epoch = mine`. Not applied means another process took it: the lease is lost.
 //! - **Checking**: the holder writes only until `sent + lease_duration - margin`, where `sent`
 //!   is when its last applied take or renewal was sent (a monotonic clock) and `margin` is
-//!   `request_timeout + max_clock_skew`. Others may take the lease at `sent + lease_duration` by
-//!   the wall clock written in the row, read on *their* clock: a write request sent at the last
-//!   moment has ended (or timed out) `request_timeout` later, and a successor whose clock runs
-//!   up to `max_clock_skew` ahead still takes over after that. Every write request checks this
-//!   deadline before it is sent (`ScyllaStore::execute`). `connect` refuses settings where
-//!   `request_timeout + max_clock_skew` exceeds a third of `lease_duration`: the write window
-//!   (at least two thirds) must outlast a renewal period plus the renewal request's own timeout.
+//!   `2 × request_timeout + max_clock_skew` (`crate::lease_timing`). Others may take the lease
+//!   at `sent + lease_duration` by the wall clock written in the row, read on *their* clock. A
+//!   write request checked at the last moment is not over when the client gives up on it: the
+//!   driver may resend it until `request_timeout` has passed, and the coordinator that got the
+//!   last resend works on it for up to its own write timeout (at most `request_timeout`, as the
+//!   configuration asks), so it lands, if ever, within `2 × request_timeout`; a successor whose
+//!   clock runs up to `max_clock_skew` ahead still takes over after that. Every write request
+//!   checks this deadline before it is sent (`ScyllaStore::execute`). `connect` refuses
+//!   settings where the margin exceeds a third of `lease_duration`: the write window (at least
+//!   two thirds) must outlast a renewal period plus the renewal request's own timeout.
 //! - **Lost for good**: once the write window lapses without a renewal, or a renewal finds
 //!   another owner, this store never holds the lease again: it stops renewing, and every write is
 //!   refused from then on. Taking the lease back (a new epoch) would be safe for the totals (see
@@ -67,8 +70,8 @@ pub(crate) struct Lease {
     holder: String,
     keyspace: String,
     duration: Duration,
-    /// Cut from the end of each grant: a request's timeout plus the clock skew allowed between
-    /// hosts (see the module docs).
+    /// Cut from the end of each grant: twice a request's timeout plus the clock skew allowed
+    /// between hosts (see the module docs).
     margin: Duration,
     state: Mutex<LeaseState>,
 }
@@ -106,8 +109,8 @@ pub(crate) enum Taken {
 }
 
 impl Lease {
-    /// `margin`: the request timeout plus the clock skew allowed between hosts; less than a
-    /// third of `duration` (checked by `connect`).
+    /// `margin`: `crate::lease_timing::margin`, at most a third of `duration` (checked by
+    /// `connect`).
     pub(crate) fn new(keyspace: &str, duration: Duration, margin: Duration) -> Self {
         let host = std::env::var("HOSTNAME")
             .ok()

@@ -165,21 +165,24 @@ pub struct ScyllaConfig {
     pub people_buckets: usize,
     /// Entries a shard writer has in flight at once (each a few sequential requests). Default: 64.
     pub max_in_flight_per_shard: usize,
-    /// How long one request may take, with the driver's retries of it (see `retry.rs`), before
+    /// How long one request may take, with the driver's resends of it (see `retry.rs`), before
     /// it fails. Keep it at least the cluster's own write timeout (ScyllaDB's
-    /// `write_request_timeout_in_ms`, 2 s by default), so that a write the client gave up on has
-    /// been given up by the coordinator too. Default: 3 s.
+    /// `write_request_timeout_in_ms`, 2 s by default): the coordinator works on the driver's
+    /// last resend for up to that long after it arrives, so a write may still land up to
+    /// `2 × request_timeout` after it was sent, which the writer lease's margin allows for
+    /// (`crate::lease_timing`). Default: 2 s.
     pub request_timeout: Duration,
     /// How far apart the hosts' clocks may be (NTP keeps them within milliseconds; this is the
     /// allowance). With `request_timeout` it makes the margin a lease holder stops writing
-    /// before its lease expires (see `lease.rs`). Default: 2 s.
+    /// before its lease expires (see `lease.rs`). Default: 1 s.
     pub max_clock_skew: Duration,
     /// How long the writer lease lasts without renewal. It is renewed every third of this; this
-    /// process stops writing `request_timeout + max_clock_skew` before it expires, so a write it
-    /// sent at the last moment is over before another process, even one whose clock runs ahead,
-    /// can take over; that happens this long after this one dies (or at once after `close`).
-    /// `request_timeout + max_clock_skew` must not exceed a third of it. Default: 15 s (writes
-    /// stop 10 s after the last renewal, renewals come every 5 s).
+    /// process stops writing `2 × request_timeout + max_clock_skew` before it expires, so a
+    /// write it sent at the last moment, resent by the driver and kept by a coordinator, has
+    /// landed or been dropped before another process, even one whose clock runs ahead, can take
+    /// over; that happens this long after this one dies (or at once after `close`). That margin
+    /// must not exceed a third of it (`crate::lease_timing::check`). Default: 15 s (writes stop
+    /// 10 s after the last renewal, renewals come every 5 s).
     pub lease_duration: Duration,
     /// How long `connect` waits while another process holds the writer lease: `None` fails at
     /// once, naming the holder and when its lease expires. Default: 30 s (twice the default
@@ -251,8 +254,8 @@ impl Default for ScyllaConfig {
             shards: cores.clamp(2, 64),
             people_buckets: 256,
             max_in_flight_per_shard: 64,
-            request_timeout: Duration::from_secs(3),
-            max_clock_skew: Duration::from_secs(2),
+            request_timeout: Duration::from_secs(2),
+            max_clock_skew: Duration::from_secs(1),
             lease_duration: Duration::from_secs(15),
             wait_for_lease: Some(Duration::from_secs(30)),
         }
@@ -354,15 +357,16 @@ impl ScyllaStore {
                 )));
             }
         }
-        let margin = config.request_timeout + config.max_clock_skew;
-        if margin * 3 > config.lease_duration {
-            return Err(StoreError::Engine(format!(
-                "request_timeout ({} ms) + max_clock_skew ({} ms) must not exceed a third of lease_duration ({} ms): a lease holder stops writing that long before its lease expires, and must still have room to renew it; shorten the timeout or lengthen the lease",
-                config.request_timeout.as_millis(),
-                config.max_clock_skew.as_millis(),
-                config.lease_duration.as_millis()
-            )));
-        }
+        let margin = crate::lease_timing::check(
+            config.request_timeout,
+            config.max_clock_skew,
+            config.lease_duration,
+        )
+        .map_err(|e| {
+            StoreError::Engine(format!(
+                "request_timeout, max_clock_skew and lease_duration do not fit together: {e}"
+            ))
+        })?;
         let session = Self::build_session(&config).await?;
         let ks = config.keyspace.as_str();
         schema::create_keyspace_on(
