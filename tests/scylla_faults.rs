@@ -539,6 +539,66 @@ async fn a_write_that_lands_after_its_503_is_recorded_once_by_the_retry() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flapping_store_never_counts_a_retried_dose_twice() {
+    // A commit fails with nothing stored; the store then takes writes again but fails the read
+    // that would settle the failed commit's stock. The site's retry must not be reserved and
+    // counted while that stock is unsettled: a later settlement would find the dose stored and
+    // count it a second time (stock, the writer's totals and the console's).
+    let test = "a_flapping_store_never_counts_a_retried_dose_twice";
+    let Some((server, people)) = fault_server(test, 1).await else {
+        return;
+    };
+    let node = server.node.clone().unwrap();
+    let app = SiteApp {
+        http: server.client.clone(),
+        url: server.url("/v1/doses"),
+        token: server.site.clone(),
+    };
+    let first = dose(&new_id(), &people[0], 1, now() - time::Duration::days(30));
+    let journal = node.faults().add(
+        FaultRule::new(Fault::WriteTimeout { applied: false })
+            .on(StatementKind::Write)
+            .table("shard_journal")
+            .always(),
+    );
+    let (status, answer) = server.post("/v1/doses", Some(&server.site), &first).await;
+    assert_error(&status, &answer, "store_unavailable");
+    node.faults().remove(journal);
+    assert_eq!(
+        copies(&server, &[&first["dose_id"]]).await,
+        [0],
+        "precondition: the failed commit stored nothing"
+    );
+
+    // The next read of dose ids fails: the one that settles the failed commit's stock.
+    let flap = node.faults().add(
+        FaultRule::new(Fault::Overloaded)
+            .on(StatementKind::Read)
+            .table("dose_ids"),
+    );
+    let delivery = app.deliver(&first).await;
+    assert_eq!(node.faults().fired(flap), 1, "the settling read failed");
+    assert_eq!(delivery.status, 201, "{delivery:?}");
+    assert!(
+        delivery
+            .failures
+            .iter()
+            .all(|(status, code, _)| *status == 503 && code == "store_unavailable"),
+        "{delivery:?}"
+    );
+    // A later batch of the same shard (the same person) settles whatever is still held.
+    let second = dose(&new_id(), &people[0], 2, now() - time::Duration::hours(1));
+    let (status, answer) = server.post("/v1/doses", Some(&server.site), &second).await;
+    assert_eq!(status, StatusCode::CREATED, "{answer}");
+    assert_eq!(
+        copies(&server, &[&first["dose_id"], &second["dose_id"]]).await,
+        [1, 1]
+    );
+    counted(&server, 2, "flapping store").await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_that_loses_the_writer_lease_stops_with_an_error() {
     // A short lease (a third of it covers twice the request timeout and the clock skew
     // allowance).
