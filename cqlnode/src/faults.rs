@@ -71,6 +71,12 @@ pub enum Fault {
     Overloaded,
     /// A server error (code 0x0000).
     ServerError,
+    /// An `Invalid` error (0x2200): the server refuses the statement as it is, as for a
+    /// missing table or a wrong type. No retry policy resends it.
+    Invalid,
+    /// An `Unauthorized` error (0x2100): the logged-in role may not run the statement (a
+    /// permission revoked). No retry policy resends it.
+    Unauthorized,
     /// Close the connection instead of answering. With `applied: true` the statement is
     /// executed first.
     DropConnection { applied: bool },

@@ -499,6 +499,12 @@ fn plan_fault(fault: Option<Fault>, consistency: u16, write_type: WriteType) -> 
             "Too many in flight hints (injected fault)".into(),
         )),
         Fault::ServerError => Plan::Fail(DbError::Server("injected server error".into())),
+        Fault::Invalid => Plan::Fail(DbError::Invalid(
+            "the statement is refused as it is (injected fault)".into(),
+        )),
+        Fault::Unauthorized => Plan::Fail(DbError::Unauthorized(
+            "the role may not run this statement (injected fault)".into(),
+        )),
         Fault::DropConnection { applied } => Plan::DropConnection { run: applied },
         Fault::LateWrite { after } => Plan::RunLater(
             DbError::WriteTimeout {

@@ -991,6 +991,39 @@ async fn unavailable_overloaded_and_server_errors_reach_the_caller() -> TestResu
 }
 
 #[tokio::test]
+async fn invalid_and_unauthorized_are_answered_on_demand_and_never_resent() -> TestResult {
+    let (node, session) = setup().await?;
+    session
+        .query_unpaged("CREATE TABLE t (k int PRIMARY KEY, v int)", &[])
+        .await?;
+    let mut insert = session
+        .prepare("INSERT INTO t (k, v) VALUES (?, ?)")
+        .await?;
+    insert.set_is_idempotent(true);
+    for (fault, expected) in [
+        (Fault::Invalid, DbError::Invalid),
+        (Fault::Unauthorized, DbError::Unauthorized),
+    ] {
+        node.clear_requests();
+        let rule = node.faults().fail_writes(1, fault.clone());
+        let err = session.execute_unpaged(&insert, (1_i32, 1_i32)).await;
+        assert_eq!(
+            err.as_ref().err().and_then(db_error),
+            Some(&expected),
+            "{fault:?}: {err:?}"
+        );
+        assert_eq!(node.faults().fired(rule), 1);
+        assert_eq!(
+            node.request_count(StatementKind::Write),
+            1,
+            "{fault:?}: sent once"
+        );
+        assert_eq!(node.row_count("ks", "t"), Some(0), "{fault:?}: not written");
+    }
+    Ok(())
+}
+
+#[tokio::test]
 async fn dropped_connections_break_requests_and_the_driver_reconnects() -> TestResult {
     let (node, session) = setup().await?;
     session
