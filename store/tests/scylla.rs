@@ -688,6 +688,103 @@ async fn a_persistent_fault_fails_the_commit_and_the_callers_retry_counts_once()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_no_resend_cures_are_engine_errors_and_never_retried() {
+    let target = target().await;
+    let Some(node) =
+        target.node_or_skip("errors_no_resend_cures_are_engine_errors_and_never_retried")
+    else {
+        return;
+    };
+    let store = connect(target.fresh()).await;
+    let mut batches = dose_batches(0..40, store.shard_count(), 5).into_iter();
+    let mut committed = Vec::new();
+    for fault in [Fault::Invalid, Fault::Unauthorized] {
+        let (shard, doses) = batches.next().expect("a batch");
+        // Every claim is refused as it is (a statement the cluster rejects, a permission
+        // revoked on `dose_ids`).
+        let rule = node.faults().add(
+            FaultRule::new(fault.clone())
+                .on(StatementKind::Write)
+                .table("dose_ids")
+                .always(),
+        );
+        match store.commit_doses(shard, &doses).await {
+            Err(StoreError::Engine(message)) => {
+                assert!(message.contains("resending it cannot help"), "{message}")
+            }
+            other => panic!("{fault:?}: expected an engine error, got {other:?}"),
+        }
+        // One attempt: each claim sent once, neither resent by the driver nor tried again.
+        assert_eq!(node.faults().fired(rule), doses.len() as u64, "{fault:?}");
+        node.faults().remove(rule);
+        store
+            .commit_doses(shard, &doses)
+            .await
+            .unwrap_or_else(|e| panic!("the retry after {fault:?}: {e}"));
+        committed.extend(doses);
+    }
+    // A read refused as it is: an engine error too, not "unavailable, retry later".
+    let rule = node.faults().add(
+        FaultRule::new(Fault::Invalid)
+            .on(StatementKind::Read)
+            .table("dose_ids"),
+    );
+    match store.find_doses(&[committed[0].dose_id]).await {
+        Err(StoreError::Engine(_)) => {}
+        other => panic!("expected an engine error, got {other:?}"),
+    }
+    assert_eq!(node.faults().fired(rule), 1);
+    assert_exactly_once(&store, node, &committed, "refused").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shard_write_starts_no_attempt_once_the_request_timeout_has_passed() {
+    let target = target().await;
+    let Some(node) =
+        target.node_or_skip("a_shard_write_starts_no_attempt_once_the_request_timeout")
+    else {
+        return;
+    };
+    let config = ScyllaConfig {
+        request_timeout: Duration::from_millis(500),
+        ..target.fresh()
+    };
+    let store = connect(config).await;
+    let (shard, doses) = dose_batches(0..1, store.shard_count(), 1)
+        .into_iter()
+        .next()
+        .expect("a dose");
+    // The journal write is answered after the client's timeout, every time: the first attempt
+    // alone takes the whole request timeout.
+    let slow = node.faults().add(
+        FaultRule::new(Fault::Delay(Duration::from_millis(800)))
+            .on(StatementKind::Write)
+            .table("shard_journal")
+            .always(),
+    );
+    node.clear_requests();
+    match store.commit_doses(shard, &doses).await {
+        Err(StoreError::Unavailable(message)) => {
+            assert!(message.contains("timeout"), "{message}")
+        }
+        other => panic!("expected the client's timeout, got {other:?}"),
+    }
+    node.faults().remove(slow);
+    let journal_writes = node
+        .requests()
+        .into_iter()
+        .filter(|r| r.kind == StatementKind::Write && r.statement.starts_with("INSERT"))
+        .filter(|r| r.tables.iter().any(|(_, t)| t == "shard_journal"))
+        .count();
+    assert_eq!(
+        journal_writes, 1,
+        "one attempt: none is started once the request timeout has passed"
+    );
+    commit_until_ok(&store, shard, &doses).await;
+    assert_exactly_once(&store, node, &doses, "timed out").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registrations_under_faults_count_once() {
     let target = target().await;
     let Some(node) = target.node_or_skip("registrations_under_faults_count_once") else {

@@ -48,6 +48,7 @@ use scylla::statement::prepared::PreparedStatement;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use super::retry::request_failed;
 use super::shard::unavailable;
 use crate::error::{Result, StoreError};
 
@@ -228,7 +229,7 @@ impl Lease {
         let found: Option<LeaseRow> = session
             .execute_unpaged(&statements.get, (LEASE_NAME,))
             .await
-            .map_err(|e| unavailable("reading the writer lease", e))?
+            .map_err(|e| request_failed("reading the writer lease", &e))?
             .into_rows_result()
             .map_err(|e| unavailable("reading the writer lease", e))?
             .maybe_first_row::<LeaseRow>()
@@ -244,7 +245,7 @@ impl Lease {
                         (LEASE_NAME, self.owner, self.holder.as_str(), 1_i64, expires),
                     )
                     .await
-                    .map_err(|e| unavailable("taking the writer lease", e))?,
+                    .map_err(|e| request_failed("taking the writer lease", &e))?,
             )?;
             if applied {
                 self.granted(1, sent);
@@ -285,7 +286,7 @@ impl Lease {
                     ),
                 )
                 .await
-                .map_err(|e| unavailable("taking the writer lease", e))?,
+                .map_err(|e| request_failed("taking the writer lease", &e))?,
         )?;
         if applied {
             self.granted(epoch + 1, sent);
@@ -306,7 +307,7 @@ impl Lease {
             session
                 .execute_unpaged(&statements.renew, (expires, LEASE_NAME, self.owner, epoch))
                 .await
-                .map_err(|e| unavailable("renewing the writer lease", e))?,
+                .map_err(|e| request_failed("renewing the writer lease", &e))?,
         )
     }
 

@@ -60,7 +60,9 @@
 //! slower than concurrent single-partition writes. The one batch, the totals, is single-partition.
 //! Every statement is idempotent and resent by the driver after a timeout, an overloaded node or
 //! a broken connection, at most twice (`retry.rs`); a shard write that still fails is recovered
-//! and tried again, at most four attempts in all (`shard.rs`).
+//! and tried again, at most four attempts in all and none started once `request_timeout` has
+//! passed (`shard.rs`). Errors no resend can cure (an invalid statement, missing permissions)
+//! are [`StoreError::Engine`] and never retried.
 //!
 //! # TLS
 //! Behind the feature `scylla-tls` (the driver's `openssl-010` backend, linking the system's
@@ -110,6 +112,7 @@ use crate::model::{
     AuditRecord, Credential, Dose, DoseId, Lot, PersonCode, Product, Registration, Revocation, Site,
 };
 use crate::{ImportCounts, Registered, Store, Totals, shard_of};
+use retry::request_failed;
 use rows::{corrupt, to_i32};
 use shard::{Entry, ShardState, unavailable};
 use statements::{Levels, Statements};
@@ -166,7 +169,7 @@ pub struct ScyllaConfig {
     /// Entries a shard writer has in flight at once (each a few sequential requests). Default: 64.
     pub max_in_flight_per_shard: usize,
     /// How long one request may take, with the driver's resends of it (see `retry.rs`), before
-    /// it fails. Keep it at least the cluster's own write timeout (ScyllaDB's
+    /// it fails; also how long a failed shard write keeps starting new attempts. Keep it at least the cluster's own write timeout (ScyllaDB's
     /// `write_request_timeout_in_ms`, 2 s by default): the coordinator works on the driver's
     /// last resend for up to that long after it arrives, so a write may still land up to
     /// `2 × request_timeout` after it was sent, which the writer lease's margin allows for
@@ -277,6 +280,9 @@ pub struct ScyllaStore {
     in_doubt: Vec<std::sync::atomic::AtomicBool>,
     people_buckets: usize,
     max_in_flight: usize,
+    /// How long a failed shard write keeps starting new attempts (`shard.rs`, `run_attempt`):
+    /// the configured request timeout.
+    retry_for: Duration,
     /// Whether this process may write; checked before every write request.
     lease: Arc<lease::Lease>,
     /// The task renewing the lease; aborted on drop.
@@ -390,7 +396,7 @@ impl ScyllaStore {
             session
                 .query_unpaged(statement.as_str(), ())
                 .await
-                .map_err(|e| unavailable("creating the schema", e))?;
+                .map_err(|e| request_failed("creating the schema", &e))?;
         }
         session
             .await_schema_agreement()
@@ -413,6 +419,7 @@ impl ScyllaStore {
                 .collect(),
             people_buckets: config.people_buckets,
             max_in_flight: config.max_in_flight_per_shard,
+            retry_for: config.request_timeout,
             lease: Arc::new(lease::Lease::new(ks, config.lease_duration, margin)),
             renewal: None,
         };
@@ -539,7 +546,7 @@ impl ScyllaStore {
         self.session
             .execute_unpaged(&self.statements.setting_claim, (name, value))
             .await
-            .map_err(|e| unavailable("ScyllaDB request failed", e))?;
+            .map_err(|e| request_failed("ScyllaDB request failed", &e))?;
         let found = self.read_setting(name).await?;
         if found.as_deref() == Some(value) {
             return Ok(());
@@ -586,7 +593,7 @@ impl ScyllaStore {
         self.session
             .execute_unpaged(statement, values)
             .await
-            .map_err(|e| unavailable("ScyllaDB request failed", e))
+            .map_err(|e| request_failed("ScyllaDB request failed", &e))
     }
 
     /// Every row a statement selects, paged.
@@ -601,12 +608,12 @@ impl ScyllaStore {
         self.session
             .execute_iter(statement.clone(), values)
             .await
-            .map_err(|e| unavailable("ScyllaDB read failed", e))?
+            .map_err(|e| request_failed("ScyllaDB read failed", &e))?
             .rows_stream::<T>()
             .map_err(|e| StoreError::Engine(format!("unexpected columns: {e}")))?
             .try_collect()
             .await
-            .map_err(|e| unavailable("ScyllaDB read failed", e))
+            .map_err(|e| request_failed("ScyllaDB read failed", &e))
     }
 
     async fn fetch_person(&self, code: &PersonCode) -> Result<Option<Registration>> {
@@ -633,7 +640,7 @@ impl ScyllaStore {
                 PagingState::start(),
             )
             .await
-            .map_err(|e| unavailable("reading people", e))?;
+            .map_err(|e| request_failed("reading people", &e))?;
         let rows = result
             .into_rows_result()
             .map_err(|e| corrupt("people_by_bucket", e))?;
