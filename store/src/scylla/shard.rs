@@ -351,8 +351,12 @@ impl ScyllaStore {
     ) -> Result<(Snapshot, Vec<Applied>)> {
         let next = base.version + 1;
         let shard_i32 = to_i32(shard, "shard")?;
-        // Every entry runs to completion (no request is left in flight when this returns, so
-        // nothing from this attempt can land after a recovery has read the journal).
+        // Every entry's requests are answered (or given up on) before the totals are written.
+        // That does not mean nothing is left in flight: a request the client gave up on may
+        // still land later (a resend a coordinator kept, a replica's queue), after a recovery
+        // has read the journal. The fence is the version advance: that recovery writes the
+        // totals at this attempt's version, so this version's journal is never read again and
+        // no later attempt reuses it (see `recover`).
         // Owned entries: a closure over borrowed ones trips the higher-ranked `Send` check
         // that `async_trait` needs.
         let earlier: Option<Vec<i64>> = earlier.map(<[i64]>::to_vec);
