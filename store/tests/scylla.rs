@@ -894,16 +894,14 @@ async fn a_journal_write_that_lands_late_is_never_replayed() {
         .expect("two people in one shard");
     let (late, later) = (doses[0].clone(), doses[1].clone());
 
-    // Dose A's journal entry times out on the client but lands on the node well afterwards
-    // (every time it is sent), so its write fails; the shard recovers (here on the read a
-    // retry is answered from) while the journal is still empty.
+    // Dose A's journal entry times out on the client and is held on the node (every time it
+    // is sent), so its write fails; the shard recovers (here on the read a retry is answered
+    // from) while the journal is still empty.
     let stray = node.faults().add(
-        FaultRule::new(Fault::LateWrite {
-            after: Duration::from_millis(1500),
-        })
-        .on(StatementKind::Write)
-        .table("shard_journal")
-        .always(),
+        FaultRule::new(Fault::LateWrite)
+            .on(StatementKind::Write)
+            .table("shard_journal")
+            .always(),
     );
     assert!(
         store
@@ -919,14 +917,10 @@ async fn a_journal_write_that_lands_late_is_never_replayed() {
             .expect("find")
             .is_empty()
     );
-    assert!(
-        !journaled(node, &ks, &late),
-        "precondition: the recovery ran before A's journal entry landed (a very slow machine?)"
-    );
-    wait_until("A's journal entry lands", Duration::from_secs(10), || {
-        journaled(node, &ks, &late)
-    })
-    .await;
+    assert!(!journaled(node, &ks, &late), "held until released");
+    // Now A's journal entry lands, after the recovery.
+    assert!(node.faults().release_late_writes() > 0);
+    assert!(journaled(node, &ks, &late), "A's journal entry landed");
 
     // Dose B's write then fails after its claim (the totals never land), and the shard
     // recovers again: it must replay B, and never the stray entry of A.
