@@ -173,12 +173,11 @@ impl Lease {
         )))
     }
 
-    /// Why this store lost the lease for good, if it did (see "Lost for good").
-    pub(crate) fn lost_because(&self) -> Option<String> {
+    /// Whether this store lost the lease for good (see "Lost for good").
+    fn lost_for_good(&self) -> bool {
         // A lapse is noticed by a check.
         let _ = self.check();
-        let state = self.state();
-        state.lost.then(|| state.why_not.clone())
+        self.state().lost
     }
 
     /// Whether writes are allowed now.
@@ -358,7 +357,7 @@ impl Lease {
         let mut wait = period;
         loop {
             tokio::time::sleep(wait).await;
-            if self.released() || self.lost_because().is_some() {
+            if self.released() || self.lost_for_good() {
                 return;
             }
             wait = if self.renew(&session, &statements, self.epoch()).await {
@@ -410,6 +409,7 @@ mod tests {
     #[test]
     fn writes_stop_a_margin_before_the_lease_expires() {
         let lease = lease();
+        assert!(!lease.lost_for_good(), "not taken yet is not lost");
         let sent = Instant::now();
         lease.granted(3, sent);
         assert_eq!(lease.check().ok(), Some(3));
@@ -426,12 +426,13 @@ mod tests {
         // A late answer to an earlier renewal, or a take, changes nothing.
         lease.granted(3, Instant::now());
         lease.granted(4, Instant::now());
-        assert!(!lease.held());
-        assert!(
-            lease
-                .lost_because()
-                .is_some_and(|why| why.contains("took it over"))
-        );
+        assert!(lease.lost_for_good());
+        match lease.check() {
+            Err(StoreError::Unavailable(message)) => {
+                assert!(message.contains("took it over"), "{message}")
+            }
+            other => panic!("expected writes refused, got {other:?}"),
+        }
     }
 
     #[test]
@@ -455,6 +456,6 @@ mod tests {
             !lease.held(),
             "a renewal answered after the lapse does not count"
         );
-        assert!(lease.lost_because().is_some());
+        assert!(lease.lost_for_good());
     }
 }

@@ -490,12 +490,6 @@ impl ScyllaStore {
         self.lease.held()
     }
 
-    /// Why this store lost the writer lease for good, if it did. A store that lost its lease
-    /// never takes it again (its process is expected to exit and start afresh; see `lease.rs`).
-    pub fn writer_lease_lost(&self) -> Option<String> {
-        self.lease.lost_because()
-    }
-
     /// This store's identity in the lease row: its owner id and holder (host and pid).
     pub fn writer_lease_owner(&self) -> (uuid::Uuid, &str) {
         (self.lease.owner(), self.lease.holder())
