@@ -12,7 +12,7 @@
 //! - `shard`: exactly-once writes per shard (redo journal, LWT claims, absolute totals), and
 //!   the bounded retry of a failed shard write (recover, then the same entries again).
 //! - `retry`: the driver's retry policy: idempotent requests resent a few times after timeouts,
-//!   overload and broken connections.
+//!   overload and broken connections; which errors no resend cures (`StoreError::Engine`).
 //!
 //! # Tables, each for one query
 //! | table | key | serves |
