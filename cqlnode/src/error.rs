@@ -84,6 +84,8 @@ pub enum DbError {
     },
     #[error("syntax error: {0}")]
     Syntax(String),
+    #[error("unauthorized: {0}")]
+    Unauthorized(String),
     #[error("invalid: {0}")]
     Invalid(String),
     #[error("configuration error: {0}")]
@@ -162,6 +164,10 @@ impl DbError {
             }
             DbError::Syntax(m) => {
                 w.i32(0x2000);
+                w.string(m);
+            }
+            DbError::Unauthorized(m) => {
+                w.i32(0x2100);
                 w.string(m);
             }
             DbError::Invalid(m) => {

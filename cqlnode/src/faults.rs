@@ -71,14 +71,21 @@ pub enum Fault {
     Overloaded,
     /// A server error (code 0x0000).
     ServerError,
+    /// An `Invalid` error (0x2200): the server refuses the statement as it is, as for a
+    /// missing table or a wrong type. No retry policy resends it.
+    Invalid,
+    /// An `Unauthorized` error (0x2100): the logged-in role may not run the statement (a
+    /// permission revoked). No retry policy resends it.
+    Unauthorized,
     /// Close the connection instead of answering. With `applied: true` the statement is
     /// executed first.
     DropConnection { applied: bool },
-    /// Answer a `WriteTimeout` at once and apply the write `after` later: the mutation was on
-    /// its way to the replicas when the coordinator gave up, and it lands after the client has
-    /// seen the failure (and after anything the client did about it in the meantime). For a
+    /// Answer a `WriteTimeout` at once and hold the write until the test calls
+    /// [`Faults::release_late_writes`]: the mutation was on its way to the replicas when the
+    /// coordinator gave up, and it lands after the client has seen the failure and whatever
+    /// the client did about it (a recovery read, a retry), exactly when the test says. For a
     /// read, the timeout alone.
-    LateWrite { after: Duration },
+    LateWrite,
     /// Answer normally, this much later.
     Delay(Duration),
 }
@@ -181,8 +188,13 @@ struct ActiveRule {
     fired: u64,
 }
 
+/// A write held by [`Fault::LateWrite`]: applies it when called.
+pub(crate) type HeldWrite = Box<dyn FnOnce() + Send>;
+
 struct FaultState {
     rules: Mutex<Vec<ActiveRule>>,
+    /// Writes answered with a timeout and not applied yet, in the order they arrived.
+    held: Mutex<Vec<HeldWrite>>,
     next_id: AtomicU64,
     /// Bumped by [`Faults::drop_connections`]; every connection watches it and closes.
     drop_generation: watch::Sender<u64>,
@@ -198,6 +210,7 @@ impl std::fmt::Debug for Faults {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Faults")
             .field("rules", &self.lock().len())
+            .field("held_late_writes", &self.held_late_writes())
             .finish()
     }
 }
@@ -215,6 +228,7 @@ impl Faults {
         Faults {
             state: Arc::new(FaultState {
                 rules: Mutex::new(Vec::new()),
+                held: Mutex::new(Vec::new()),
                 next_id: AtomicU64::new(1),
                 drop_generation,
             }),
@@ -273,6 +287,31 @@ impl Faults {
             .iter()
             .find(|r| r.id == id)
             .map_or(0, |r| r.fired)
+    }
+
+    /// Applies every write held by [`Fault::LateWrite`] now, in the order they arrived, before
+    /// returning; returns how many there were. Held writes survive [`Faults::clear`]; those
+    /// never released are dropped with the node.
+    pub fn release_late_writes(&self) -> usize {
+        let held = std::mem::take(&mut *self.held());
+        let count = held.len();
+        for write in held {
+            write();
+        }
+        count
+    }
+
+    /// Writes held by [`Fault::LateWrite`] and not released yet.
+    pub fn held_late_writes(&self) -> usize {
+        self.held().len()
+    }
+
+    pub(crate) fn hold(&self, write: HeldWrite) {
+        self.held().push(write);
+    }
+
+    fn held(&self) -> MutexGuard<'_, Vec<HeldWrite>> {
+        self.state.held.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Closes every open client connection now (the listener stays open, so drivers reconnect).

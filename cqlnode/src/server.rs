@@ -456,8 +456,9 @@ enum Plan {
     DropConnection {
         run: bool,
     },
-    /// Answer with this error now, and run the statement this much later.
-    RunLater(DbError, std::time::Duration),
+    /// Answer with this error now, and run the statement when the test releases it
+    /// (`Faults::release_late_writes`).
+    RunLater(DbError),
 }
 
 fn plan_fault(fault: Option<Fault>, consistency: u16, write_type: WriteType) -> Plan {
@@ -499,16 +500,19 @@ fn plan_fault(fault: Option<Fault>, consistency: u16, write_type: WriteType) -> 
             "Too many in flight hints (injected fault)".into(),
         )),
         Fault::ServerError => Plan::Fail(DbError::Server("injected server error".into())),
+        Fault::Invalid => Plan::Fail(DbError::Invalid(
+            "the statement is refused as it is (injected fault)".into(),
+        )),
+        Fault::Unauthorized => Plan::Fail(DbError::Unauthorized(
+            "the role may not run this statement (injected fault)".into(),
+        )),
         Fault::DropConnection { applied } => Plan::DropConnection { run: applied },
-        Fault::LateWrite { after } => Plan::RunLater(
-            DbError::WriteTimeout {
-                consistency,
-                received: 0,
-                block_for: 1,
-                write_type,
-            },
-            after,
-        ),
+        Fault::LateWrite => Plan::RunLater(DbError::WriteTimeout {
+            consistency,
+            received: 0,
+            block_for: 1,
+            write_type,
+        }),
         Fault::Delay(_) => Plan::Run,
     }
 }
@@ -691,7 +695,7 @@ async fn handle(
                 tokio::time::sleep(decision.delay).await;
             }
             match plan_fault(decision.fault, 1, WriteType::Simple) {
-                Plan::Fail(e) | Plan::RunThenFail(e) | Plan::RunLater(e, _) => {
+                Plan::Fail(e) | Plan::RunThenFail(e) | Plan::RunLater(e) => {
                     return Some(Err(e));
                 }
                 Plan::DropConnection { .. } => return None,
@@ -757,11 +761,12 @@ async fn handle(
                     }
                     return None;
                 }
-                Plan::RunLater(e, after) => {
-                    let (shared, parsed) = (Arc::clone(shared), Arc::clone(&parsed));
+                Plan::RunLater(e) => {
+                    // Weak: a held write must not keep the node alive.
+                    let (node, parsed) = (Arc::downgrade(shared), Arc::clone(&parsed));
                     let values = params.values.clone();
-                    tokio::spawn(async move {
-                        tokio::time::sleep(after).await;
+                    shared.faults.hold(Box::new(move || {
+                        let Some(shared) = node.upgrade() else { return };
                         let late = shared.engine.run(
                             &parsed,
                             keyspace.as_deref(),
@@ -771,7 +776,7 @@ async fn handle(
                         if let Ok(Outcome::SchemaChange(change)) = late {
                             broadcast_schema_change(&shared, &change);
                         }
-                    });
+                    }));
                     return Some(Err(e));
                 }
             };
@@ -828,12 +833,13 @@ async fn handle(
                     }
                     return None;
                 }
-                Plan::RunLater(e, after) => {
-                    let shared = Arc::clone(shared);
-                    tokio::spawn(async move {
-                        tokio::time::sleep(after).await;
-                        let _ = shared.engine.batch(kind, &items);
-                    });
+                Plan::RunLater(e) => {
+                    let node = Arc::downgrade(shared);
+                    shared.faults.hold(Box::new(move || {
+                        if let Some(shared) = node.upgrade() {
+                            let _ = shared.engine.batch(kind, &items);
+                        }
+                    }));
                     Err(e)
                 }
             };

@@ -801,17 +801,15 @@ async fn write_timeout_after_applying_is_ambiguous_but_written() -> TestResult {
 }
 
 #[tokio::test]
-async fn a_late_write_fails_at_once_and_lands_afterwards() -> TestResult {
+async fn a_late_write_fails_at_once_and_lands_when_released() -> TestResult {
     let (node, session) = setup().await?;
     session
         .query_unpaged("CREATE TABLE t (k int PRIMARY KEY, v int)", &[])
         .await?;
     let rule = node.faults().add(
-        FaultRule::new(Fault::LateWrite {
-            after: Duration::from_millis(100),
-        })
-        .on(StatementKind::Write)
-        .table("t"),
+        FaultRule::new(Fault::LateWrite)
+            .on(StatementKind::Write)
+            .table("t"),
     );
     let insert = session
         .prepare("INSERT INTO t (k, v) VALUES (?, ?)")
@@ -825,15 +823,14 @@ async fn a_late_write_fails_at_once_and_lands_afterwards() -> TestResult {
         "{err:?}"
     );
     assert_eq!(node.faults().fired(rule), 1);
-    assert_eq!(node.row_count("ks", "t"), Some(0), "not yet written");
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while node.row_count("ks", "t") != Some(1) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the late write never landed"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    assert_eq!(node.faults().held_late_writes(), 1);
+    // Held until released, however long the test takes meanwhile; other writes go through.
+    session.execute_unpaged(&insert, (2_i32, 20_i32)).await?;
+    assert_eq!(node.row_count("ks", "t"), Some(1), "only the other write");
+    assert_eq!(node.faults().release_late_writes(), 1);
+    assert_eq!(node.row_count("ks", "t"), Some(2), "landed on release");
+    assert_eq!(node.faults().held_late_writes(), 0);
+    assert_eq!(node.faults().release_late_writes(), 0);
     Ok(())
 }
 
@@ -987,6 +984,39 @@ async fn unavailable_overloaded_and_server_errors_reach_the_caller() -> TestResu
         "{err:?}"
     );
     assert_eq!(node.row_count("ks", "u"), None);
+    Ok(())
+}
+
+#[tokio::test]
+async fn invalid_and_unauthorized_are_answered_on_demand_and_never_resent() -> TestResult {
+    let (node, session) = setup().await?;
+    session
+        .query_unpaged("CREATE TABLE t (k int PRIMARY KEY, v int)", &[])
+        .await?;
+    let mut insert = session
+        .prepare("INSERT INTO t (k, v) VALUES (?, ?)")
+        .await?;
+    insert.set_is_idempotent(true);
+    for (fault, expected) in [
+        (Fault::Invalid, DbError::Invalid),
+        (Fault::Unauthorized, DbError::Unauthorized),
+    ] {
+        node.clear_requests();
+        let rule = node.faults().fail_writes(1, fault.clone());
+        let err = session.execute_unpaged(&insert, (1_i32, 1_i32)).await;
+        assert_eq!(
+            err.as_ref().err().and_then(db_error),
+            Some(&expected),
+            "{fault:?}: {err:?}"
+        );
+        assert_eq!(node.faults().fired(rule), 1);
+        assert_eq!(
+            node.request_count(StatementKind::Write),
+            1,
+            "{fault:?}: sent once"
+        );
+        assert_eq!(node.row_count("ks", "t"), Some(0), "{fault:?}: not written");
+    }
     Ok(())
 }
 

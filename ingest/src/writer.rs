@@ -333,7 +333,7 @@ struct ShardWriter {
     runtime: Handle,
     /// Stock reserved for doses of a failed commit that the store may hold after all (see
     /// `settle_stock`): kept reserved until the store says, and released only for those it
-    /// does not hold. Only this shard's writer thread touches it.
+    /// does not hold. One entry per dose id. Only this shard's writer thread touches it.
     unsettled: Mutex<Vec<(Dose, Arc<LotStock>)>>,
 }
 
@@ -548,8 +548,12 @@ impl ShardWriter {
         }
 
         // Stock of an earlier failed commit first, so that a retry found stored below is
-        // counted exactly once.
-        self.settle_stock().await;
+        // counted exactly once. Nothing is accepted until the store has said which of those
+        // doses it holds: a retry of one it does not hold would be reserved and counted here,
+        // and then again when a later settlement finds it stored.
+        if let Err(e) = self.settle_stock().await {
+            return fail_all(doses.len(), &e);
+        }
         // What is stored already, under these ids (any shard) and for these people.
         let ids: Vec<DoseId> = doses.iter().map(|d| d.dose_id).collect();
         let stored: HashMap<DoseId, Dose> = match self.store.find_doses(&ids).await {
@@ -669,12 +673,9 @@ impl ShardWriter {
             if let Err(e) = self.store.commit_doses(self.shard, &accepted).await {
                 // Not confirmed is not "not written": a timeout may hide a write that landed, and
                 // the store finishes a half-done write later from its journal. Keep the stock of
-                // the doses the store turns out to hold; release the rest.
-                self.unsettled
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .extend(accepted.iter().cloned().zip(reservations));
-                self.settle_stock().await;
+                // the doses the store turns out to hold; release the rest. The next batch of this
+                // shard settles them first (asking now would only delay these 503s).
+                self.hold_unsettled(accepted.iter().cloned().zip(reservations));
                 tracing::error!(shard = self.shard, doses = accepted.len(), error = %e, "group commit failed; nothing from it was acknowledged");
                 let failed = DoseOutcome::Failed(e.to_string());
                 for (i, dose) in doses.iter().enumerate() {
@@ -756,7 +757,10 @@ impl ShardWriter {
     /// finishes it later, so the answer is final), keeps their stock and releases the others'.
     /// When the store cannot answer, everything stays reserved (never under-counted, so
     /// `lot_exhausted` cannot be bypassed) until the next batch of this shard asks again.
-    async fn settle_stock(&self) {
+    ///
+    /// # Errors
+    /// The store's, when it could not answer: the caller accepts nothing until it can.
+    async fn settle_stock(&self) -> Result<(), store::StoreError> {
         let pending = std::mem::take(
             &mut *self
                 .unsettled
@@ -764,7 +768,7 @@ impl ShardWriter {
                 .unwrap_or_else(std::sync::PoisonError::into_inner),
         );
         if pending.is_empty() {
-            return;
+            return Ok(());
         }
         let ids: Vec<DoseId> = pending.iter().map(|(d, _)| d.dose_id).collect();
         match self.store.find_doses(&ids).await {
@@ -789,13 +793,32 @@ impl ShardWriter {
                     self.metrics.doses_committed.inc_by(held_doses.len() as u64);
                     self.live.record_committed(&held_doses);
                 }
+                Ok(())
             }
             Err(e) => {
                 tracing::warn!(shard = self.shard, doses = pending.len(), error = %e, "could not tell which doses of a failed commit are stored; their stock stays reserved");
-                self.unsettled
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .extend(pending);
+                self.hold_unsettled(pending);
+                Err(e)
+            }
+        }
+    }
+
+    /// Keeps reservations for `settle_stock`, one per dose id: the store holds at most one dose
+    /// under an id, so a second reservation for it is released at once rather than kept (and
+    /// counted) twice. (Batches wait for the settlement, so an id should never come twice.)
+    fn hold_unsettled(&self, doses: impl IntoIterator<Item = (Dose, Arc<LotStock>)>) {
+        let mut unsettled = self
+            .unsettled
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (dose, stock) in doses {
+            if unsettled
+                .iter()
+                .any(|(held, _)| held.dose_id == dose.dose_id)
+            {
+                stock.release();
+            } else {
+                unsettled.push((dose, stock));
             }
         }
     }

@@ -35,6 +35,34 @@ where
     revocations_round_trip(make().await).await;
 }
 
+/// A real ScyllaDB cluster for the ScyllaDB backend's tests (the store's and the server's), from
+/// the variables `vaxcamp` itself reads: `VAXCAMP_SCYLLA_NODES` (comma-separated `host:port`),
+/// `_RF` (default 3), `_DC`, `_USER`, `_PASSWORD`, `_TLS`, `_TLS_CA_FILE`, laid over `base`.
+/// `None` when `VAXCAMP_SCYLLA_NODES` is unset: the tests then use the CQL test node.
+#[cfg(feature = "scylla")]
+pub fn scylla_cluster_from_env(base: crate::ScyllaConfig) -> Option<crate::ScyllaConfig> {
+    let nodes = std::env::var("VAXCAMP_SCYLLA_NODES").ok()?;
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    Some(crate::ScyllaConfig {
+        nodes: nodes.split(',').map(|n| n.trim().to_owned()).collect(),
+        datacenter: var("VAXCAMP_SCYLLA_DC"),
+        replication_factor: var("VAXCAMP_SCYLLA_RF")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(3),
+        username: var("VAXCAMP_SCYLLA_USER"),
+        password: var("VAXCAMP_SCYLLA_PASSWORD"),
+        tls: var("VAXCAMP_SCYLLA_TLS").is_some_and(|v| {
+            // As clap reads `vaxcamp`'s flag: anything but a "falsey" word is on.
+            !matches!(
+                v.to_ascii_lowercase().as_str(),
+                "0" | "false" | "no" | "off" | "n" | "f"
+            )
+        }),
+        tls_ca_file: var("VAXCAMP_SCYLLA_TLS_CA_FILE").map(Into::into),
+        ..base
+    })
+}
+
 fn area(province: &str, district: &str) -> Area {
     Area {
         province: AreaCode::new(province).expect("valid"),

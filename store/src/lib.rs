@@ -5,6 +5,8 @@
 //! - [`model`]: registrations, sites, products, lots, doses, credentials, audit records.
 //! - [`error`]: [`StoreError`], what went wrong and what the operator can do.
 //! - [`embedded`]: [`EmbeddedStore`], N fjall databases (one per shard) plus a catalogue database.
+//! - [`lease_timing`]: the timing rule of the ScyllaDB writer lease, which the server's
+//!   configuration checks too.
 //! - `conformance` (feature `conformance`): the checks every backend must pass.
 //!
 //! # Sharding
@@ -16,6 +18,7 @@
 
 pub mod embedded;
 pub mod error;
+pub mod lease_timing;
 pub mod model;
 
 #[cfg(feature = "conformance")]

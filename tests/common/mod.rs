@@ -108,28 +108,9 @@ pub async fn scylla_target() -> (ScyllaConfig, Option<Arc<cqlnode::CqlNode>>) {
         request_timeout: std::time::Duration::from_secs(2),
         ..ScyllaConfig::default()
     };
-    if let Ok(nodes) = std::env::var("VAXCAMP_SCYLLA_NODES") {
-        // The same variables `vaxcamp` reads, so a secured cluster works too (TLS needs the
-        // tests built with `--features vaxcamp/scylla-tls`, as CI builds them).
-        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-        let config = ScyllaConfig {
-            nodes: nodes.split(',').map(|n| n.trim().to_owned()).collect(),
-            datacenter: var("VAXCAMP_SCYLLA_DC"),
-            replication_factor: var("VAXCAMP_SCYLLA_RF")
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(3),
-            username: var("VAXCAMP_SCYLLA_USER"),
-            password: var("VAXCAMP_SCYLLA_PASSWORD"),
-            tls: var("VAXCAMP_SCYLLA_TLS").is_some_and(|v| {
-                // As clap reads `vaxcamp`'s flag: anything but a "falsey" word is on.
-                !matches!(
-                    v.to_ascii_lowercase().as_str(),
-                    "0" | "false" | "no" | "off" | "n" | "f"
-                )
-            }),
-            tls_ca_file: var("VAXCAMP_SCYLLA_TLS_CA_FILE").map(Into::into),
-            ..base
-        };
+    // The same variables `vaxcamp` reads, so a secured cluster works too (TLS needs the tests
+    // built with `--features vaxcamp/scylla-tls`, as CI builds them).
+    if let Some(config) = store::conformance::scylla_cluster_from_env(base.clone()) {
         return (config, None);
     }
     let node = cqlnode::CqlNode::start(cqlnode::NodeConfig::default())

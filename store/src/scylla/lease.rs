@@ -14,13 +14,16 @@
 //!   owner = me AND epoch = mine`. Not applied means another process took it: the lease is lost.
 //! - **Checking**: the holder writes only until `sent + lease_duration - margin`, where `sent`
 //!   is when its last applied take or renewal was sent (a monotonic clock) and `margin` is
-//!   `request_timeout + max_clock_skew`. Others may take the lease at `sent + lease_duration` by
-//!   the wall clock written in the row, read on *their* clock: a write request sent at the last
-//!   moment has ended (or timed out) `request_timeout` later, and a successor whose clock runs
-//!   up to `max_clock_skew` ahead still takes over after that. Every write request checks this
-//!   deadline before it is sent (`ScyllaStore::execute`). `connect` refuses settings where
-//!   `request_timeout + max_clock_skew` exceeds a third of `lease_duration`: the write window
-//!   (at least two thirds) must outlast a renewal period plus the renewal request's own timeout.
+//!   `2 × request_timeout + max_clock_skew` (`crate::lease_timing`). Others may take the lease
+//!   at `sent + lease_duration` by the wall clock written in the row, read on *their* clock. A
+//!   write request checked at the last moment is not over when the client gives up on it: the
+//!   driver may resend it until `request_timeout` has passed, and the coordinator that got the
+//!   last resend works on it for up to its own write timeout (at most `request_timeout`, as the
+//!   configuration asks), so it lands, if ever, within `2 × request_timeout`; a successor whose
+//!   clock runs up to `max_clock_skew` ahead still takes over after that. Every write request
+//!   checks this deadline before it is sent (`ScyllaStore::execute`). `connect` refuses
+//!   settings where the margin exceeds a third of `lease_duration`: the write window (at least
+//!   two thirds) must outlast a renewal period plus the renewal request's own timeout.
 //! - **Lost for good**: once the write window lapses without a renewal, or a renewal finds
 //!   another owner, this store never holds the lease again: it stops renewing, and every write is
 //!   refused from then on. Taking the lease back (a new epoch) would be safe for the totals (see
@@ -45,6 +48,7 @@ use scylla::statement::prepared::PreparedStatement;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use super::retry::request_failed;
 use super::shard::unavailable;
 use crate::error::{Result, StoreError};
 
@@ -67,8 +71,8 @@ pub(crate) struct Lease {
     holder: String,
     keyspace: String,
     duration: Duration,
-    /// Cut from the end of each grant: a request's timeout plus the clock skew allowed between
-    /// hosts (see the module docs).
+    /// Cut from the end of each grant: twice a request's timeout plus the clock skew allowed
+    /// between hosts (see the module docs).
     margin: Duration,
     state: Mutex<LeaseState>,
 }
@@ -106,8 +110,8 @@ pub(crate) enum Taken {
 }
 
 impl Lease {
-    /// `margin`: the request timeout plus the clock skew allowed between hosts; less than a
-    /// third of `duration` (checked by `connect`).
+    /// `margin`: `crate::lease_timing::margin`, at most a third of `duration` (checked by
+    /// `connect`).
     pub(crate) fn new(keyspace: &str, duration: Duration, margin: Duration) -> Self {
         let host = std::env::var("HOSTNAME")
             .ok()
@@ -169,12 +173,11 @@ impl Lease {
         )))
     }
 
-    /// Why this store lost the lease for good, if it did (see "Lost for good").
-    pub(crate) fn lost_because(&self) -> Option<String> {
+    /// Whether this store lost the lease for good (see "Lost for good").
+    fn lost_for_good(&self) -> bool {
         // A lapse is noticed by a check.
         let _ = self.check();
-        let state = self.state();
-        state.lost.then(|| state.why_not.clone())
+        self.state().lost
     }
 
     /// Whether writes are allowed now.
@@ -225,7 +228,7 @@ impl Lease {
         let found: Option<LeaseRow> = session
             .execute_unpaged(&statements.get, (LEASE_NAME,))
             .await
-            .map_err(|e| unavailable("reading the writer lease", e))?
+            .map_err(|e| request_failed("reading the writer lease", &e))?
             .into_rows_result()
             .map_err(|e| unavailable("reading the writer lease", e))?
             .maybe_first_row::<LeaseRow>()
@@ -241,7 +244,7 @@ impl Lease {
                         (LEASE_NAME, self.owner, self.holder.as_str(), 1_i64, expires),
                     )
                     .await
-                    .map_err(|e| unavailable("taking the writer lease", e))?,
+                    .map_err(|e| request_failed("taking the writer lease", &e))?,
             )?;
             if applied {
                 self.granted(1, sent);
@@ -282,7 +285,7 @@ impl Lease {
                     ),
                 )
                 .await
-                .map_err(|e| unavailable("taking the writer lease", e))?,
+                .map_err(|e| request_failed("taking the writer lease", &e))?,
         )?;
         if applied {
             self.granted(epoch + 1, sent);
@@ -303,7 +306,7 @@ impl Lease {
             session
                 .execute_unpaged(&statements.renew, (expires, LEASE_NAME, self.owner, epoch))
                 .await
-                .map_err(|e| unavailable("renewing the writer lease", e))?,
+                .map_err(|e| request_failed("renewing the writer lease", &e))?,
         )
     }
 
@@ -354,7 +357,7 @@ impl Lease {
         let mut wait = period;
         loop {
             tokio::time::sleep(wait).await;
-            if self.released() || self.lost_because().is_some() {
+            if self.released() || self.lost_for_good() {
                 return;
             }
             wait = if self.renew(&session, &statements, self.epoch()).await {
@@ -406,6 +409,7 @@ mod tests {
     #[test]
     fn writes_stop_a_margin_before_the_lease_expires() {
         let lease = lease();
+        assert!(!lease.lost_for_good(), "not taken yet is not lost");
         let sent = Instant::now();
         lease.granted(3, sent);
         assert_eq!(lease.check().ok(), Some(3));
@@ -422,12 +426,13 @@ mod tests {
         // A late answer to an earlier renewal, or a take, changes nothing.
         lease.granted(3, Instant::now());
         lease.granted(4, Instant::now());
-        assert!(!lease.held());
-        assert!(
-            lease
-                .lost_because()
-                .is_some_and(|why| why.contains("took it over"))
-        );
+        assert!(lease.lost_for_good());
+        match lease.check() {
+            Err(StoreError::Unavailable(message)) => {
+                assert!(message.contains("took it over"), "{message}")
+            }
+            other => panic!("expected writes refused, got {other:?}"),
+        }
     }
 
     #[test]
@@ -451,6 +456,6 @@ mod tests {
             !lease.held(),
             "a renewal answered after the lapse does not count"
         );
-        assert!(lease.lost_because().is_some());
+        assert!(lease.lost_for_good());
     }
 }

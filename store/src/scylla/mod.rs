@@ -12,7 +12,7 @@
 //! - `shard`: exactly-once writes per shard (redo journal, LWT claims, absolute totals), and
 //!   the bounded retry of a failed shard write (recover, then the same entries again).
 //! - `retry`: the driver's retry policy: idempotent requests resent a few times after timeouts,
-//!   overload and broken connections.
+//!   overload and broken connections; which errors no resend cures (`StoreError::Engine`).
 //!
 //! # Tables, each for one query
 //! | table | key | serves |
@@ -60,7 +60,9 @@
 //! slower than concurrent single-partition writes. The one batch, the totals, is single-partition.
 //! Every statement is idempotent and resent by the driver after a timeout, an overloaded node or
 //! a broken connection, at most twice (`retry.rs`); a shard write that still fails is recovered
-//! and tried again, at most four attempts in all (`shard.rs`).
+//! and tried again, at most four attempts in all and none started once `request_timeout` has
+//! passed (`shard.rs`). Errors no resend can cure (an invalid statement, missing permissions)
+//! are [`StoreError::Engine`] and never retried.
 //!
 //! # TLS
 //! Behind the feature `scylla-tls` (the driver's `openssl-010` backend, linking the system's
@@ -110,6 +112,7 @@ use crate::model::{
     AuditRecord, Credential, Dose, DoseId, Lot, PersonCode, Product, Registration, Revocation, Site,
 };
 use crate::{ImportCounts, Registered, Store, Totals, shard_of};
+use retry::request_failed;
 use rows::{corrupt, to_i32};
 use shard::{Entry, ShardState, unavailable};
 use statements::{Levels, Statements};
@@ -165,21 +168,24 @@ pub struct ScyllaConfig {
     pub people_buckets: usize,
     /// Entries a shard writer has in flight at once (each a few sequential requests). Default: 64.
     pub max_in_flight_per_shard: usize,
-    /// How long one request may take, with the driver's retries of it (see `retry.rs`), before
-    /// it fails. Keep it at least the cluster's own write timeout (ScyllaDB's
-    /// `write_request_timeout_in_ms`, 2 s by default), so that a write the client gave up on has
-    /// been given up by the coordinator too. Default: 3 s.
+    /// How long one request may take, with the driver's resends of it (see `retry.rs`), before
+    /// it fails; also how long a failed shard write keeps starting new attempts. Keep it at least the cluster's own write timeout (ScyllaDB's
+    /// `write_request_timeout_in_ms`, 2 s by default): the coordinator works on the driver's
+    /// last resend for up to that long after it arrives, so a write may still land up to
+    /// `2 × request_timeout` after it was sent, which the writer lease's margin allows for
+    /// (`crate::lease_timing`). Default: 2 s.
     pub request_timeout: Duration,
     /// How far apart the hosts' clocks may be (NTP keeps them within milliseconds; this is the
     /// allowance). With `request_timeout` it makes the margin a lease holder stops writing
-    /// before its lease expires (see `lease.rs`). Default: 2 s.
+    /// before its lease expires (see `lease.rs`). Default: 1 s.
     pub max_clock_skew: Duration,
     /// How long the writer lease lasts without renewal. It is renewed every third of this; this
-    /// process stops writing `request_timeout + max_clock_skew` before it expires, so a write it
-    /// sent at the last moment is over before another process, even one whose clock runs ahead,
-    /// can take over; that happens this long after this one dies (or at once after `close`).
-    /// `request_timeout + max_clock_skew` must not exceed a third of it. Default: 15 s (writes
-    /// stop 10 s after the last renewal, renewals come every 5 s).
+    /// process stops writing `2 × request_timeout + max_clock_skew` before it expires, so a
+    /// write it sent at the last moment, resent by the driver and kept by a coordinator, has
+    /// landed or been dropped before another process, even one whose clock runs ahead, can take
+    /// over; that happens this long after this one dies (or at once after `close`). That margin
+    /// must not exceed a third of it (`crate::lease_timing::check`). Default: 15 s (writes stop
+    /// 10 s after the last renewal, renewals come every 5 s).
     pub lease_duration: Duration,
     /// How long `connect` waits while another process holds the writer lease: `None` fails at
     /// once, naming the holder and when its lease expires. Default: 30 s (twice the default
@@ -251,8 +257,8 @@ impl Default for ScyllaConfig {
             shards: cores.clamp(2, 64),
             people_buckets: 256,
             max_in_flight_per_shard: 64,
-            request_timeout: Duration::from_secs(3),
-            max_clock_skew: Duration::from_secs(2),
+            request_timeout: Duration::from_secs(2),
+            max_clock_skew: Duration::from_secs(1),
             lease_duration: Duration::from_secs(15),
             wait_for_lease: Some(Duration::from_secs(30)),
         }
@@ -274,6 +280,9 @@ pub struct ScyllaStore {
     in_doubt: Vec<std::sync::atomic::AtomicBool>,
     people_buckets: usize,
     max_in_flight: usize,
+    /// How long a failed shard write keeps starting new attempts (`shard.rs`, `run_attempt`):
+    /// the configured request timeout.
+    retry_for: Duration,
     /// Whether this process may write; checked before every write request.
     lease: Arc<lease::Lease>,
     /// The task renewing the lease; aborted on drop.
@@ -354,15 +363,16 @@ impl ScyllaStore {
                 )));
             }
         }
-        let margin = config.request_timeout + config.max_clock_skew;
-        if margin * 3 > config.lease_duration {
-            return Err(StoreError::Engine(format!(
-                "request_timeout ({} ms) + max_clock_skew ({} ms) must not exceed a third of lease_duration ({} ms): a lease holder stops writing that long before its lease expires, and must still have room to renew it; shorten the timeout or lengthen the lease",
-                config.request_timeout.as_millis(),
-                config.max_clock_skew.as_millis(),
-                config.lease_duration.as_millis()
-            )));
-        }
+        let margin = crate::lease_timing::check(
+            config.request_timeout,
+            config.max_clock_skew,
+            config.lease_duration,
+        )
+        .map_err(|e| {
+            StoreError::Engine(format!(
+                "request_timeout, max_clock_skew and lease_duration do not fit together: {e}"
+            ))
+        })?;
         let session = Self::build_session(&config).await?;
         let ks = config.keyspace.as_str();
         schema::create_keyspace_on(
@@ -386,7 +396,7 @@ impl ScyllaStore {
             session
                 .query_unpaged(statement.as_str(), ())
                 .await
-                .map_err(|e| unavailable("creating the schema", e))?;
+                .map_err(|e| request_failed("creating the schema", &e))?;
         }
         session
             .await_schema_agreement()
@@ -409,6 +419,7 @@ impl ScyllaStore {
                 .collect(),
             people_buckets: config.people_buckets,
             max_in_flight: config.max_in_flight_per_shard,
+            retry_for: config.request_timeout,
             lease: Arc::new(lease::Lease::new(ks, config.lease_duration, margin)),
             renewal: None,
         };
@@ -479,12 +490,6 @@ impl ScyllaStore {
         self.lease.held()
     }
 
-    /// Why this store lost the writer lease for good, if it did. A store that lost its lease
-    /// never takes it again (its process is expected to exit and start afresh; see `lease.rs`).
-    pub fn writer_lease_lost(&self) -> Option<String> {
-        self.lease.lost_because()
-    }
-
     /// This store's identity in the lease row: its owner id and holder (host and pid).
     pub fn writer_lease_owner(&self) -> (uuid::Uuid, &str) {
         (self.lease.owner(), self.lease.holder())
@@ -535,7 +540,7 @@ impl ScyllaStore {
         self.session
             .execute_unpaged(&self.statements.setting_claim, (name, value))
             .await
-            .map_err(|e| unavailable("ScyllaDB request failed", e))?;
+            .map_err(|e| request_failed("ScyllaDB request failed", &e))?;
         let found = self.read_setting(name).await?;
         if found.as_deref() == Some(value) {
             return Ok(());
@@ -582,7 +587,7 @@ impl ScyllaStore {
         self.session
             .execute_unpaged(statement, values)
             .await
-            .map_err(|e| unavailable("ScyllaDB request failed", e))
+            .map_err(|e| request_failed("ScyllaDB request failed", &e))
     }
 
     /// Every row a statement selects, paged.
@@ -597,12 +602,12 @@ impl ScyllaStore {
         self.session
             .execute_iter(statement.clone(), values)
             .await
-            .map_err(|e| unavailable("ScyllaDB read failed", e))?
+            .map_err(|e| request_failed("ScyllaDB read failed", &e))?
             .rows_stream::<T>()
             .map_err(|e| StoreError::Engine(format!("unexpected columns: {e}")))?
             .try_collect()
             .await
-            .map_err(|e| unavailable("ScyllaDB read failed", e))
+            .map_err(|e| request_failed("ScyllaDB read failed", &e))
     }
 
     async fn fetch_person(&self, code: &PersonCode) -> Result<Option<Registration>> {
@@ -629,7 +634,7 @@ impl ScyllaStore {
                 PagingState::start(),
             )
             .await
-            .map_err(|e| unavailable("reading people", e))?;
+            .map_err(|e| request_failed("reading people", &e))?;
         let rows = result
             .into_rows_result()
             .map_err(|e| corrupt("people_by_bucket", e))?;

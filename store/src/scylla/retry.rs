@@ -21,9 +21,21 @@
 //! The request timeout bounds a request with all its retries; a retry is sent at once (the
 //! driver's policies cannot wait), which is why only a few are allowed here and the longer,
 //! backed-off retries happen one level up, per shard write.
+//!
+//! **What no resend cures** — the statement, the schema, the credentials or the values are
+//! wrong (`Invalid`, `SyntaxError`, `Unauthorized`, `ConfigError`, ...; values the driver
+//! cannot serialize; rows that do not decode) — is reported as [`StoreError::Engine`] by
+//! [`request_failed`], which the shard write does not retry either: retrying would only hold
+//! the shard's writer for longer before the same answer. Everything else (timeouts, overload,
+//! unreachable nodes, the client's own timeout) is [`StoreError::Unavailable`]: retry later.
 
-use scylla::errors::{DbError, RequestAttemptError};
+use scylla::errors::{
+    DbError, ExecutionError, NextPageError, NextRowError, PagerExecutionError, PrepareError,
+    RequestAttemptError, RequestError,
+};
 use scylla::policies::retry::{RequestInfo, RetryDecision, RetryPolicy, RetrySession};
+
+use crate::error::StoreError;
 
 /// Resends per request after the first send.
 pub(crate) const RETRIES: u32 = 2;
@@ -78,6 +90,106 @@ fn decide(error: &RequestAttemptError) -> RetryDecision {
     }
 }
 
+/// How a failed request is reported (see "What no resend cures" in the module docs).
+pub(crate) fn request_failed(
+    what: &str,
+    error: &(impl Permanence + std::fmt::Display),
+) -> StoreError {
+    if error.is_permanent() {
+        StoreError::Engine(format!(
+            "{what}: {error}; resending it cannot help (check the schema, the statements and the credentials of the ScyllaDB user)"
+        ))
+    } else {
+        StoreError::Unavailable(format!("{what}: {error}"))
+    }
+}
+
+/// Whether the server (or the driver) refused a request in a way no resend can change.
+fn cannot_be_cured(error: &DbError) -> bool {
+    matches!(
+        error,
+        DbError::SyntaxError
+            | DbError::Invalid
+            | DbError::AlreadyExists { .. }
+            | DbError::FunctionFailure { .. }
+            | DbError::AuthenticationError
+            | DbError::Unauthorized
+            | DbError::ConfigError
+            | DbError::ProtocolError
+    )
+}
+
+/// A driver error that may be permanent (see [`request_failed`]). The driver's error enums are
+/// `#[non_exhaustive]`: a variant added later counts as transient.
+pub(crate) trait Permanence {
+    fn is_permanent(&self) -> bool;
+}
+
+impl Permanence for RequestAttemptError {
+    fn is_permanent(&self) -> bool {
+        match self {
+            RequestAttemptError::DbError(error, _) => cannot_be_cured(error),
+            RequestAttemptError::SerializationError(_)
+            | RequestAttemptError::CqlRequestSerialization(_) => true,
+            _ => false,
+        }
+    }
+}
+
+impl Permanence for RequestError {
+    fn is_permanent(&self) -> bool {
+        matches!(self, RequestError::LastAttemptError(attempt) if attempt.is_permanent())
+    }
+}
+
+impl Permanence for PrepareError {
+    fn is_permanent(&self) -> bool {
+        matches!(self, PrepareError::AllAttemptsFailed { first_attempt } if first_attempt.is_permanent())
+    }
+}
+
+impl Permanence for ExecutionError {
+    fn is_permanent(&self) -> bool {
+        match self {
+            ExecutionError::BadQuery(_) => true,
+            ExecutionError::LastAttemptError(attempt) => attempt.is_permanent(),
+            ExecutionError::PrepareError(prepare) => prepare.is_permanent(),
+            _ => false,
+        }
+    }
+}
+
+impl Permanence for NextPageError {
+    fn is_permanent(&self) -> bool {
+        match self {
+            NextPageError::RequestFailure(request) => request.is_permanent(),
+            NextPageError::PartitionKeyError(_) | NextPageError::TypeCheckError(_) => true,
+            _ => false,
+        }
+    }
+}
+
+impl Permanence for PagerExecutionError {
+    fn is_permanent(&self) -> bool {
+        match self {
+            PagerExecutionError::PrepareError(prepare) => prepare.is_permanent(),
+            PagerExecutionError::SerializationError(_) => true,
+            PagerExecutionError::NextPageError(page) => page.is_permanent(),
+            _ => false,
+        }
+    }
+}
+
+impl Permanence for NextRowError {
+    fn is_permanent(&self) -> bool {
+        match self {
+            NextRowError::NextPageError(page) => page.is_permanent(),
+            NextRowError::RowDeserializationError(_) => true,
+            _ => false,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -98,6 +210,41 @@ mod tests {
 
     fn overloaded() -> RequestAttemptError {
         RequestAttemptError::DbError(DbError::Overloaded, "busy".into())
+    }
+
+    fn failed(error: DbError) -> ExecutionError {
+        ExecutionError::LastAttemptError(RequestAttemptError::DbError(error, "refused".into()))
+    }
+
+    #[test]
+    fn what_no_resend_cures_is_an_engine_error_and_the_rest_unavailable() {
+        for error in [
+            DbError::Invalid,
+            DbError::SyntaxError,
+            DbError::Unauthorized,
+            DbError::ConfigError,
+        ] {
+            assert!(
+                matches!(
+                    request_failed("writing", &failed(error.clone())),
+                    StoreError::Engine(_)
+                ),
+                "{error:?}"
+            );
+        }
+        for error in [
+            ExecutionError::RequestTimeout(std::time::Duration::from_secs(2)),
+            failed(DbError::Overloaded),
+            ExecutionError::LastAttemptError(write_timeout()),
+        ] {
+            assert!(
+                matches!(
+                    request_failed("writing", &error),
+                    StoreError::Unavailable(_)
+                ),
+                "{error:?}"
+            );
+        }
     }
 
     #[test]

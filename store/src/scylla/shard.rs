@@ -42,6 +42,7 @@ use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use super::ScyllaStore;
+use super::retry::request_failed;
 use super::rows::{self, corrupt, to_i32};
 use crate::error::{Result, StoreError};
 use crate::model::{District, Dose, LotKey, Registration};
@@ -134,13 +135,17 @@ impl Applied {
     }
 }
 
-/// Attempts of one shard write before its error is returned (see `run_attempt`).
+/// Attempts of one shard write before its error is returned (see `run_attempt`), if the
+/// request timeout has not ended the retries sooner.
 pub(crate) const WRITE_ATTEMPTS: u32 = 4;
 
 /// The pause before each retry of a shard write, growing: long enough in all (750 ms) for a
 /// dropped connection to be replaced (the driver's pool reconnects after about 50 ms, then
-/// backs off) and for an overloaded node to catch up, short enough that a site's request still
-/// answers in about a second, as soon as a 503's `Retry-After` would have it try again.
+/// backs off) and for an overloaded node to catch up. The attempts take time too (up to the
+/// request timeout for each request that times out), so no retry starts once the request
+/// timeout has passed since the first attempt began: a failing write holds the site's request
+/// and the shard's writer thread for about the request timeout plus one attempt, not four
+/// attempts' worth of timeouts.
 const WRITE_BACKOFF: [std::time::Duration; 3] = [
     std::time::Duration::from_millis(50),
     std::time::Duration::from_millis(200),
@@ -153,7 +158,10 @@ impl ScyllaStore {
     ///
     /// A write of doses and registrations that fails with [`StoreError::Unavailable`] (a
     /// timeout, an overloaded or unreachable node, once the driver's own retries are spent) is
-    /// tried again, up to [`WRITE_ATTEMPTS`] attempts in all, after a back-off: each retry
+    /// tried again, up to [`WRITE_ATTEMPTS`] attempts in all, after a back-off, while less than
+    /// the request timeout has passed since the first attempt began (the caller's thread waits
+    /// meanwhile; see [`WRITE_BACKOFF`]). An error no resend cures ([`StoreError::Engine`], see
+    /// `retry.rs`) is returned at once. Each retry
     /// first recovers the shard, which finishes whatever the failed attempt left in the
     /// journal, then runs the same entries at the next version. Claims recognise the versions
     /// of this call's earlier attempts as their own (counted by the recovery, never twice; a
@@ -174,6 +182,7 @@ impl ScyllaStore {
         // Versions this call's failed attempts ran at: a claim found at one of them is ours.
         let mut earlier: Vec<i64> = Vec::new();
         let mut attempts = 0;
+        let started = std::time::Instant::now();
         loop {
             attempts += 1;
             let mut state = lock.lock().await;
@@ -207,8 +216,13 @@ impl ScyllaStore {
                 flag.store(true, Ordering::Release);
             }
             drop(state);
+            let pause = WRITE_BACKOFF
+                .get(attempts as usize - 1)
+                .copied()
+                .unwrap_or_default();
             let again = retryable
                 && attempts < WRITE_ATTEMPTS
+                && started.elapsed() + pause < self.retry_for
                 && matches!(e, StoreError::Unavailable(_))
                 && self.lease.held();
             if !again {
@@ -216,10 +230,6 @@ impl ScyllaStore {
                 return Err(e);
             }
             tracing::info!(shard, attempts, error = %e, "shard write failed; recovering and trying again");
-            let pause = WRITE_BACKOFF
-                .get(attempts as usize - 1)
-                .copied()
-                .unwrap_or_default();
             tokio::time::sleep(pause).await;
         }
     }
@@ -341,8 +351,12 @@ impl ScyllaStore {
     ) -> Result<(Snapshot, Vec<Applied>)> {
         let next = base.version + 1;
         let shard_i32 = to_i32(shard, "shard")?;
-        // Every entry runs to completion (no request is left in flight when this returns, so
-        // nothing from this attempt can land after a recovery has read the journal).
+        // Every entry's requests are answered (or given up on) before the totals are written.
+        // That does not mean nothing is left in flight: a request the client gave up on may
+        // still land later (a resend a coordinator kept, a replica's queue), after a recovery
+        // has read the journal. The fence is the version advance: that recovery writes the
+        // totals at this attempt's version, so this version's journal is never read again and
+        // no later attempt reuses it (see `recover`).
         // Owned entries: a closure over borrowed ones trips the higher-ranked `Send` check
         // that `async_trait` needs.
         let earlier: Option<Vec<i64>> = earlier.map(<[i64]>::to_vec);
@@ -625,7 +639,7 @@ impl ScyllaStore {
         self.session
             .batch(&batch, values)
             .await
-            .map_err(|e| unavailable("writing shard totals", e))?;
+            .map_err(|e| request_failed("writing shard totals", &e))?;
         Ok(snapshot)
     }
 
