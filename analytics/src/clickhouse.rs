@@ -30,7 +30,7 @@
 //! - `lot_movements` (version 5): each lot received once and each later change of its
 //!   allocation as an adjustment by the difference, `ReplacingMergeTree` by movement id (see
 //!   [`LotAllocation`]). `stock_movements` (version 1) hashed the quantity into the id, so a
-//!   changed lot was "received" twice; it is no longer written nor read, and kept as history.
+//!   changed lot was "received" twice; version 5 drops it.
 //!
 //! ## Why the rollups are exact
 //! A placement of a dose starts at a version (its first commit, or the correction that put it
@@ -387,8 +387,10 @@ pub const MIGRATIONS: &[(u32, &str, &[&str])] = &[
         5,
         "lot movements: each lot received once, later changes as adjustments",
         // Filled by the lot announcements the server makes for every lot at start-up (the
-        // first announcement of a lot is its receipt), so nothing to backfill.
-        &["CREATE TABLE IF NOT EXISTS lot_movements (
+        // first announcement of a lot is its receipt), so nothing to backfill. The version-1
+        // `stock_movements` it replaces is neither written nor read any more.
+        &[
+            "CREATE TABLE IF NOT EXISTS lot_movements (
             movement_id UUID,
             site_id String,
             product String,
@@ -398,7 +400,9 @@ pub const MIGRATIONS: &[(u32, &str, &[&str])] = &[
             at DateTime('UTC'),
             announced UInt64
         ) ENGINE = ReplacingMergeTree()
-        ORDER BY (product, site_id, lot_number, movement_id)"],
+        ORDER BY (product, site_id, lot_number, movement_id)",
+            "DROP TABLE IF EXISTS stock_movements",
+        ],
     ),
 ];
 
@@ -843,7 +847,6 @@ impl Analytics for ClickHouseAnalytics {
                     retractions.push(DoseRecord::new(previous, corrected.version, true));
                 }
                 Event::Lot(lot) => announcements.push(lot.clone()),
-                Event::Stock(old) => announcements.push(old.as_allocation()),
             }
         }
         let lot_movements = self.movements(&announcements).await?;

@@ -12,10 +12,10 @@
 //!     the dose that settles it (under the due day it settles, which its row carries);
 //!   - `s` province 0x00 district → people who started their series, by home district;
 //!   - `p` product → 1 (the products seen, for uptake over all products);
-//!   - `r` product 0x00 site → doses delivered to the site (lots received, adjustments);
 //!   - `n` → doses in total.
-//! - `lots`: `l` site 0x00 product 0x00 lot → [`LotLedger`] (what the lot's movements add up to
-//!   and its last announcement), `m` movement id → [`StockMovement`].
+//! - `lots`: `l` site 0x00 product 0x00 lot → [`LotLedger`]: what the lot's movements (receipt,
+//!   adjustments) add up to, and its last announcement. The doses received per site are their
+//!   totals summed.
 //! - `meta`: `schema` → the layout version (see [`SCHEMA`]).
 //!
 //! `apply` runs under one lock (there is one shipper) and commits the counters and the rows in
@@ -233,14 +233,12 @@ impl Engine {
         crate::row::utc_day(at) + time::Duration::days(i64::from(days))
     }
 
-    /// A lot announcement: the movement it makes (received, or adjusted by the difference) is
-    /// stored under its id and added to the site's received doses; the ledger is updated.
+    /// The ledger after a lot announcement (a receipt, or an adjustment by the difference:
+    /// [`LotLedger::apply`]); the site's received doses are the ledgers' totals.
     fn announce(
         &self,
         lot: &LotAllocation,
         ledgers: &mut HashMap<Vec<u8>, LotLedger>,
-        deltas: &mut BTreeMap<Vec<u8>, i64>,
-        batch: &mut fjall::OwnedWriteBatch,
     ) -> Result<()> {
         let ledger_key = lot_key(lot);
         let ledger = match ledgers.get(&ledger_key) {
@@ -251,17 +249,7 @@ impl Engine {
                 .map(|v| decode::<LotLedger>(&ledger_key, &v))
                 .transpose()?,
         };
-        let (movement, after) = LotLedger::apply(ledger, lot);
-        if let Some(movement) = movement {
-            let received = deltas
-                .entry(key(b'r', &[&lot.product, &lot.site_id]))
-                .or_default();
-            *received = received.saturating_add(movement.quantity);
-            let mut id = vec![b'm'];
-            id.extend_from_slice(movement.movement_id.as_bytes());
-            batch.insert(&self.lots, id, encode(&movement));
-        }
-        if let Some(after) = after {
+        if let (_, Some(after)) = LotLedger::apply(ledger, lot) {
             ledgers.insert(ledger_key, after);
         }
         Ok(())
@@ -439,12 +427,7 @@ impl Engine {
                 Event::Dose(row) => row.clone(),
                 Event::DoseCorrected { corrected, .. } => corrected.as_ref().clone(),
                 Event::Lot(lot) => {
-                    self.announce(lot, &mut ledgers, &mut deltas, &mut batch)?;
-                    continue;
-                }
-                Event::Stock(movement) => {
-                    let lot = movement.as_allocation();
-                    self.announce(&lot, &mut ledgers, &mut deltas, &mut batch)?;
+                    self.announce(lot, &mut ledgers)?;
                     continue;
                 }
             };
@@ -551,16 +534,25 @@ impl Engine {
         Ok(sites.into_values().collect())
     }
 
+    /// The lots' ledgers of `product`, summed per site (a scan of the lots: a campaign has
+    /// hundreds or thousands, not millions).
     fn received_by_site(&self, product: &str) -> Result<HashMap<String, i64>> {
-        let mut prefix = key(b'r', &[product]);
-        prefix.push(0);
-        let mut out = HashMap::new();
-        for guard in self.rollups.prefix(&prefix) {
+        let mut out: HashMap<String, i64> = HashMap::new();
+        for guard in self.lots.prefix([b'l']) {
             let (k, v) = guard.into_inner()?;
-            let Ok(site) = std::str::from_utf8(&k[prefix.len()..]) else {
+            let Ok(text) = std::str::from_utf8(&k[1..]) else {
                 continue;
             };
-            out.insert(site.to_owned(), decode_i64(&k, &v)?);
+            let mut parts = text.split('\0');
+            let (Some(site), Some(lot_product)) = (parts.next(), parts.next()) else {
+                continue;
+            };
+            if lot_product != product {
+                continue;
+            }
+            let ledger: LotLedger = decode(&k, &v)?;
+            let received = out.entry(site.to_owned()).or_default();
+            *received = received.saturating_add(ledger.total);
         }
         Ok(out)
     }
@@ -834,24 +826,23 @@ mod tests {
             .received_by_site("COMIRNATY")
             .await
             .expect("received");
+        // 1,000 received and +200 adjusted (the movements themselves: `LotLedger::apply`).
         assert_eq!(received, HashMap::from([("hn-01".to_owned(), 1200)]));
-        let movements: Vec<crate::StockMovement> = backend
-            .engine
-            .lots
-            .prefix([b'm'])
-            .map(|g| {
-                let (k, v) = g.into_inner().expect("read");
-                decode(&k, &v).expect("movement")
-            })
-            .collect();
-        let mut kinds: Vec<(String, i64)> = movements
-            .into_iter()
-            .map(|m| (m.reason, m.quantity))
-            .collect();
-        kinds.sort();
-        assert_eq!(
-            kinds,
-            vec![("adjusted".to_owned(), 200), ("received".to_owned(), 1000)]
-        );
+        // Another product's lot at the same site is not counted with it.
+        backend
+            .apply(&[Event::Lot(LotAllocation {
+                site_id: "hn-01".into(),
+                product: "SPIKEVAX".into(),
+                lot_number: "SP1".into(),
+                quantity: 300,
+                at: NOW,
+            })])
+            .await
+            .expect("apply");
+        let received = backend
+            .received_by_site("COMIRNATY")
+            .await
+            .expect("received");
+        assert_eq!(received, HashMap::from([("hn-01".to_owned(), 1200)]));
     }
 }

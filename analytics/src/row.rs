@@ -10,7 +10,8 @@
 //! Events are stored in the outbox with postcard, which has no field names: a field added to a
 //! row would make every entry written by the previous release unreadable. So [`Event`] is written
 //! through a private wire enum whose first three variants are the format before due dates
-//! ([`LegacyDoseRow`], the old [`StockMovement`] announcements) and decode forever; new events are
+//! ([`LegacyDoseRow`], and [`StockMovement`] announcements, read as [`LotAllocation`]s) and decode
+//! forever; new events are
 //! written as the variants after them. A legacy dose row decodes with its due dates missing, and
 //! the backends fill them in ([`DoseRow::fill_legacy_dues`]).
 
@@ -239,8 +240,8 @@ impl LotAllocation {
 
 /// Vaccine arriving at a site outside of doses given: a lot received, or its allocation adjusted
 /// (positive or negative). Doses given are counted from the dose rows. Kept by the backends,
-/// derived from [`LotAllocation`] announcements; also the format of the stock announcements of
-/// the release before them (`Event::Stock`), which are read as announcements.
+/// derived from [`LotAllocation`] announcements; also the format of the previous release's stock
+/// announcements in the outbox, which are read as announcements ([`StockMovement::as_allocation`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StockMovement {
     /// Stable per real movement: a lot's receipt is one id however often the lot is announced;
@@ -356,6 +357,9 @@ fn movement_id(lot: &LotAllocation, reason: &str, extra: &[u8]) -> Uuid {
 }
 
 /// One entry of the outbox.
+// Dose rows are nearly every event: boxing them to shrink the rare lot announcements would
+// cost an allocation per dose.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(from = "WireEvent")]
 pub enum Event {
@@ -366,9 +370,7 @@ pub enum Event {
         previous: Box<DoseRow>,
         corrected: Box<DoseRow>,
     },
-    /// A lot as announced by the release before [`LotAllocation`]s: read as an announcement.
-    Stock(StockMovement),
-    /// A lot's allocation announced.
+    /// A lot's allocation announced (the previous release's stock rows decode as these).
     Lot(LotAllocation),
 }
 
@@ -391,13 +393,13 @@ enum WireEvent {
 }
 
 /// [`WireEvent`] borrowed, for writing without copying rows. Same variants in the same order;
-/// the legacy dose variants are never written.
+/// the previous release's variants are never written.
 #[derive(Serialize)]
 #[allow(dead_code)]
 enum WireEventRef<'a> {
     Dose(()),
     DoseCorrected(()),
-    Stock(&'a StockMovement),
+    Stock(()),
     DoseWithDues(&'a DoseRow),
     DoseCorrectedWithDues {
         previous: &'a DoseRow,
@@ -417,7 +419,7 @@ impl From<WireEvent> for Event {
                 previous: Box::new((*previous).into()),
                 corrected: Box::new((*corrected).into()),
             },
-            WireEvent::Stock(movement) => Event::Stock(movement),
+            WireEvent::Stock(movement) => Event::Lot(movement.as_allocation()),
             WireEvent::DoseWithDues(row) => Event::Dose(row),
             WireEvent::DoseCorrectedWithDues {
                 previous,
@@ -442,7 +444,6 @@ impl Serialize for Event {
                 previous,
                 corrected,
             },
-            Event::Stock(movement) => WireEventRef::Stock(movement),
             Event::Lot(lot) => WireEventRef::Lot(lot),
         }
         .serialize(serializer)
@@ -478,9 +479,6 @@ impl Event {
                 previous,
                 corrected,
             } => dose(previous).or_else(|| dose(corrected)),
-            Event::Stock(movement) => {
-                out_of_range("stock movement", &movement.movement_id, movement.at)
-            }
             Event::Lot(lot) => out_of_range("lot", &lot.lot_number, lot.at),
         }
     }
@@ -584,7 +582,7 @@ mod tests {
                     previous: Box::new(row.clone()),
                     corrected: Box::new(row),
                 },
-                Event::Stock(stock),
+                Event::Lot(stock.as_allocation()),
             ]
         );
     }
