@@ -62,9 +62,6 @@ fn rows(sites: &[Site], now: OffsetDateTime, from: u64, to: u64) -> Vec<Event> {
         let first_at = now - time::Duration::days(days_ago);
         let at = first_at + time::Duration::days(if second { 28 } else { 0 });
         let at = at.min(now);
-        // The second dose falls due the product's interval after the first.
-        let interval = if product == "VAXZEVRIA" { 28 } else { 21 };
-        let due = first_at.date() + time::Duration::days(interval);
         out.push(Event::Dose(DoseRow {
             dose_id: Uuid::from_u64_pair(0x5eed, n),
             person_code: format!("P{person:011}"),
@@ -87,11 +84,11 @@ fn rows(sites: &[Site], now: OffsetDateTime, from: u64, to: u64) -> Vec<Event> {
             } else {
                 String::new()
             },
+            // A second dose settles the first under the first's day.
+            previous_day: second.then(|| first_at.date()),
             administered_at: at,
             recorded_at: at,
             version: 1,
-            next_due: (!second).then_some(due),
-            previous_due: second.then_some(due),
         }));
     }
     out
@@ -152,6 +149,7 @@ async fn time_queries(backend: &dyn Analytics, sites: &[Site], now: OffsetDateTi
                     sites,
                     stock_on_hand: &stock,
                     registrations_by_district: &registrations,
+                    min_interval_days: 21,
                     now,
                 },
             )

@@ -50,8 +50,7 @@ fn row(n: u64, now: OffsetDateTime) -> Event {
         administered_at: now,
         recorded_at: now,
         version: 1,
-        next_due: Some(now.date() + time::Duration::days(21)),
-        previous_due: None,
+        previous_day: None,
     })
 }
 

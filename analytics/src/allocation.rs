@@ -14,7 +14,8 @@
 //!
 //! **Owed** means: people whose last dose of this product was given at the site, whose series is
 //! not complete, and whose next dose falls due by the last day of the horizon — the due day being
-//! the last dose's day plus the product's minimum interval — unless it was due more than
+//! the last dose's day plus the product's minimum interval, as the catalogue has it when the plan
+//! is made (a revised interval moves every owed dose's due day) — unless it was due more than
 //! `owed_lapse_days` ago. Those are **lapsed**: they dropped out, no dose is planned for them, and
 //! the plan reports them (`lapsed_doses`, and a note) so the department can call them back. People
 //! whose next dose falls due after the horizon are not this shipment's. (The caller counts them:

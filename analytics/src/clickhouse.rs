@@ -16,21 +16,23 @@
 //! - `dose_retractions` (version 2): one row per correction, the placement it ended — the
 //!   `previous` row as it stood (the doses table's columns, `deleted = 1`) under the
 //!   *correction's* version.
-//! - `dose_hours` (product, hour, site, dose number), `owed_due` (version 4: product, site, the
-//!   day the next dose falls due, whether the dose owes the next one there or settles one owed
-//!   there) and `started_districts` (home district, first doses): `AggregatingMergeTree` rollups
-//!   of `uniqExactState(dose_id, version)`, kept by materialized views on `doses` (placements,
-//!   `retracted = 0`) and on `dose_retractions` (`retracted = 1`). `owed_sites` (version 2, the
-//!   same without the due day) was replaced by `owed_due` and dropped by version 4.
-//! - `doses.next_due`, `doses.previous_due` (version 4, also on `dose_retractions`): the due
-//!   day a dose leaves owed and the one it settles (see [`DoseRow`]). Rows from before version 4
-//!   got theirs in the migration's backfill of `owed_due`, from each product's minimum interval
-//!   ([`Intervals`]: the server passes its catalogue) and, for the settled day, the person's
-//!   previous dose.
+//! - `dose_hours` (product, hour, site, dose number), `owed_days` (version 4: product, site, the
+//!   UTC day of the dose that owes the next one, whether the dose owes the next one there or
+//!   settles one owed there) and `started_districts` (home district, first doses):
+//!   `AggregatingMergeTree` rollups of `uniqExactState(dose_id, version)`, kept by materialized
+//!   views on `doses` (placements, `retracted = 0`) and on `dose_retractions` (`retracted = 1`).
+//!   `owed_sites` (version 2, the same without the day) was replaced by `owed_days` and dropped
+//!   by version 4. The minimum interval is added when reading ([`crate::OwedWindow`]), so the
+//!   rollup holds only facts that never change.
+//! - `doses.previous_day` (version 4, `Nullable(Date)`, also on `dose_retractions`): the day of
+//!   the dose before in the series, which a dose settles under (see [`DoseRow`]). `NULL` for
+//!   first doses, for rows from before version 4 (the migration's backfill of `owed_days` found
+//!   theirs by joining the person's previous dose) and for a legacy second dose whose previous
+//!   dose is not here.
 //! - `lot_movements` (version 5): each lot received once and each later change of its
 //!   allocation as an adjustment by the difference, `ReplacingMergeTree` by movement id (see
 //!   [`LotAllocation`]). `stock_movements` (version 1) hashed the quantity into the id, so a
-//!   changed lot was "received" twice; it is no longer written nor read, and kept as history.
+//!   changed lot was "received" twice; version 5 drops it.
 //!
 //! ## Why the rollups are exact
 //! A placement of a dose starts at a version (its first commit, or the correction that put it
@@ -58,10 +60,12 @@ use store::{AreaCode, District};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::row::{DoseRow, Event, LotAllocation, LotLedger, StockMovement, nanos};
+use crate::row::{
+    self, DoseRow, Event, LotAllocation, LotLedger, SeriesDays, StockMovement, nanos,
+};
 use crate::{
-    Analytics, AreaLevel, Granularity, Intervals, OwedWindow, Result, SiteActivity, UptakePoint,
-    UptakeQuery, hour_floor,
+    Analytics, AreaLevel, Granularity, OwedWindow, Result, SiteActivity, UNIX_EPOCH_JULIAN_DAY,
+    UptakePoint, UptakeQuery, hour_floor,
 };
 
 /// Where the analytics database is.
@@ -91,11 +95,8 @@ impl ClickHouseConfig {
 /// The schema, in order. Each statement is idempotent; the highest applied version is recorded
 /// in `schema_migrations`, so a later release adds statements under a new version.
 ///
-/// Two conventions, applied by the migration runner:
-/// - `ALTER TABLE t ADD COLUMN c ...` runs only when `t` has no column `c` (ClickHouse 18.16
-///   has no `ADD COLUMN IF NOT EXISTS`), so a migration interrupted after it can run again.
-/// - `{min_interval_days}` is replaced by an expression giving the minimum interval after a
-///   dose of `product`, in days, from the [`Intervals`] the backend was given.
+/// `ALTER TABLE t ADD COLUMN c ...` runs only when `t` has no column `c` (ClickHouse 18.16 has no
+/// `ADD COLUMN IF NOT EXISTS`), so a migration interrupted after it can run again.
 pub const MIGRATIONS: &[(u32, &str, &[&str])] = &[
     (
         1,
@@ -304,78 +305,70 @@ pub const MIGRATIONS: &[(u32, &str, &[&str])] = &[
     ),
     (
         4,
-        "owed doses by the day they fall due",
+        "owed doses by the day of the dose that owes them",
         &[
-            "ALTER TABLE doses ADD COLUMN next_due Date",
-            "ALTER TABLE doses ADD COLUMN previous_due Date",
-            "ALTER TABLE dose_retractions ADD COLUMN next_due Date",
-            "ALTER TABLE dose_retractions ADD COLUMN previous_due Date",
-            "CREATE TABLE IF NOT EXISTS owed_due (
+            "ALTER TABLE doses ADD COLUMN previous_day Nullable(Date)",
+            "ALTER TABLE dose_retractions ADD COLUMN previous_day Nullable(Date)",
+            "CREATE TABLE IF NOT EXISTS owed_days (
             product String,
             site_id String,
-            due Date,
+            day Date,
             settles UInt8,
             retracted UInt8,
             doses AggregateFunction(uniqExact, UUID, UInt64)
         ) ENGINE = AggregatingMergeTree()
-        ORDER BY (product, site_id, due, settles, retracted)",
-            "CREATE MATERIALIZED VIEW IF NOT EXISTS owed_due_owing_placed_mv TO owed_due AS
-        SELECT product, site_id, next_due AS due, toUInt8(0) AS settles, toUInt8(0) AS retracted,
-               uniqExactState(dose_id, version) AS doses
+        ORDER BY (product, site_id, day, settles, retracted)",
+            "CREATE MATERIALIZED VIEW IF NOT EXISTS owed_days_owing_placed_mv TO owed_days AS
+        SELECT product, site_id, toDate(administered_at) AS day, toUInt8(0) AS settles,
+               toUInt8(0) AS retracted, uniqExactState(dose_id, version) AS doses
         FROM doses WHERE deleted = 0 AND dose_number < series_doses
-        GROUP BY product, site_id, due",
-            "CREATE MATERIALIZED VIEW IF NOT EXISTS owed_due_settling_placed_mv TO owed_due AS
-        SELECT previous_product AS product, previous_site AS site_id, previous_due AS due,
-               toUInt8(1) AS settles, toUInt8(0) AS retracted,
+        GROUP BY product, site_id, day",
+            "CREATE MATERIALIZED VIEW IF NOT EXISTS owed_days_settling_placed_mv TO owed_days AS
+        SELECT previous_product AS product, previous_site AS site_id,
+               assumeNotNull(previous_day) AS day, toUInt8(1) AS settles, toUInt8(0) AS retracted,
                uniqExactState(dose_id, version) AS doses
-        FROM doses WHERE deleted = 0 AND previous_site != ''
-        GROUP BY previous_product, previous_site, due",
-            "CREATE MATERIALIZED VIEW IF NOT EXISTS owed_due_owing_retracted_mv TO owed_due AS
-        SELECT product, site_id, next_due AS due, toUInt8(0) AS settles, toUInt8(1) AS retracted,
-               uniqExactState(dose_id, version) AS doses
+        FROM doses WHERE deleted = 0 AND previous_site != '' AND isNotNull(previous_day)
+        GROUP BY previous_product, previous_site, day",
+            "CREATE MATERIALIZED VIEW IF NOT EXISTS owed_days_owing_retracted_mv TO owed_days AS
+        SELECT product, site_id, toDate(administered_at) AS day, toUInt8(0) AS settles,
+               toUInt8(1) AS retracted, uniqExactState(dose_id, version) AS doses
         FROM dose_retractions WHERE dose_number < series_doses
-        GROUP BY product, site_id, due",
-            "CREATE MATERIALIZED VIEW IF NOT EXISTS owed_due_settling_retracted_mv TO owed_due AS
-        SELECT previous_product AS product, previous_site AS site_id, previous_due AS due,
-               toUInt8(1) AS settles, toUInt8(1) AS retracted,
+        GROUP BY product, site_id, day",
+            "CREATE MATERIALIZED VIEW IF NOT EXISTS owed_days_settling_retracted_mv TO owed_days AS
+        SELECT previous_product AS product, previous_site AS site_id,
+               assumeNotNull(previous_day) AS day, toUInt8(1) AS settles, toUInt8(1) AS retracted,
                uniqExactState(dose_id, version) AS doses
-        FROM dose_retractions WHERE previous_site != ''
-        GROUP BY previous_product, previous_site, due",
+        FROM dose_retractions WHERE previous_site != '' AND isNotNull(previous_day)
+        GROUP BY previous_product, previous_site, day",
             // Backfill from the doses recorded before version 4, each at its latest placement
-            // (read `FINAL`, once), as the views would have placed them: the owed day is the
-            // dose's day plus its product's interval; the settled day is the previous dose's
-            // (same person, the dose number before), found by a join. Rows already carrying
-            // their days keep them. Idempotent; the caveat of version 2's backfill applies.
-            // (No alias repeats a column name: current releases refuse cyclic aliases; and
-            // every joined subquery has an alias: they require it, `joined_subquery_requires_alias`.)
-            "INSERT INTO owed_due
-        SELECT product, site_id, due, toUInt8(0) AS settles, toUInt8(0) AS retracted,
-               uniqExactState(dose_id, version) AS doses
-        FROM (SELECT product, site_id, dose_id, version,
-                     if(next_due = toDate(0), toDate(administered_at) + {min_interval_days},
-                        next_due) AS due
-              FROM (SELECT * FROM doses FINAL)
-              WHERE deleted = 0 AND dose_number < series_doses)
-        GROUP BY product, site_id, due",
-            "INSERT INTO owed_due
-        SELECT previous_product AS product, previous_site AS site_id, due,
+            // (read `FINAL`, once), as the views would have placed them: a dose that owes the
+            // next one under its own day; one that settles under the day of the person's
+            // previous dose (the dose number before), found by a join — a row whose previous
+            // dose is not here settles nothing, as on the embedded backend. Rows with
+            // `previous_day` were inserted after the views existed, which placed them.
+            // Idempotent; the caveat of version 2's backfill applies. (No alias repeats a
+            // column name: current releases refuse cyclic aliases; and every joined subquery
+            // has an alias: they require it, `joined_subquery_requires_alias`.)
+            "INSERT INTO owed_days
+        SELECT product, site_id, toDate(administered_at) AS day, toUInt8(0) AS settles,
+               toUInt8(0) AS retracted, uniqExactState(dose_id, version) AS doses
+        FROM (SELECT * FROM doses FINAL) WHERE deleted = 0 AND dose_number < series_doses
+        GROUP BY product, site_id, day",
+            "INSERT INTO owed_days
+        SELECT previous_product AS product, previous_site AS site_id, earlier_day AS day,
                toUInt8(1) AS settles, toUInt8(0) AS retracted,
                uniqExactState(dose_id, version) AS doses
-        FROM (SELECT previous_product, previous_site, dose_id, version,
-                     if(previous_due != toDate(0), previous_due,
-                        if(earlier_due != toDate(0), earlier_due, toDate(administered_at))) AS due
-              FROM (SELECT person_code, toUInt8(dose_number - 1) AS earlier_number,
-                           previous_product, previous_site, previous_due, dose_id, version,
-                           administered_at
-                    FROM (SELECT * FROM doses FINAL)
-                    WHERE deleted = 0 AND previous_site != '') AS later
-              ANY LEFT JOIN
-                   (SELECT person_code, dose_number AS earlier_number,
-                           toDate(administered_at) + {min_interval_days} AS earlier_due
-                    FROM (SELECT * FROM doses FINAL) WHERE deleted = 0) AS earlier
-              USING (person_code, earlier_number))
-        GROUP BY previous_product, previous_site, due",
-            // The rollup `owed_due` replaces; views first, so no insert feeds a dropped table.
+        FROM (SELECT person_code, toUInt8(dose_number - 1) AS earlier_number,
+                     previous_product, previous_site, dose_id, version
+              FROM (SELECT * FROM doses FINAL)
+              WHERE deleted = 0 AND previous_site != '' AND isNull(previous_day)) AS later
+        ANY INNER JOIN
+             (SELECT person_code, dose_number AS earlier_number,
+                     toDate(administered_at) AS earlier_day
+              FROM (SELECT * FROM doses FINAL) WHERE deleted = 0) AS earlier
+        USING (person_code, earlier_number)
+        GROUP BY previous_product, previous_site, day",
+            // The rollup `owed_days` replaces; views first, so no insert feeds a dropped table.
             "DROP TABLE IF EXISTS owed_sites_owing_placed_mv",
             "DROP TABLE IF EXISTS owed_sites_settling_placed_mv",
             "DROP TABLE IF EXISTS owed_sites_owing_retracted_mv",
@@ -387,8 +380,10 @@ pub const MIGRATIONS: &[(u32, &str, &[&str])] = &[
         5,
         "lot movements: each lot received once, later changes as adjustments",
         // Filled by the lot announcements the server makes for every lot at start-up (the
-        // first announcement of a lot is its receipt), so nothing to backfill.
-        &["CREATE TABLE IF NOT EXISTS lot_movements (
+        // first announcement of a lot is its receipt), so nothing to backfill. The version-1
+        // `stock_movements` it replaces is neither written nor read any more.
+        &[
+            "CREATE TABLE IF NOT EXISTS lot_movements (
             movement_id UUID,
             site_id String,
             product String,
@@ -398,7 +393,9 @@ pub const MIGRATIONS: &[(u32, &str, &[&str])] = &[
             at DateTime('UTC'),
             announced UInt64
         ) ENGINE = ReplacingMergeTree()
-        ORDER BY (product, site_id, lot_number, movement_id)"],
+        ORDER BY (product, site_id, lot_number, movement_id)",
+            "DROP TABLE IF EXISTS stock_movements",
+        ],
     ),
 ];
 
@@ -432,18 +429,14 @@ struct DoseRecord<'a> {
     recorded_at: OffsetDateTime,
     version: u64,
     deleted: u8,
-    /// Days since 1970 (ClickHouse `Date`); 0 when the row owes nothing.
-    next_due: u16,
-    /// Days since 1970; 0 when the row settles nothing.
-    previous_due: u16,
+    /// The previous dose's day as ClickHouse's `Date` (days since 1970); `NULL` when unknown.
+    previous_day: Option<u16>,
 }
 
-/// A day as ClickHouse's `Date`: days since 1970-01-01, within its range.
-fn date_days(day: Option<time::Date>) -> u16 {
-    day.map_or(0, |day| {
-        let days = day.to_julian_day() - time::macros::date!(1970 - 01 - 01).to_julian_day();
-        u16::try_from(days.max(0)).unwrap_or(u16::MAX)
-    })
+/// A day as ClickHouse's `Date`: days since 1970-01-01, within its range (the rows' days are:
+/// times outside 1970..2106 are set aside, `Event::unrepresentable`).
+fn date_days(day: time::Date) -> u16 {
+    u16::try_from((day.to_julian_day() - UNIX_EPOCH_JULIAN_DAY).max(0)).unwrap_or(u16::MAX)
 }
 
 impl<'a> DoseRecord<'a> {
@@ -466,8 +459,7 @@ impl<'a> DoseRecord<'a> {
             recorded_at: row.recorded_at,
             version,
             deleted: u8::from(deleted),
-            next_due: date_days(row.owed_from()),
-            previous_due: date_days(row.settles_from()),
+            previous_day: row.previous_day.map(date_days),
         }
     }
 }
@@ -495,6 +487,15 @@ struct LedgerRow {
     lot_number: String,
     total: i64,
     last_at: u64,
+}
+
+/// A dose of a person, at its latest placement: what a legacy row's previous day is found in.
+#[derive(Debug, Row, Deserialize)]
+struct SeriesDayRow {
+    person_code: String,
+    dose_number: u8,
+    /// Days since 1970.
+    day: u16,
 }
 
 #[derive(Debug, Row, Deserialize)]
@@ -540,8 +541,6 @@ pub struct ClickHouseAnalytics {
     client: Client,
     database: String,
     schema: tokio::sync::OnceCell<()>,
-    /// Dates the rows recorded before due dates, in the version-4 backfill.
-    intervals: Intervals,
 }
 
 impl std::fmt::Debug for ClickHouseAnalytics {
@@ -571,16 +570,7 @@ impl ClickHouseAnalytics {
             client,
             database: config.database.clone(),
             schema: tokio::sync::OnceCell::new(),
-            intervals: Intervals::default(),
         }
-    }
-
-    /// The products' minimum intervals the migrations date old rows with (default: the
-    /// built-in catalogue). Give the campaign's catalogue when it has products of its own.
-    #[must_use]
-    pub fn with_intervals(mut self, intervals: Intervals) -> Self {
-        self.intervals = intervals;
-        self
     }
 
     /// Connects, creates the database and applies the migrations not yet applied.
@@ -632,10 +622,8 @@ impl ClickHouseAnalytics {
                 {
                     continue;
                 }
-                let statement =
-                    statement.replace("{min_interval_days}", &interval_sql(&self.intervals));
                 // Backfills read `doses FINAL`, hence the exact settings.
-                self.exact(&statement).execute().await?;
+                self.exact(statement).execute().await?;
             }
             self.client
                 .query("INSERT INTO schema_migrations VALUES (?, ?, now())")
@@ -747,6 +735,43 @@ impl ClickHouseAnalytics {
             .await?)
     }
 
+    /// `events`, with the previous dose's day of every second dose from the previous release's
+    /// outbox looked up in the batch and in `doses` (each of those people's doses at its
+    /// latest placement). Borrowed when the batch has none, as after the first batches
+    /// following an upgrade. The look-up reads `doses` without its sort key: a one-off.
+    async fn with_previous_days<'a>(
+        &self,
+        events: &'a [Event],
+    ) -> Result<std::borrow::Cow<'a, [Event]>> {
+        let people: Vec<&str> = row::lacking_previous_day(events).into_iter().collect();
+        if people.is_empty() {
+            return Ok(std::borrow::Cow::Borrowed(events));
+        }
+        // The latest placement of a dose is its placed (`deleted = 0`) row of the highest
+        // version: a move leaves the old one behind a tombstone of the new version.
+        let stored: Vec<SeriesDayRow> = self
+            .client
+            .query(
+                "SELECT person_code, argMax(dose_number, version) AS dose_number,
+                        toUInt16(argMax(toDate(administered_at), version)) AS day
+                 FROM doses WHERE deleted = 0 AND has(?, person_code)
+                 GROUP BY dose_id, person_code",
+            )
+            .bind(&people)
+            .fetch_all()
+            .await?;
+        let mut known = SeriesDays::default();
+        for dose in stored {
+            let julian = UNIX_EPOCH_JULIAN_DAY + i32::from(dose.day);
+            if let Ok(day) = time::Date::from_julian_day(julian) {
+                known.insert(&dose.person_code, dose.dose_number, day);
+            }
+        }
+        Ok(std::borrow::Cow::Owned(row::fill_previous_days(
+            events, known,
+        )))
+    }
+
     fn exact(&self, sql: &str) -> ::clickhouse::query::Query {
         EXACT
             .iter()
@@ -788,25 +813,6 @@ fn added_column(statement: &str) -> Option<(&str, &str)> {
     Some((table, words_after.next()?))
 }
 
-/// The minimum interval after a dose of `product`, in days, as SQL: `transform` over the
-/// catalogue, 0 for a product it does not know.
-fn interval_sql(intervals: &Intervals) -> String {
-    let all = intervals.sorted();
-    if all.is_empty() {
-        return "toUInt16(0)".to_owned();
-    }
-    let products: Vec<String> = all
-        .iter()
-        .map(|(p, _)| format!("'{}'", p.replace('\\', "\\\\").replace('\'', "\\'")))
-        .collect();
-    let days: Vec<String> = all.iter().map(|(_, d)| format!("toUInt16({d})")).collect();
-    format!(
-        "transform(product, [{}], [{}], toUInt16(0))",
-        products.join(", "),
-        days.join(", ")
-    )
-}
-
 #[async_trait]
 impl Analytics for ClickHouseAnalytics {
     fn backend_name(&self) -> &'static str {
@@ -819,16 +825,12 @@ impl Analytics for ClickHouseAnalytics {
 
     async fn apply(&self, events: &[Event]) -> Result<()> {
         self.ready().await?;
-        // Rows of the release before due dates get theirs here (see `DoseRow::fill_legacy_dues`).
-        let filled: Vec<std::borrow::Cow<'_, Event>> = events
-            .iter()
-            .map(|event| fill_legacy_dues(event, &self.intervals))
-            .collect();
+        let events = self.with_previous_days(events).await?;
         let mut doses = Vec::new();
         let mut retractions = Vec::new();
         let mut announcements = Vec::new();
-        for event in &filled {
-            match event.as_ref() {
+        for event in events.iter() {
+            match event {
                 Event::Dose(row) => doses.push(DoseRecord::new(row, row.version, false)),
                 Event::DoseCorrected {
                     previous,
@@ -843,7 +845,6 @@ impl Analytics for ClickHouseAnalytics {
                     retractions.push(DoseRecord::new(previous, corrected.version, true));
                 }
                 Event::Lot(lot) => announcements.push(lot.clone()),
-                Event::Stock(old) => announcements.push(old.as_allocation()),
             }
         }
         let lot_movements = self.movements(&announcements).await?;
@@ -918,20 +919,21 @@ impl Analytics for ClickHouseAnalytics {
             "site_id",
             "retracted = 0",
         );
-        // Per due day: owing placed and settling retracted add; owing retracted and settling
-        // placed take away. Then per site, the days before the window are lapsed, the others
-        // (up to its last day, the filter) owed.
+        // Per day of the owing dose: owing placed and settling retracted add; owing retracted
+        // and settling placed take away. Then per site, with the product's interval applied
+        // (`OwedWindow::dose_day_bounds`), the days before the lapse bound are lapsed, the
+        // others (up to the owed bound, the filter) owed.
         let by_day = net_sql(
-            "owed_due",
-            "site_id, due, settles, retracted",
-            "WHERE product = ? AND due <= toDate(?)",
-            "site_id, due",
-            "site_id, due",
+            "owed_days",
+            "site_id, day, settles, retracted",
+            "WHERE product = ? AND toInt64(day) <= ?",
+            "site_id, day",
+            "site_id, day",
             "settles = retracted",
         );
         let owed_sql = format!(
-            "SELECT site_id, sum(if(due < toDate(?), 0, n)) AS owed,
-                    sum(if(due < toDate(?), n, 0)) AS lapsed
+            "SELECT site_id, sum(if(toInt64(day) < ?, 0, n)) AS owed,
+                    sum(if(toInt64(day) < ?, n, 0)) AS lapsed
              FROM ({by_day}) GROUP BY site_id"
         );
         let in_window = self
@@ -940,14 +942,14 @@ impl Analytics for ClickHouseAnalytics {
             .bind(product)
             .bind(since)
             .fetch_all::<SiteCount>();
-        let lapsed_before = owed.lapsed_before.to_string();
+        let bounds = owed.dose_day_bounds();
         let owed_rows = self
             .client
             .query(&owed_sql)
-            .bind(&lapsed_before)
-            .bind(&lapsed_before)
+            .bind(bounds.lapsed_before)
+            .bind(bounds.lapsed_before)
             .bind(product)
-            .bind(owed.due_by.to_string())
+            .bind(bounds.owed_through)
             .fetch_all::<SiteOwed>();
         let (in_window, owed_rows) = tokio::try_join!(in_window, owed_rows)?;
         let mut sites: BTreeMap<String, SiteActivity> = BTreeMap::new();
@@ -1069,30 +1071,6 @@ impl Analytics for ClickHouseAnalytics {
     }
 }
 
-/// `event` with the due dates a legacy row lacks filled in; borrowed when it has them.
-fn fill_legacy_dues<'a>(event: &'a Event, intervals: &Intervals) -> std::borrow::Cow<'a, Event> {
-    let lacks = |row: &DoseRow| {
-        (row.leaves_dose_owed() && row.next_due.is_none())
-            || (!row.previous_site.is_empty() && row.previous_due.is_none())
-    };
-    let fill = |row: &DoseRow| {
-        let mut row = row.clone();
-        row.fill_legacy_dues(|p| intervals.days(p));
-        row
-    };
-    match event {
-        Event::Dose(row) if lacks(row) => std::borrow::Cow::Owned(Event::Dose(fill(row))),
-        Event::DoseCorrected {
-            previous,
-            corrected,
-        } if lacks(previous) || lacks(corrected) => std::borrow::Cow::Owned(Event::DoseCorrected {
-            previous: Box::new(fill(previous)),
-            corrected: Box::new(fill(corrected)),
-        }),
-        other => std::borrow::Cow::Borrowed(other),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1100,21 +1078,10 @@ mod tests {
     #[test]
     fn add_column_statements_are_recognised() {
         assert_eq!(
-            added_column("ALTER TABLE doses ADD COLUMN next_due Date"),
-            Some(("doses", "next_due"))
+            added_column("ALTER TABLE doses ADD COLUMN previous_day Nullable(Date)"),
+            Some(("doses", "previous_day"))
         );
         assert_eq!(added_column("DROP TABLE IF EXISTS owed_sites"), None);
         assert_eq!(added_column("ALTER TABLE doses DROP COLUMN x"), None);
-    }
-
-    #[test]
-    fn the_interval_expression_covers_the_catalogue() {
-        let sql = interval_sql(&Intervals::default());
-        for product in store::builtin_products() {
-            let entry = format!("'{}'", product.code);
-            assert!(sql.contains(&entry), "{sql}");
-        }
-        assert!(sql.starts_with("transform(product, ['ABDALA', "), "{sql}");
-        assert!(sql.contains("toUInt16(21)"), "{sql}");
     }
 }

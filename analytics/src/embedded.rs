@@ -7,28 +7,32 @@
 //! - `rollups`: counters, each an `i64`:
 //!   - `h` product 0x00 hour(8 bytes, big-endian) province 0x00 district 0x00 site → doses given
 //!     in that hour (product and time first: windows and uptake series are range scans);
-//!   - `w` product 0x00 site 0x00 due day (4 bytes, big-endian days since 1970) → people owed
-//!     their next dose at the site from that day: +1 for a dose that leaves one owed, −1 for
-//!     the dose that settles it (under the due day it settles, which its row carries);
+//!   - `w` product 0x00 site 0x00 day (4 bytes, big-endian days since 1970) → people owed their
+//!     next dose at the site by a dose given that UTC day: +1 for a dose that leaves one owed
+//!     (under its own day), −1 for the dose that settles it (under the previous dose's day,
+//!     which its row carries). The product's minimum interval is added when reading
+//!     ([`crate::OwedWindow`]), so the counters hold only facts that never change;
 //!   - `s` province 0x00 district → people who started their series, by home district;
 //!   - `p` product → 1 (the products seen, for uptake over all products);
-//!   - `r` product 0x00 site → doses delivered to the site (lots received, adjustments);
 //!   - `n` → doses in total.
-//! - `lots`: `l` site 0x00 product 0x00 lot → [`LotLedger`] (what the lot's movements add up to
-//!   and its last announcement), `m` movement id → [`StockMovement`].
+//! - `lots`: `l` site 0x00 product 0x00 lot → [`LotLedger`]: what the lot's movements (receipt,
+//!   adjustments) add up to, and its last announcement. The doses received per site are their
+//!   totals summed.
 //! - `meta`: `schema` → the layout version (see [`SCHEMA`]).
 //!
 //! `apply` runs under one lock (there is one shipper) and commits the counters and the rows in
 //! one fsync'd batch before the shipper removes the entries from the outbox.
 //!
 //! ## Upgrading
-//! Layout 1 (before due dates) kept owed doses as `o` site 0x00 product, with no due day, and
+//! Layout 1 (the previous release) kept owed doses as `o` site 0x00 product, with no day, and
 //! stock as content-hashed rows in `stock`. On open, [`EmbeddedAnalytics::open`] moves a layout-1
-//! database to layout 2 from the dose rows it keeps: each legacy row gets its due dates (its
-//! product's minimum interval from [`Intervals`]; the previous dose of the same person gives
-//! `previous_due`), the `w` counters are rebuilt, the `o` counters and the old stock rows are
-//! removed (the server announces every lot at start-up, which refills `lots`). The rebuild is
-//! recomputed from the rows, so an interrupted one is simply done again on the next open.
+//! database to layout 2 from the dose rows it keeps: each legacy second dose gets its previous
+//! dose's day from the same person's stored previous dose (none found: it settles nothing,
+//! as nothing was counted owed for it), the `w` counters are rebuilt, the `o` counters and the
+//! old stock rows are removed (the server announces every lot at start-up, which refills
+//! `lots`). The rebuild is recomputed from the rows, so an interrupted one is simply done again
+//! on the next open. Legacy second doses still in the outbox are dated the same way when
+//! applied, from the stored rows (one scan of them for a batch that has any).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -40,15 +44,15 @@ use store::{AreaCode, District};
 use time::{Date, OffsetDateTime};
 use uuid::Uuid;
 
-use crate::row::{DoseRow, Event, LegacyDoseRow, LotAllocation, LotLedger};
+use crate::row::{self, DoseRow, Event, LegacyDoseRow, LotAllocation, LotLedger, SeriesDays};
 use crate::{
-    Analytics, AnalyticsError, AreaLevel, Due, Granularity, Intervals, OwedWindow, Result,
-    SiteActivity, UptakePoint, UptakeQuery, hour_floor,
+    Analytics, AnalyticsError, AreaLevel, Due, Granularity, OwedWindow, Result, SiteActivity,
+    UNIX_EPOCH_JULIAN_DAY, UptakePoint, UptakeQuery, hour_floor,
 };
 
 /// Format tag of values written by this release (postcard after the tag).
 const TAG: u8 = 2;
-/// Format tag of dose rows written before due dates ([`LegacyDoseRow`]).
+/// Format tag of dose rows written by the previous release ([`LegacyDoseRow`]).
 const LEGACY_TAG: u8 = 1;
 /// The layout version this release reads and writes (see the module docs).
 pub const SCHEMA: u8 = 2;
@@ -67,7 +71,6 @@ struct Engine {
     doses: Keyspace,
     rollups: Keyspace,
     lots: Keyspace,
-    intervals: Intervals,
     apply_lock: Mutex<()>,
 }
 
@@ -78,23 +81,13 @@ impl std::fmt::Debug for EmbeddedAnalytics {
 }
 
 impl EmbeddedAnalytics {
-    /// Opens (or creates) the rollups in `dir`, with the built-in products' intervals for
-    /// rows that lack due dates (see [`EmbeddedAnalytics::open_with`]).
-    ///
-    /// # Errors
-    /// When the directory cannot be opened (for instance, in use by another process).
-    pub fn open(dir: &Path) -> Result<Self> {
-        Self::open_with(dir, Intervals::default())
-    }
-
     /// Opens (or creates) the rollups in `dir`, moving an older layout to the current one (see
-    /// the module docs). `intervals` (the campaign's catalogue) dates the rows written before
-    /// rows carried due dates.
+    /// the module docs).
     ///
     /// # Errors
     /// When the directory cannot be opened (for instance, in use by another process), or a
     /// stored row is unreadable.
-    pub fn open_with(dir: &Path, intervals: Intervals) -> Result<Self> {
+    pub fn open(dir: &Path) -> Result<Self> {
         let db = Database::builder(dir)
             .cache_size(32 * 1024 * 1024)
             .open()
@@ -110,7 +103,6 @@ impl EmbeddedAnalytics {
             doses: db.keyspace("doses", options)?,
             rollups: db.keyspace("rollups", options)?,
             lots: db.keyspace("lots", options)?,
-            intervals,
             db,
             apply_lock: Mutex::new(()),
         };
@@ -147,26 +139,18 @@ impl Engine {
                  upgrade vaxcamp or remove the analytics directory to rebuild it from the outbox"
             )));
         }
-        // Pass 1: each person's doses (number, due day of the next one), for `previous_due`.
-        let mut series: HashMap<String, Vec<(u8, Date)>> = HashMap::new();
+        // Pass 1: every person's doses (number, day), where a legacy row's previous day is.
+        let mut series = SeriesDays::default();
         let mut legacy = 0u64;
         for guard in self.doses.iter() {
             let (k, v) = guard.into_inner()?;
-            let mut row = decode_dose(&k, &v)?;
             if v.first() == Some(&LEGACY_TAG) {
                 legacy += 1;
             }
-            row.fill_legacy_dues(|p| self.intervals.days(p));
-            let due = row
-                .next_due
-                .unwrap_or_else(|| self.next_due_of(&row.product, row.administered_at));
-            series
-                .entry(row.person_code.clone())
-                .or_default()
-                .push((row.dose_number, due));
+            series.add(&decode_dose(&k, &v)?);
         }
-        // Pass 2: legacy rows rewritten with their due dates (in chunks: a rerun recomputes the
-        // same values), and every row's contribution to the owed counters.
+        // Pass 2: legacy rows rewritten with their previous dose's day (in chunks: a rerun
+        // recomputes the same values), and every row's contribution to the owed counters.
         let mut owed: BTreeMap<Vec<u8>, i64> = BTreeMap::new();
         let mut batch = self.db.batch().durability(Some(PersistMode::SyncData));
         let mut in_batch = 0;
@@ -174,19 +158,8 @@ impl Engine {
             let (k, v) = guard.into_inner()?;
             let mut row = decode_dose(&k, &v)?;
             if v.first() == Some(&LEGACY_TAG) {
-                row.fill_legacy_dues(|p| self.intervals.days(p));
-                if !row.previous_site.is_empty() {
-                    // The previous dose of the series: the highest number below this one.
-                    row.previous_due = series
-                        .get(&row.person_code)
-                        .and_then(|doses| {
-                            doses
-                                .iter()
-                                .filter(|(n, _)| *n < row.dose_number)
-                                .max_by_key(|(n, _)| *n)
-                        })
-                        .map(|(_, due)| *due)
-                        .or(row.previous_due);
+                if row.lacks_previous_day() {
+                    row.previous_day = series.previous_day(&row);
                 }
                 batch.insert(&self.doses, k.clone(), encode(&row));
                 in_batch += 1;
@@ -222,25 +195,18 @@ impl Engine {
         if version.is_some() || legacy > 0 {
             tracing::info!(
                 legacy_rows = legacy,
-                "embedded analytics moved to layout {SCHEMA} (owed doses by due day)"
+                "embedded analytics moved to layout {SCHEMA} (owed doses by day)"
             );
         }
         Ok(())
     }
 
-    fn next_due_of(&self, product: &str, at: OffsetDateTime) -> Date {
-        let days = self.intervals.days(product).unwrap_or(0);
-        crate::row::utc_day(at) + time::Duration::days(i64::from(days))
-    }
-
-    /// A lot announcement: the movement it makes (received, or adjusted by the difference) is
-    /// stored under its id and added to the site's received doses; the ledger is updated.
+    /// The ledger after a lot announcement (a receipt, or an adjustment by the difference:
+    /// [`LotLedger::apply`]); the site's received doses are the ledgers' totals.
     fn announce(
         &self,
         lot: &LotAllocation,
         ledgers: &mut HashMap<Vec<u8>, LotLedger>,
-        deltas: &mut BTreeMap<Vec<u8>, i64>,
-        batch: &mut fjall::OwnedWriteBatch,
     ) -> Result<()> {
         let ledger_key = lot_key(lot);
         let ledger = match ledgers.get(&ledger_key) {
@@ -251,20 +217,30 @@ impl Engine {
                 .map(|v| decode::<LotLedger>(&ledger_key, &v))
                 .transpose()?,
         };
-        let (movement, after) = LotLedger::apply(ledger, lot);
-        if let Some(movement) = movement {
-            let received = deltas
-                .entry(key(b'r', &[&lot.product, &lot.site_id]))
-                .or_default();
-            *received = received.saturating_add(movement.quantity);
-            let mut id = vec![b'm'];
-            id.extend_from_slice(movement.movement_id.as_bytes());
-            batch.insert(&self.lots, id, encode(&movement));
-        }
-        if let Some(after) = after {
+        if let (_, Some(after)) = LotLedger::apply(ledger, lot) {
             ledgers.insert(ledger_key, after);
         }
         Ok(())
+    }
+
+    /// `events` with the previous day of legacy second doses filled in from the batch and the
+    /// stored rows of those people (one scan of `doses`, only for a batch that has any).
+    fn with_previous_days<'a>(&self, events: &'a [Event]) -> Result<std::borrow::Cow<'a, [Event]>> {
+        let people = row::lacking_previous_day(events);
+        if people.is_empty() {
+            return Ok(std::borrow::Cow::Borrowed(events));
+        }
+        let mut known = SeriesDays::default();
+        for guard in self.doses.iter() {
+            let (k, v) = guard.into_inner()?;
+            let stored = decode_dose(&k, &v)?;
+            if people.contains(stored.person_code.as_str()) {
+                known.add(&stored);
+            }
+        }
+        Ok(std::borrow::Cow::Owned(row::fill_previous_days(
+            events, known,
+        )))
     }
 
     fn counter(&self, key: &[u8]) -> Result<i64> {
@@ -289,18 +265,16 @@ fn contribute(row: &DoseRow, sign: i64, deltas: &mut BTreeMap<Vec<u8>, i64>) {
     *deltas.entry(vec![b'n']).or_default() += sign;
 }
 
-/// The row's part of the owed counters: the dose it leaves owed, under its due day, and the one
-/// it settles, under the due day that one was put under.
+/// The row's part of the owed counters: the dose it leaves owed, under its own day, and the one
+/// it settles, under the previous dose's day, where that one was put.
 fn contribute_owed(row: &DoseRow, sign: i64, deltas: &mut BTreeMap<Vec<u8>, i64>) {
-    if let Some(due) = row.owed_from() {
+    if let Some(day) = row.owes_on() {
         *deltas
-            .entry(owed_key(&row.product, &row.site_id, due))
+            .entry(owed_key(&row.product, &row.site_id, day))
             .or_default() += sign;
     }
-    if let Some(due) = row.settles_from() {
-        *deltas
-            .entry(owed_key(&row.previous_product, &row.previous_site, due))
-            .or_default() -= sign;
+    if let Some((product, site, day)) = row.settles() {
+        *deltas.entry(owed_key(product, site, day)).or_default() -= sign;
     }
 }
 
@@ -309,16 +283,14 @@ fn epoch_day(day: Date) -> u32 {
     u32::try_from(day.to_julian_day() - UNIX_EPOCH_JULIAN_DAY).unwrap_or(0)
 }
 
-const UNIX_EPOCH_JULIAN_DAY: i32 = 2_440_588;
-
-fn owed_key(product: &str, site: &str, due: Date) -> Vec<u8> {
+fn owed_key(product: &str, site: &str, day: Date) -> Vec<u8> {
     let mut key = key(b'w', &[product, site]);
     key.push(0);
-    key.extend_from_slice(&epoch_day(due).to_be_bytes());
+    key.extend_from_slice(&epoch_day(day).to_be_bytes());
     key
 }
 
-/// `(site, due day)` from a `w` key whose product prefix (with its 0x00) is `prefix_len` long.
+/// `(site, day)` from a `w` key whose product prefix (with its 0x00) is `prefix_len` long.
 fn split_owed_key(key: &[u8], prefix_len: usize) -> Option<(String, Date)> {
     let rest = key.get(prefix_len..)?;
     let (site, day) = rest.split_at(rest.len().checked_sub(5)?);
@@ -434,22 +406,16 @@ impl Engine {
         let mut ledgers: HashMap<Vec<u8>, LotLedger> = HashMap::new();
         let mut deltas: BTreeMap<Vec<u8>, i64> = BTreeMap::new();
         let mut batch = self.db.batch().durability(Some(PersistMode::SyncData));
-        for event in events {
-            let mut row = match event {
-                Event::Dose(row) => row.clone(),
-                Event::DoseCorrected { corrected, .. } => corrected.as_ref().clone(),
+        // A correction's `previous` is not needed: the stored row is what is taken back out.
+        for event in self.with_previous_days(events)?.iter() {
+            let row = match event {
+                Event::Dose(row) => row,
+                Event::DoseCorrected { corrected, .. } => corrected.as_ref(),
                 Event::Lot(lot) => {
-                    self.announce(lot, &mut ledgers, &mut deltas, &mut batch)?;
-                    continue;
-                }
-                Event::Stock(movement) => {
-                    let lot = movement.as_allocation();
-                    self.announce(&lot, &mut ledgers, &mut deltas, &mut batch)?;
+                    self.announce(lot, &mut ledgers)?;
                     continue;
                 }
             };
-            row.fill_legacy_dues(|p| self.intervals.days(p));
-            let row = &row;
             let current = match latest.get(&row.dose_id) {
                 Some(row) => Some(row.clone()),
                 None => self
@@ -515,19 +481,20 @@ impl Engine {
             });
             entry.doses_in_window = entry.doses_in_window.saturating_add(n);
         }
-        // Owed and lapsed per site, netted over due days (a day's own count may be negative
-        // where a settling dose was dated differently from the dose it settled).
+        // Owed and lapsed per site, netted over the owing doses' days, each sorted into the
+        // window with the product's interval (a day's own count may be negative where a dose
+        // settles one that was never shipped).
         let mut owed_prefix = key(b'w', &[product]);
         owed_prefix.push(0);
         let mut counts: BTreeMap<String, (i64, i64)> = BTreeMap::new();
         for guard in self.rollups.prefix(&owed_prefix) {
             let (k, v) = guard.into_inner()?;
-            let Some((site, due)) = split_owed_key(&k, owed_prefix.len()) else {
+            let Some((site, day)) = split_owed_key(&k, owed_prefix.len()) else {
                 continue;
             };
             let n = decode_i64(&k, &v)?;
             let (owed_here, lapsed_here) = counts.entry(site).or_default();
-            match owed.classify(due) {
+            match owed.classify(day) {
                 Due::Owed => *owed_here += n,
                 Due::Lapsed => *lapsed_here += n,
                 Due::Later => {}
@@ -551,16 +518,25 @@ impl Engine {
         Ok(sites.into_values().collect())
     }
 
+    /// The lots' ledgers of `product`, summed per site (a scan of the lots: a campaign has
+    /// hundreds or thousands, not millions).
     fn received_by_site(&self, product: &str) -> Result<HashMap<String, i64>> {
-        let mut prefix = key(b'r', &[product]);
-        prefix.push(0);
-        let mut out = HashMap::new();
-        for guard in self.rollups.prefix(&prefix) {
+        let mut out: HashMap<String, i64> = HashMap::new();
+        for guard in self.lots.prefix([b'l']) {
             let (k, v) = guard.into_inner()?;
-            let Ok(site) = std::str::from_utf8(&k[prefix.len()..]) else {
+            let Ok(text) = std::str::from_utf8(&k[1..]) else {
                 continue;
             };
-            out.insert(site.to_owned(), decode_i64(&k, &v)?);
+            let mut parts = text.split('\0');
+            let (Some(site), Some(lot_product)) = (parts.next(), parts.next()) else {
+                continue;
+            };
+            if lot_product != product {
+                continue;
+            }
+            let ledger: LotLedger = decode(&k, &v)?;
+            let received = out.entry(site.to_owned()).or_default();
+            *received = received.saturating_add(ledger.total);
         }
         Ok(out)
     }
@@ -751,8 +727,12 @@ mod tests {
         db.persist(PersistMode::SyncAll).expect("persist");
     }
 
-    async fn owed(backend: &EmbeddedAnalytics) -> Vec<(String, u64, u64)> {
-        let window = OwedWindow::new(NOW.date(), 14, 90);
+    /// (site, owed, lapsed) of COMIRNATY (interval 21 days) for a horizon of `horizon_days`.
+    async fn owed_within(
+        backend: &EmbeddedAnalytics,
+        horizon_days: u32,
+    ) -> Vec<(String, u64, u64)> {
+        let window = OwedWindow::new(NOW.date(), horizon_days, 90, 21);
         backend
             .site_activity("COMIRNATY", NOW - time::Duration::days(7), window)
             .await
@@ -763,19 +743,27 @@ mod tests {
             .collect()
     }
 
+    async fn owed(backend: &EmbeddedAnalytics) -> Vec<(String, u64, u64)> {
+        owed_within(backend, 14).await
+    }
+
     #[tokio::test]
-    async fn layout_one_is_moved_to_owed_doses_by_due_day() {
+    async fn layout_one_is_moved_to_owed_doses_by_day() {
         let dir = tempfile::tempdir().expect("tempdir");
+        // Asked on 2026-11-20 with a 14-day horizon and 90 days' grace: owed when the dose that
+        // owes it was given 2026-11-12 or before (+ 21 days ≤ 2026-12-03), lapsed when before
+        // 2026-07-31 (+ 21 days < 2026-08-22).
         layout_one(
             dir.path(),
             &[
-                // Due 2026-12-01, inside a 14-day horizon from 2026-11-20: owed.
+                // 2026-11-10: due 2026-12-01, owed.
                 legacy(1, "P1", 1, "hn-01", "", datetime!(2026-11-10 09:00 UTC)),
-                // Due 2026-12-10: after the horizon.
+                // 2026-11-19: due 2026-12-10, after the horizon.
                 legacy(2, "P2", 1, "hn-01", "", datetime!(2026-11-19 09:00 UTC)),
-                // Due 2026-05-22, more than 90 days ago: lapsed.
+                // 2026-05-01: due 2026-05-22, lapsed.
                 legacy(3, "P3", 1, "hn-01", "", datetime!(2026-05-01 09:00 UTC)),
-                // Dose 1 at hn-02 due 2026-10-22, settled by dose 2 at hn-01 three days later.
+                // Dose 1 at hn-02 on 2026-10-01 (due 2026-10-22), settled by dose 2 at hn-01
+                // three days after its due day: under 2026-10-01, where dose 1 was put.
                 legacy(4, "P4", 1, "hn-02", "", datetime!(2026-10-01 09:00 UTC)),
                 legacy(
                     5,
@@ -788,24 +776,48 @@ mod tests {
             ],
         );
         let backend = EmbeddedAnalytics::open(dir.path()).expect("upgrade");
+        // hn-01: P1 owed, P3 lapsed; hn-02: P4 settled, nothing.
         assert_eq!(owed(&backend).await, vec![("hn-01".to_owned(), 1, 1)]);
         assert!(
             backend.engine.rollups.prefix([b'o']).next().is_none(),
             "layout 1's owed counters are gone"
         );
         // P1's dose 2, as the new write path reports it, settles exactly what the upgrade put
-        // under 2026-12-01.
+        // under 2026-11-10.
         let mut second = DoseRow::from(legacy(
             6,
             "P1",
             2,
             "hn-02",
             "hn-01",
-            datetime!(2026-11-20 10:00 UTC),
+            datetime!(2026-12-01 10:00 UTC),
         ));
-        second.previous_due = Some(date!(2026 - 12 - 01));
+        second.previous_day = Some(date!(2026 - 11 - 10));
         backend.apply(&[Event::Dose(second)]).await.expect("apply");
         assert_eq!(owed(&backend).await, vec![("hn-01".to_owned(), 0, 1)]);
+        // P2's dose 2 from the previous release's outbox, applied after the upgrade, finds
+        // dose 1's day (2026-11-19) among the stored rows; nothing was owed for P2 yet, so
+        // only a 28-day window tells: P2 owed at hn-01 before, nothing after.
+        assert_eq!(
+            owed_within(&backend, 28).await,
+            vec![("hn-01".to_owned(), 1, 1)]
+        );
+        let legacy_second = DoseRow::from(legacy(
+            7,
+            "P2",
+            2,
+            "hn-03",
+            "hn-01",
+            datetime!(2026-12-12 08:00 UTC),
+        ));
+        backend
+            .apply(&[Event::Dose(legacy_second)])
+            .await
+            .expect("apply");
+        assert_eq!(
+            owed_within(&backend, 28).await,
+            vec![("hn-01".to_owned(), 0, 1)]
+        );
         backend.close().await.expect("close");
         drop(backend);
         // Opening again finds the current layout and changes nothing.
@@ -834,24 +846,23 @@ mod tests {
             .received_by_site("COMIRNATY")
             .await
             .expect("received");
+        // 1,000 received and +200 adjusted (the movements themselves: `LotLedger::apply`).
         assert_eq!(received, HashMap::from([("hn-01".to_owned(), 1200)]));
-        let movements: Vec<crate::StockMovement> = backend
-            .engine
-            .lots
-            .prefix([b'm'])
-            .map(|g| {
-                let (k, v) = g.into_inner().expect("read");
-                decode(&k, &v).expect("movement")
-            })
-            .collect();
-        let mut kinds: Vec<(String, i64)> = movements
-            .into_iter()
-            .map(|m| (m.reason, m.quantity))
-            .collect();
-        kinds.sort();
-        assert_eq!(
-            kinds,
-            vec![("adjusted".to_owned(), 200), ("received".to_owned(), 1000)]
-        );
+        // Another product's lot at the same site is not counted with it.
+        backend
+            .apply(&[Event::Lot(LotAllocation {
+                site_id: "hn-01".into(),
+                product: "SPIKEVAX".into(),
+                lot_number: "SP1".into(),
+                quantity: 300,
+                at: NOW,
+            })])
+            .await
+            .expect("apply");
+        let received = backend
+            .received_by_site("COMIRNATY")
+            .await
+            .expect("received");
+        assert_eq!(received, HashMap::from([("hn-01".to_owned(), 1200)]));
     }
 }

@@ -15,8 +15,9 @@
 //! - [`Analytics`]: the backends. Applying an event is idempotent per dose id and version, so
 //!   replays after a crash or an ambiguous failure never count twice.
 //! - [`allocation`]: the pure allocation planner; [`planner`] gathers its figures.
-//! - [`row`]: what is shipped — dose rows (with due dates of the next dose) and lot
-//!   announcements — and its outbox encoding, readable across releases.
+//! - [`row`]: what is shipped — dose rows (with the day of the previous dose, which owed doses
+//!   are settled under) and lot announcements — and its outbox encoding, readable across
+//!   releases.
 
 pub mod allocation;
 pub mod clickhouse;
@@ -72,31 +73,47 @@ pub struct SiteActivity {
 
 /// Which owed doses a plan counts, by the day the next dose falls due (UTC days).
 ///
-/// A person is *owed* a dose from its due day on (the last dose's day plus the product's minimum
-/// interval). For a plan covering the days `today .. today + horizon − 1`, the doses it must
-/// serve are those due by its last day; people whose dose was due more than `lapse_days` ago
-/// are *lapsed* — reported, not planned for (they are not coming by themselves).
+/// A person is *owed* a dose from its due day on: the day of the dose that left it owed plus the
+/// minimum interval of that dose's product, as the campaign's catalogue says *now* (the rules
+/// check a new dose against the current catalogue too, and the interval is the earlier dose's
+/// product's: `ingest/src/rules.rs`). For a plan covering the days `today .. today + horizon − 1`,
+/// the doses it must serve are those due by its last day; people whose dose was due more than
+/// `lapse_days` ago are *lapsed* — reported, not planned for (they are not coming by themselves).
+///
+/// The backends keep owed doses under the owing dose's own day, a fact that never changes, and
+/// apply the interval here, when asked: one query is for one product, so one interval.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OwedWindow {
     /// Due on or before this day: owed (the horizon's last day).
     pub due_by: Date,
     /// Due before this day: lapsed (`today − lapse_days`).
     pub lapsed_before: Date,
+    /// The product's minimum interval between doses, in days (the catalogue's, as it is now).
+    pub interval_days: u16,
 }
 
 impl OwedWindow {
     /// The window of a plan made on `today` for `horizon_days` (at least 1) with the grace
-    /// `lapse_days`.
-    pub fn new(today: Date, horizon_days: u32, lapse_days: u32) -> Self {
+    /// `lapse_days`, for a product whose minimum interval is `interval_days`.
+    pub fn new(today: Date, horizon_days: u32, lapse_days: u32, interval_days: u16) -> Self {
         let days = |n: u32| Duration::days(i64::from(n));
         Self {
             due_by: today.saturating_add(days(horizon_days.saturating_sub(1))),
             lapsed_before: today.saturating_sub(days(lapse_days)),
+            interval_days,
         }
     }
 
-    /// Sorts one due day into the window: owed, lapsed, or not due yet.
-    pub fn classify(&self, due: Date) -> Due {
+    /// The day the next dose falls due after one given on `dose_day`: the one place the
+    /// analytics add the minimum interval.
+    pub fn due_after(&self, dose_day: Date) -> Date {
+        dose_day.saturating_add(Duration::days(i64::from(self.interval_days)))
+    }
+
+    /// Sorts an owed dose, by the day of the dose that left it owed: owed, lapsed, or not due
+    /// yet.
+    pub fn classify(&self, dose_day: Date) -> Due {
+        let due = self.due_after(dose_day);
         if due < self.lapsed_before {
             Due::Lapsed
         } else if due <= self.due_by {
@@ -105,7 +122,33 @@ impl OwedWindow {
             Due::Later
         }
     }
+
+    /// The same window over the owing doses' days, in days since 1970 (negative before it), for
+    /// a backend that filters in SQL: a dose given on day `d` leaves one owed or lapsed when
+    /// `d ≤ owed_through`, lapsed when `d < lapsed_before`. Exactly [`OwedWindow::classify`]:
+    /// `d + interval ≤ due_by ⇔ d ≤ due_by − interval`, likewise for `lapsed_before`.
+    pub fn dose_day_bounds(&self) -> DoseDayBounds {
+        let epoch_days = |day: Date| {
+            i64::from(day.to_julian_day() - UNIX_EPOCH_JULIAN_DAY) - i64::from(self.interval_days)
+        };
+        DoseDayBounds {
+            owed_through: epoch_days(self.due_by),
+            lapsed_before: epoch_days(self.lapsed_before),
+        }
+    }
 }
+
+/// An [`OwedWindow`] over the owing doses' days (days since 1970).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DoseDayBounds {
+    /// Doses given on or before this day leave a dose owed now (or lapsed).
+    pub owed_through: i64,
+    /// Doses given before this day leave a lapsed one.
+    pub lapsed_before: i64,
+}
+
+/// The Julian day of 1970-01-01.
+pub(crate) const UNIX_EPOCH_JULIAN_DAY: i32 = 2_440_588;
 
 /// Where a due day falls in an [`OwedWindow`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,43 +159,6 @@ pub enum Due {
     Owed,
     /// Due after the horizon: not this shipment's.
     Later,
-}
-
-/// Each product's minimum interval between doses, in days: what the backends need to give due
-/// dates to rows written before rows carried them (the outbox entries and the stored doses of
-/// the release before due dates). The server passes its catalogue; the built-in products are
-/// the default.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Intervals(HashMap<String, u16>);
-
-impl Intervals {
-    /// From a catalogue.
-    pub fn of<'a>(products: impl IntoIterator<Item = &'a store::Product>) -> Self {
-        Self(
-            products
-                .into_iter()
-                .map(|p| (p.code.to_string(), p.min_interval_days))
-                .collect(),
-        )
-    }
-
-    /// The minimum interval after a dose of `product`, if the product is known.
-    pub fn days(&self, product: &str) -> Option<u16> {
-        self.0.get(product).copied()
-    }
-
-    /// Products and intervals, sorted by product (for generated SQL).
-    pub fn sorted(&self) -> Vec<(&str, u16)> {
-        let mut all: Vec<(&str, u16)> = self.0.iter().map(|(k, v)| (k.as_str(), *v)).collect();
-        all.sort_unstable();
-        all
-    }
-}
-
-impl Default for Intervals {
-    fn default() -> Self {
-        Self::of(&store::builtin_products())
-    }
 }
 
 /// The area level a question is asked at.
@@ -229,8 +235,9 @@ pub trait Analytics: Send + Sync + 'static {
     async fn dose_count(&self) -> Result<u64>;
 
     /// Figures per site for `product`, with the uptake window starting at `since` (rounded down
-    /// to the hour) and owed doses counted by `owed`. Sites with nothing to report may be
-    /// missing.
+    /// to the hour) and owed doses counted by `owed`, whose interval must be `product`'s (owed
+    /// doses are filed by the day of the dose that owes them, a dose of `product`). Sites with
+    /// nothing to report may be missing.
     async fn site_activity(
         &self,
         product: &str,

@@ -518,7 +518,7 @@ mod tests {
     use uuid::Uuid;
 
     fn event(n: i64) -> Event {
-        Event::Stock(StockMovement {
+        old_stock(StockMovement {
             movement_id: Uuid::from_u128(n as u128),
             site_id: "hn-01".into(),
             product: "COMIRNATY".into(),
@@ -527,6 +527,11 @@ mod tests {
             reason: "received".into(),
             at: OffsetDateTime::UNIX_EPOCH,
         })
+    }
+
+    /// A previous release's stock row, as it decodes: a lot announcement.
+    fn old_stock(movement: StockMovement) -> Event {
+        Event::Lot(movement.as_allocation())
     }
 
     #[test]
@@ -551,7 +556,7 @@ mod tests {
             .iter()
             .flat_map(|p| &p.entry.events)
             .map(|e| match e {
-                Event::Stock(m) => m.quantity,
+                Event::Lot(lot) => lot.quantity as i64,
                 _ => -1,
             })
             .collect();

@@ -26,6 +26,10 @@ pub struct Figures<'a> {
     pub stock_on_hand: &'a HashMap<SiteId, u64>,
     /// Registrations per district of residence (the store's running totals).
     pub registrations_by_district: &'a HashMap<District, u64>,
+    /// The product's minimum interval between doses, in days, from the campaign's catalogue as
+    /// it is now: an owed dose falls due this long after the dose that left it owed (the
+    /// backends keep owed doses by that dose's day and apply the interval when asked).
+    pub min_interval_days: u16,
     /// The end of the uptake window.
     pub now: OffsetDateTime,
 }
@@ -55,6 +59,7 @@ pub async fn propose(
         crate::row::utc_day(figures.now),
         request.horizon_days,
         request.owed_lapse_days,
+        figures.min_interval_days,
     );
     let (activity, started, received) = tokio::try_join!(
         analytics.site_activity(&request.product, since, owed),

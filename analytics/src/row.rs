@@ -1,23 +1,30 @@
 //! What the analytics side is told: one row per committed dose, one announcement per lot.
 //!
-//! Rows are self-contained (they carry the site's and the person's area, the series length, when
-//! the next dose falls due and where the previous dose was given) so that neither ClickHouse nor
-//! the embedded rollups ever have to join back to the store or the catalogue. Every dose row has
-//! a `version`: a replay of the same version is a no-op everywhere, a higher version (a
-//! correction) replaces the earlier one.
+//! Rows are self-contained (they carry the site's and the person's area, the series length, and
+//! where and on which day the previous dose was given) so that neither ClickHouse nor the
+//! embedded rollups ever have to join back to the store. They carry only facts that never change
+//! once a dose is recorded: an owed dose is kept under the *owing* dose's own UTC day and settled
+//! under the *previous* dose's UTC day, and the backends add the product's minimum interval when
+//! they are asked, from the catalogue as it is then (see [`crate::OwedWindow`]), so a product
+//! whose interval is revised mid-campaign moves every owed dose's due day at once and a dose is
+//! always settled where it was counted. Every dose row has a `version`: a replay of the same
+//! version is a no-op everywhere, a higher version (a correction) replaces the earlier one.
 //!
 //! ## The outbox format
 //! Events are stored in the outbox with postcard, which has no field names: a field added to a
 //! row would make every entry written by the previous release unreadable. So [`Event`] is written
-//! through a private wire enum whose first three variants are the format before due dates
-//! ([`LegacyDoseRow`], the old [`StockMovement`] announcements) and decode forever; new events are
-//! written as the variants after them. A legacy dose row decodes with its due dates missing, and
-//! the backends fill them in ([`DoseRow::fill_legacy_dues`]).
+//! through a private wire enum whose first three variants are the previous release's format
+//! ([`LegacyDoseRow`], and [`StockMovement`] announcements, read as [`LotAllocation`]s) and decode
+//! forever; new events are written as the variants after them. A legacy second dose decodes
+//! without its previous dose's day; the backends look it up among the doses they hold and the
+//! batch being applied ([`lacking_previous_day`], [`fill_previous_days`]).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::{Deserialize, Serialize, Serializer};
 use sha2::{Digest, Sha256};
 use store::{Dose, Lot, Registration, Site};
-use time::{Date, Duration, OffsetDateTime};
+use time::{Date, OffsetDateTime};
 use uuid::Uuid;
 
 /// One dose as the analytics side sees it.
@@ -42,19 +49,16 @@ pub struct DoseRow {
     /// dose given here settles what was owed there.
     pub previous_site: String,
     pub previous_product: String,
+    /// The UTC day the dose before this one in the series was given: the day its owed dose is
+    /// kept under, so this one takes it out of the same place. `None` for a first dose, and for
+    /// a second dose from the previous release's outbox until a backend looks it up
+    /// ([`fill_previous_days`]).
+    pub previous_day: Option<Date>,
     pub administered_at: OffsetDateTime,
     /// When the dose was first committed; stable across corrections.
     pub recorded_at: OffsetDateTime,
     /// Nanoseconds since the epoch of the commit or correction that produced this version.
     pub version: u64,
-    /// The first day the next dose of the series may be given: this dose's UTC day plus its
-    /// product's minimum interval, as the rules compute it (they use the day in the time's own
-    /// offset; analytics count UTC days). From then on the next dose is owed at this dose's
-    /// site. `None` when this dose completes the series.
-    pub next_due: Option<Date>,
-    /// The previous dose's `next_due`: the owed dose this one settles, so that both backends
-    /// can take it out of the same due day it was put under. `None` for a first dose.
-    pub previous_due: Option<Date>,
 }
 
 /// Where a dose stands in its person's series, worked out by the write path from the history
@@ -65,10 +69,6 @@ pub struct SeriesPosition<'a> {
     pub series_doses: u8,
     /// The dose given just before this one in the series.
     pub previous: Option<&'a Dose>,
-    /// When the dose after this one falls due (`None` when this one completes the series).
-    pub next_due: Option<Date>,
-    /// When this dose fell due: the previous dose's `next_due`.
-    pub previous_due: Option<Date>,
 }
 
 impl DoseRow {
@@ -95,13 +95,10 @@ impl DoseRow {
             home_district: person.area.district.to_string(),
             previous_site: previous.map(|d| d.site_id.to_string()).unwrap_or_default(),
             previous_product: previous.map(|d| d.product.to_string()).unwrap_or_default(),
+            previous_day: previous.map(|d| utc_day(d.administered_at)),
             administered_at: dose.administered_at,
             recorded_at: dose.recorded_at,
             version: nanos(at),
-            next_due: series
-                .next_due
-                .filter(|_| dose.dose_number < series.series_doses),
-            previous_due: series.previous_due.filter(|_| previous.is_some()),
         }
     }
 
@@ -110,36 +107,27 @@ impl DoseRow {
         self.dose_number < self.series_doses
     }
 
-    /// The day the next dose falls due, for a row that leaves one owed. A row without a due date
-    /// (a legacy row not yet filled in) counts as due on the day of the dose.
-    pub fn owed_from(&self) -> Option<Date> {
-        self.leaves_dose_owed().then(|| {
-            self.next_due
-                .unwrap_or_else(|| utc_day(self.administered_at))
-        })
+    /// The day the owed dose this row leaves is kept under: the row's own UTC day (the next dose
+    /// falls due the product's minimum interval later). `None` when it completes the series.
+    pub fn owes_on(&self) -> Option<Date> {
+        self.leaves_dose_owed()
+            .then(|| utc_day(self.administered_at))
     }
 
-    /// The due day of the owed dose this row settles, for a row that has a previous dose.
-    pub fn settles_from(&self) -> Option<Date> {
-        (!self.previous_site.is_empty()).then(|| {
-            self.previous_due
-                .unwrap_or_else(|| utc_day(self.administered_at))
-        })
+    /// The owed dose this row settles: the product, site and day it is kept under (the previous
+    /// dose's). `None` for a first dose, and for a legacy second dose whose previous dose the
+    /// backend does not hold (nothing was counted as owed for it).
+    pub fn settles(&self) -> Option<(&str, &str, Date)> {
+        if self.previous_site.is_empty() {
+            return None;
+        }
+        let day = self.previous_day?;
+        Some((&self.previous_product, &self.previous_site, day))
     }
 
-    /// Fills in the due dates of a row written before they existed (an outbox entry from the
-    /// previous release): `next_due` from the product's minimum interval (`interval_days`, from
-    /// the catalogue), `previous_due` — which would need the previous dose's day — as this
-    /// dose's own day. Second doses are given on or soon after their due day, so the settled
-    /// dose lands on a nearby day; both days are inside the owed window until they lapse.
-    pub fn fill_legacy_dues(&mut self, interval_days: impl Fn(&str) -> Option<u16>) {
-        if self.next_due.is_none() && self.leaves_dose_owed() {
-            let days = interval_days(&self.product).unwrap_or(0);
-            self.next_due = Some(utc_day(self.administered_at) + Duration::days(i64::from(days)));
-        }
-        if self.previous_due.is_none() && !self.previous_site.is_empty() {
-            self.previous_due = Some(utc_day(self.administered_at));
-        }
+    /// A second dose from the previous release's outbox that still lacks its previous dose's day.
+    pub fn lacks_previous_day(&self) -> bool {
+        !self.previous_site.is_empty() && self.previous_day.is_none()
     }
 
     /// The key ClickHouse sorts (and de-duplicates) the doses table by.
@@ -153,8 +141,94 @@ impl DoseRow {
     }
 }
 
-/// A dose row as the release before due dates wrote it into the outbox (postcard, field by
-/// field): read, never written.
+/// The UTC days of some people's doses, by dose number: where a legacy second dose's
+/// `previous_day` is looked up.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SeriesDays(HashMap<String, BTreeMap<u8, Date>>);
+
+impl SeriesDays {
+    /// Records that `person`'s dose `dose_number` was given on `day` (replacing what was known).
+    pub fn insert(&mut self, person: &str, dose_number: u8, day: Date) {
+        self.0
+            .entry(person.to_owned())
+            .or_default()
+            .insert(dose_number, day);
+    }
+
+    /// Records `row`'s dose.
+    pub fn add(&mut self, row: &DoseRow) {
+        self.insert(
+            &row.person_code,
+            row.dose_number,
+            utc_day(row.administered_at),
+        );
+    }
+
+    /// The day of the dose before `row` in its series: the person's highest dose number below
+    /// the row's, as `ingest/src/feed.rs` finds the previous dose.
+    pub fn previous_day(&self, row: &DoseRow) -> Option<Date> {
+        self.0
+            .get(&row.person_code)?
+            .range(..row.dose_number)
+            .next_back()
+            .map(|(_, day)| *day)
+    }
+}
+
+/// The people whose dose rows in `events` lack the previous dose's day: whose doses a backend
+/// looks up before [`fill_previous_days`]. Empty unless the batch holds second doses from the
+/// previous release's outbox.
+pub fn lacking_previous_day(events: &[Event]) -> BTreeSet<&str> {
+    dose_rows(events)
+        .filter(|row| row.lacks_previous_day())
+        .map(|row| row.person_code.as_str())
+        .collect()
+}
+
+/// `events` with every legacy row's `previous_day` filled in from `known` (the doses the backend
+/// holds for those people) and the batch's own doses, which are newer. A row whose previous
+/// dose is in neither keeps `None` and settles nothing: no backend counted that dose as owed.
+pub fn fill_previous_days(events: &[Event], mut known: SeriesDays) -> Vec<Event> {
+    for row in dose_rows(events) {
+        known.add(row);
+    }
+    let fill = |row: &DoseRow| {
+        let mut row = row.clone();
+        if row.lacks_previous_day() {
+            row.previous_day = known.previous_day(&row);
+        }
+        row
+    };
+    events
+        .iter()
+        .map(|event| match event {
+            Event::Dose(row) => Event::Dose(fill(row)),
+            Event::DoseCorrected {
+                previous,
+                corrected,
+            } => Event::DoseCorrected {
+                previous: Box::new(fill(previous)),
+                corrected: Box::new(fill(corrected)),
+            },
+            Event::Lot(lot) => Event::Lot(lot.clone()),
+        })
+        .collect()
+}
+
+/// The dose rows of `events`, in order (a correction's earlier row, then its corrected one).
+fn dose_rows(events: &[Event]) -> impl Iterator<Item = &DoseRow> {
+    events.iter().flat_map(|event| match event {
+        Event::Dose(row) => vec![row],
+        Event::DoseCorrected {
+            previous,
+            corrected,
+        } => vec![previous.as_ref(), corrected.as_ref()],
+        Event::Lot(_) => Vec::new(),
+    })
+}
+
+/// A dose row as the previous release wrote it into the outbox (postcard, field by field): read,
+/// never written.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LegacyDoseRow {
     pub dose_id: Uuid,
@@ -191,11 +265,10 @@ impl From<LegacyDoseRow> for DoseRow {
             home_district: row.home_district,
             previous_site: row.previous_site,
             previous_product: row.previous_product,
+            previous_day: None,
             administered_at: row.administered_at,
             recorded_at: row.recorded_at,
             version: row.version,
-            next_due: None,
-            previous_due: None,
         }
     }
 }
@@ -239,8 +312,8 @@ impl LotAllocation {
 
 /// Vaccine arriving at a site outside of doses given: a lot received, or its allocation adjusted
 /// (positive or negative). Doses given are counted from the dose rows. Kept by the backends,
-/// derived from [`LotAllocation`] announcements; also the format of the stock announcements of
-/// the release before them (`Event::Stock`), which are read as announcements.
+/// derived from [`LotAllocation`] announcements; also the format of the previous release's stock
+/// announcements in the outbox, which are read as announcements ([`StockMovement::as_allocation`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StockMovement {
     /// Stable per real movement: a lot's receipt is one id however often the lot is announced;
@@ -356,6 +429,9 @@ fn movement_id(lot: &LotAllocation, reason: &str, extra: &[u8]) -> Uuid {
 }
 
 /// One entry of the outbox.
+// Dose rows are nearly every event: boxing them to shrink the rare lot announcements would
+// cost an allocation per dose.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(from = "WireEvent")]
 pub enum Event {
@@ -366,9 +442,7 @@ pub enum Event {
         previous: Box<DoseRow>,
         corrected: Box<DoseRow>,
     },
-    /// A lot as announced by the release before [`LotAllocation`]s: read as an announcement.
-    Stock(StockMovement),
-    /// A lot's allocation announced.
+    /// A lot's allocation announced (the previous release's stock rows decode as these).
     Lot(LotAllocation),
 }
 
@@ -382,8 +456,8 @@ enum WireEvent {
         corrected: Box<LegacyDoseRow>,
     },
     Stock(StockMovement),
-    DoseWithDues(DoseRow),
-    DoseCorrectedWithDues {
+    DoseWithPreviousDay(DoseRow),
+    DoseCorrectedWithPreviousDay {
         previous: Box<DoseRow>,
         corrected: Box<DoseRow>,
     },
@@ -391,15 +465,15 @@ enum WireEvent {
 }
 
 /// [`WireEvent`] borrowed, for writing without copying rows. Same variants in the same order;
-/// the legacy dose variants are never written.
+/// the previous release's variants are never written.
 #[derive(Serialize)]
 #[allow(dead_code)]
 enum WireEventRef<'a> {
     Dose(()),
     DoseCorrected(()),
-    Stock(&'a StockMovement),
-    DoseWithDues(&'a DoseRow),
-    DoseCorrectedWithDues {
+    Stock(()),
+    DoseWithPreviousDay(&'a DoseRow),
+    DoseCorrectedWithPreviousDay {
         previous: &'a DoseRow,
         corrected: &'a DoseRow,
     },
@@ -417,9 +491,9 @@ impl From<WireEvent> for Event {
                 previous: Box::new((*previous).into()),
                 corrected: Box::new((*corrected).into()),
             },
-            WireEvent::Stock(movement) => Event::Stock(movement),
-            WireEvent::DoseWithDues(row) => Event::Dose(row),
-            WireEvent::DoseCorrectedWithDues {
+            WireEvent::Stock(movement) => Event::Lot(movement.as_allocation()),
+            WireEvent::DoseWithPreviousDay(row) => Event::Dose(row),
+            WireEvent::DoseCorrectedWithPreviousDay {
                 previous,
                 corrected,
             } => Event::DoseCorrected {
@@ -434,15 +508,14 @@ impl From<WireEvent> for Event {
 impl Serialize for Event {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         match self {
-            Event::Dose(row) => WireEventRef::DoseWithDues(row),
+            Event::Dose(row) => WireEventRef::DoseWithPreviousDay(row),
             Event::DoseCorrected {
                 previous,
                 corrected,
-            } => WireEventRef::DoseCorrectedWithDues {
+            } => WireEventRef::DoseCorrectedWithPreviousDay {
                 previous,
                 corrected,
             },
-            Event::Stock(movement) => WireEventRef::Stock(movement),
             Event::Lot(lot) => WireEventRef::Lot(lot),
         }
         .serialize(serializer)
@@ -478,9 +551,6 @@ impl Event {
                 previous,
                 corrected,
             } => dose(previous).or_else(|| dose(corrected)),
-            Event::Stock(movement) => {
-                out_of_range("stock movement", &movement.movement_id, movement.at)
-            }
             Event::Lot(lot) => out_of_range("lot", &lot.lot_number, lot.at),
         }
     }
@@ -575,7 +645,8 @@ mod tests {
         let bytes = postcard::to_allocvec(&old).expect("encode");
         let events: Vec<Event> = postcard::from_bytes(&bytes).expect("decode");
         let row = DoseRow::from(legacy_row());
-        assert_eq!(row.next_due, None);
+        assert_eq!(row.previous_day, None);
+        assert!(row.lacks_previous_day());
         assert_eq!(
             events,
             vec![
@@ -584,17 +655,15 @@ mod tests {
                     previous: Box::new(row.clone()),
                     corrected: Box::new(row),
                 },
-                Event::Stock(stock),
+                Event::Lot(stock.as_allocation()),
             ]
         );
     }
 
     #[test]
-    fn new_events_round_trip_with_their_due_dates() {
+    fn new_events_round_trip_with_the_previous_dose_day() {
         let mut row = DoseRow::from(legacy_row());
-        row.dose_number = 1;
-        row.next_due = Some(date!(2026 - 12 - 11));
-        row.previous_due = None;
+        row.previous_day = Some(date!(2026 - 10 - 30));
         let events = vec![
             Event::Dose(row.clone()),
             Event::DoseCorrected {
@@ -615,17 +684,45 @@ mod tests {
     }
 
     #[test]
-    fn legacy_rows_get_due_dates_from_the_catalogue() {
-        let mut first = DoseRow::from(legacy_row());
+    fn legacy_second_doses_settle_under_the_previous_dose_day_found() {
+        // P1's dose 2 (2026-11-20, legacy) follows dose 1 of 2026-10-29 23:30 UTC, which the
+        // backend holds; a later dose 1 in the batch (a correction moving it to 2026-10-30)
+        // wins over the stored one.
+        let second = DoseRow::from(legacy_row());
+        let mut stored = SeriesDays::default();
+        stored.insert("P1", 1, date!(2026 - 10 - 29));
+        let events = [Event::Dose(second.clone())];
+        assert_eq!(
+            lacking_previous_day(&events),
+            BTreeSet::from(["P1"]),
+            "who to look up"
+        );
+        let filled = fill_previous_days(&events, stored.clone());
+        let Event::Dose(row) = &filled[0] else {
+            panic!("{filled:?}")
+        };
+        assert_eq!(
+            row.settles(),
+            Some(("COMIRNATY", "hn-02", date!(2026 - 10 - 29)))
+        );
+        let mut first = second.clone();
+        first.dose_id = Uuid::from_u128(6);
         first.dose_number = 1;
         first.previous_site.clear();
-        first.fill_legacy_dues(|p| (p == "COMIRNATY").then_some(21));
-        assert_eq!(first.next_due, Some(date!(2026 - 12 - 11)));
-        assert_eq!(first.previous_due, None);
-        let mut second = DoseRow::from(legacy_row());
-        second.fill_legacy_dues(|_| Some(21));
-        assert_eq!(second.next_due, None, "the series is complete");
-        assert_eq!(second.settles_from(), Some(date!(2026 - 11 - 20)));
+        first.previous_product.clear();
+        first.administered_at = datetime!(2026-10-30 00:10 UTC);
+        let batch = [Event::Dose(first), Event::Dose(second.clone())];
+        let filled = fill_previous_days(&batch, stored);
+        let Event::Dose(row) = &filled[1] else {
+            panic!("{filled:?}")
+        };
+        assert_eq!(row.previous_day, Some(date!(2026 - 10 - 30)));
+        // Nobody holds the previous dose: nothing settled (nothing was counted as owed).
+        let alone = fill_previous_days(&events, SeriesDays::default());
+        let Event::Dose(row) = &alone[0] else {
+            panic!("{alone:?}")
+        };
+        assert_eq!(row.settles(), None);
     }
 
     fn announced(quantity: u64, day: u8) -> LotAllocation {
@@ -634,7 +731,7 @@ mod tests {
             product: "COMIRNATY".into(),
             lot_number: "FK1".into(),
             quantity,
-            at: datetime!(2026-11-01 00:00 UTC) + Duration::days(i64::from(day)),
+            at: datetime!(2026-11-01 00:00 UTC) + time::Duration::days(i64::from(day)),
         }
     }
 

@@ -18,12 +18,12 @@ use analytics::allocation::{Level, PlanRequest};
 use analytics::planner::{self, Figures};
 use analytics::row::utc_day;
 use analytics::{
-    Analytics, AreaLevel, ClickHouseAnalytics, ClickHouseConfig, DoseRow, Due, EmbeddedAnalytics,
-    Event, Granularity, OwedWindow, UptakeQuery,
+    Analytics, AreaLevel, ClickHouseAnalytics, ClickHouseConfig, DoseRow, EmbeddedAnalytics, Event,
+    Granularity, OwedWindow, UptakeQuery,
 };
 use store::{Area, AreaCode, District, Site, SiteId};
-use time::macros::datetime;
-use time::{Date, Duration, OffsetDateTime};
+use time::macros::{date, datetime};
+use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
 const NOW: OffsetDateTime = datetime!(2026-11-20 15:30 UTC);
@@ -82,44 +82,12 @@ const SITES: [SiteSpec; 5] = [
     },
 ];
 
-/// Minimum interval after a dose of `product`, as the campaign's catalogue says (JANSSEN, a
-/// one-dose product of these tests, is not in the built-in catalogue: 0).
-fn interval(product: &str) -> i64 {
-    match product {
-        "COMIRNATY" => 21,
-        _ => 0,
-    }
-}
+/// Minimum interval after a dose of `product`, in days, as the campaign's catalogue says
+/// (JANSSEN, a one-dose product of these tests, is not in the built-in catalogue: 0).
+const COMIRNATY_INTERVAL: u16 = 21;
 
-/// The day the dose after one of `product` at `at` falls due, as the write path computes it.
-fn due(product: &str, at: OffsetDateTime) -> Date {
-    utc_day(at) + Duration::days(interval(product))
-}
-
-/// Gives every row its `previous_due` from the person's previous row in `rows` (the write path
-/// reports it from the person's history), after a change of the previous dose.
-fn date_series(rows: &mut [DoseRow]) {
-    let dues: HashMap<(String, u8), Date> = rows
-        .iter()
-        .map(|r| {
-            (
-                (r.person_code.clone(), r.dose_number),
-                due(&r.product, r.administered_at),
-            )
-        })
-        .collect();
-    for r in rows.iter_mut() {
-        r.previous_due = (!r.previous_site.is_empty())
-            .then(|| {
-                dues.get(&(r.person_code.clone(), r.dose_number - 1))
-                    .copied()
-            })
-            .flatten();
-    }
-}
-
-/// A dose row; `previous` is (site, product) of the dose before in the series. Its `next_due`
-/// is set; `previous_due` by [`date_series`].
+/// A dose row; `previous` is (site, product, time) of the dose before in the series, whose UTC
+/// day the row carries as the write path reports it.
 #[allow(clippy::too_many_arguments)]
 fn row(
     id: u128,
@@ -129,7 +97,7 @@ fn row(
     number: u8,
     site: &SiteSpec,
     home: (&str, &str),
-    previous: Option<(&str, &str)>,
+    previous: Option<(&str, &str, OffsetDateTime)>,
     at: OffsetDateTime,
 ) -> DoseRow {
     DoseRow {
@@ -146,11 +114,10 @@ fn row(
         home_district: home.1.into(),
         previous_site: previous.map(|p| p.0.to_owned()).unwrap_or_default(),
         previous_product: previous.map(|p| p.1.to_owned()).unwrap_or_default(),
+        previous_day: previous.map(|p| utc_day(p.2)),
         administered_at: at,
         recorded_at: at,
         version: nanos(at),
-        next_due: (number < series).then(|| due(product, at)),
-        previous_due: None,
     }
 }
 
@@ -202,13 +169,12 @@ fn campaign() -> Vec<DoseRow> {
                 2,
                 back,
                 home,
-                Some((site.id, product)),
+                Some((site.id, product, first)),
                 second,
             ));
             id += 1;
         }
     }
-    date_series(&mut rows);
     rows
 }
 
@@ -221,15 +187,20 @@ struct Expected {
     started: BTreeMap<(String, String), u64>,
 }
 
-/// The owed windows the checks ask for: the default 14-day horizon, and 28 days, which takes in
-/// every recent first dose.
+/// The owed windows the checks ask for, with Comirnaty's 21 days: the default 14-day horizon,
+/// and 28 days, which takes in every recent first dose.
 fn windows() -> [OwedWindow; 2] {
     [
-        OwedWindow::new(NOW.date(), 14, 90),
-        OwedWindow::new(NOW.date(), 28, 90),
+        OwedWindow::new(NOW.date(), 14, 90, COMIRNATY_INTERVAL),
+        OwedWindow::new(NOW.date(), 28, 90, COMIRNATY_INTERVAL),
     ]
 }
 
+/// What the rows say, worked out per person rather than per rollup key, so that a dose counted
+/// under one key and settled under another cannot pass: a person is owed their next dose at
+/// the site of their last dose when it leaves one owed, due on its UTC day plus the interval
+/// the window is asked with; owed when due by `due_by`, lapsed when due before
+/// `lapsed_before`. Only the rows' own doses, never their `previous_*` fields, are read.
 fn expected(
     rows: &[DoseRow],
     product: &str,
@@ -242,21 +213,24 @@ fn expected(
         owed: BTreeMap::new(),
         started: BTreeMap::new(),
     };
-    let mut count = |site: &str, due: Date, n: i64| {
-        let entry = e.owed.entry(site.to_owned()).or_default();
-        match window.classify(due) {
-            Due::Owed => entry.0 += n,
-            Due::Lapsed => entry.1 += n,
-            Due::Later => {}
-        }
-    };
+    let mut last: HashMap<&str, &DoseRow> = HashMap::new();
     for r in rows {
-        if r.product == product && r.dose_number < r.series_doses {
-            count(&r.site_id, due(&r.product, r.administered_at), 1);
+        let entry = last.entry(r.person_code.as_str()).or_insert(r);
+        if r.dose_number > entry.dose_number {
+            *entry = r;
         }
-        if r.previous_product == product && !r.previous_site.is_empty() {
-            let settled = r.previous_due.expect("dated by date_series");
-            count(&r.previous_site, settled, -1);
+    }
+    for r in last.values() {
+        if r.product != product || r.dose_number >= r.series_doses {
+            continue;
+        }
+        let day = r.administered_at.to_offset(time::UtcOffset::UTC).date();
+        let due = day + Duration::days(i64::from(window.interval_days));
+        let entry = e.owed.entry(r.site_id.clone()).or_default();
+        if due < window.lapsed_before {
+            entry.1 += 1;
+        } else if due <= window.due_by {
+            entry.0 += 1;
         }
     }
     for r in rows {
@@ -365,7 +339,8 @@ async fn clickhouse_counts_each_dose_once_however_often_it_is_replayed() {
 }
 
 /// A second process migrating the same database applies nothing twice, and the schema holds
-/// what the reads use and not the version-1 rollups that version 3 drops.
+/// what the reads use and not what nothing reads any more (version 3's and 4's rollups, version
+/// 5's `stock_movements`).
 #[tokio::test]
 async fn clickhouse_migrations_apply_once_and_drop_what_nothing_reads() {
     let Some(url) = clickhouse_url() else {
@@ -412,6 +387,7 @@ async fn clickhouse_migrations_apply_once_and_drop_what_nothing_reads() {
         "owed_sites",
         "owed_sites_owing_placed_mv",
         "owed_sites_settling_retracted_mv",
+        "stock_movements",
     ] {
         assert!(
             !tables.iter().any(|t| t == gone),
@@ -422,8 +398,11 @@ async fn clickhouse_migrations_apply_once_and_drop_what_nothing_reads() {
         "doses",
         "dose_retractions",
         "dose_hours",
-        "owed_due",
-        "owed_due_settling_retracted_mv",
+        "owed_days",
+        "owed_days_owing_placed_mv",
+        "owed_days_settling_placed_mv",
+        "owed_days_owing_retracted_mv",
+        "owed_days_settling_retracted_mv",
         "started_districts",
         "lot_movements",
     ] {
@@ -434,11 +413,12 @@ async fn clickhouse_migrations_apply_once_and_drop_what_nothing_reads() {
     }
 }
 
-/// A database written by the release before due dates (migrations 1 to 3, rows without due
-/// days, corrections among them) is migrated by the current one: the backfill dates every owed
-/// dose and every settled one as the write path now does, so owed and lapsed doses come out
-/// exactly; and second doses recorded after the upgrade settle the first doses recorded
-/// before it.
+/// A database written by the previous release (migrations 1 to 3, rows without the previous
+/// dose's day, corrections among them, second doses never on their due day) is migrated by the
+/// current one: the backfill puts every owed dose under its own day and every settling one
+/// under its previous dose's, so owed and lapsed doses come out exactly as counted per person;
+/// and second doses recorded after the upgrade — half of them legacy entries from the outbox,
+/// without the previous dose's day — settle the first doses recorded before it.
 #[tokio::test]
 async fn clickhouse_migration_dates_the_doses_recorded_before_due_dates() {
     let Some(url) = clickhouse_url() else {
@@ -566,7 +546,11 @@ async fn clickhouse_migration_dates_the_doses_recorded_before_due_dates() {
     }
     let new_rows: Vec<Event> = after
         .iter()
-        .map(|&i| Event::Dose(rows[i].clone()))
+        .enumerate()
+        .map(|(n, &i)| {
+            let row = rows[i].clone();
+            Event::Dose(if n % 2 == 0 { legacy(row) } else { row })
+        })
         .collect();
     backend.apply(&new_rows).await.expect("new second doses");
     for window in windows() {
@@ -625,7 +609,7 @@ async fn owed_doses_follow_the_person_and_corrections_replace(backend: &dyn Anal
         "dose 1 of 2 leaves dose 2 owed where it was given, from its due day"
     );
     // Asked 120 days from now, the person is 104 days overdue: lapsed, not owed.
-    let later = OwedWindow::new(NOW.date() + Duration::days(120), 14, 90);
+    let later = OwedWindow::new(NOW.date() + Duration::days(120), 14, 90, COMIRNATY_INTERVAL);
     assert_eq!(
         owed(
             backend
@@ -636,7 +620,7 @@ async fn owed_doses_follow_the_person_and_corrections_replace(backend: &dyn Anal
         vec![("hn-01".to_owned(), 0, 1)],
         "more than 90 days overdue is lapsed"
     );
-    let mut second = row(
+    let second = row(
         2,
         1,
         "COMIRNATY",
@@ -644,10 +628,9 @@ async fn owed_doses_follow_the_person_and_corrections_replace(backend: &dyn Anal
         2,
         b,
         ("01", "001"),
-        Some(("hn-01", "COMIRNATY")),
+        Some(("hn-01", "COMIRNATY", t)),
         t + Duration::days(3),
     );
-    second.previous_due = first.next_due;
     backend
         .apply(&[Event::Dose(second.clone())])
         .await
@@ -709,6 +692,301 @@ async fn clickhouse_owed_doses_and_corrections() {
     owed_doses_follow_the_person_and_corrections_replace(&backend).await;
 }
 
+/// (site, owed, lapsed) of `product` for `window`, sites with neither left out.
+async fn owed_in(
+    backend: &dyn Analytics,
+    product: &str,
+    window: OwedWindow,
+) -> Vec<(String, u64, u64)> {
+    backend
+        .site_activity(product, NOW - Duration::days(7), window)
+        .await
+        .expect("site_activity")
+        .into_iter()
+        .filter(|s| s.owed_doses > 0 || s.lapsed_doses > 0)
+        .map(|s| (s.site_id, s.owed_doses, s.lapsed_doses))
+        .collect()
+}
+
+fn owed_at(rows: &[(&str, u64, u64)]) -> Vec<(String, u64, u64)> {
+    rows.iter()
+        .map(|(site, owed, lapsed)| ((*site).to_owned(), *owed, *lapsed))
+        .collect()
+}
+
+/// The ministry revises VAXZEVRIA's interval from 28 to 84 days between people's first and
+/// second doses; one first dose is then corrected. Each owed dose stays where its first dose
+/// put it, falls due by the interval as it is now, and the second dose settles exactly it.
+///
+/// By hand, asked on 2026-11-20 with a 14-day horizon (due by 2026-12-03) and 60 days' grace
+/// (lapsed when due before 2026-09-21):
+/// - P201, dose 1 at hn-01 on 2026-08-01: due 08-29 at 28 days (lapsed), 10-24 at 84 (owed).
+/// - P203, dose 1 at hn-01 on 2026-08-03: due 08-31 at 28 (lapsed), 10-26 at 84 (owed).
+/// - P201's dose 2 at hn-02 on 2026-10-26, two days after its revised due day, settles P201.
+/// - P203's dose 1 corrected to hn-03 on 2026-08-04: due 09-01 at 28 (lapsed), 10-27 at 84
+///   (owed); asked on 2027-06-01 (lapsed before 2027-04-02) it is lapsed at hn-03.
+/// - P203's dose 2 at hn-01 on 2026-10-28 settles it; then both of P203's doses corrected
+///   back (dose 1 at hn-01 on 08-03, so dose 2 now follows hn-01's 08-03): still nothing owed.
+async fn owed_doses_keep_their_day_when_the_interval_changes(backend: &dyn Analytics) {
+    let [hn01, hn02, hn03, ..] = &SITES;
+    let home = ("01", "001");
+    let product = "VAXZEVRIA";
+    let at_28 = OwedWindow::new(date!(2026 - 11 - 20), 14, 60, 28);
+    let at_84 = OwedWindow::new(date!(2026 - 11 - 20), 14, 60, 84);
+    let next_june = OwedWindow::new(date!(2027 - 06 - 01), 14, 60, 84);
+    let label = backend.backend_name();
+
+    let p201_1 = row(
+        201,
+        201,
+        product,
+        2,
+        1,
+        hn01,
+        home,
+        None,
+        datetime!(2026-08-01 09:00 UTC),
+    );
+    let p203_1 = row(
+        203,
+        203,
+        product,
+        2,
+        1,
+        hn01,
+        home,
+        None,
+        datetime!(2026-08-03 09:00 UTC),
+    );
+    backend
+        .apply(&[Event::Dose(p201_1.clone()), Event::Dose(p203_1.clone())])
+        .await
+        .expect("apply");
+    assert_eq!(
+        owed_in(backend, product, at_28).await,
+        owed_at(&[("hn-01", 0, 2)]),
+        "{label}: at 28 days both were due in August: lapsed"
+    );
+    assert_eq!(
+        owed_in(backend, product, at_84).await,
+        owed_at(&[("hn-01", 2, 0)]),
+        "{label}: at 84 days both fall due in late October: owed"
+    );
+
+    let p201_2 = row(
+        202,
+        201,
+        product,
+        2,
+        2,
+        hn02,
+        home,
+        Some(("hn-01", product, p201_1.administered_at)),
+        datetime!(2026-10-26 10:00 UTC),
+    );
+    let mut p203_1_moved = row(
+        203,
+        203,
+        product,
+        2,
+        1,
+        hn03,
+        home,
+        None,
+        datetime!(2026-08-04 09:00 UTC),
+    );
+    p203_1_moved.recorded_at = p203_1.recorded_at;
+    p203_1_moved.version = nanos(NOW);
+    backend
+        .apply(&[
+            Event::Dose(p201_2.clone()),
+            correction(&p203_1, &p203_1_moved),
+        ])
+        .await
+        .expect("apply");
+    assert_eq!(
+        owed_in(backend, product, at_84).await,
+        owed_at(&[("hn-03", 1, 0)]),
+        "{label}: P201 settled; P203 owed where the correction put dose 1"
+    );
+    assert_eq!(
+        owed_in(backend, product, at_28).await,
+        owed_at(&[("hn-03", 0, 1)]),
+        "{label}: the correction moved P203's lapsed dose too"
+    );
+    assert_eq!(
+        owed_in(backend, product, next_june).await,
+        owed_at(&[("hn-03", 0, 1)]),
+        "{label}: next June only P203 has lapsed; P201's settled dose never does"
+    );
+
+    let p203_2 = row(
+        204,
+        203,
+        product,
+        2,
+        2,
+        hn01,
+        home,
+        Some(("hn-03", product, p203_1_moved.administered_at)),
+        datetime!(2026-10-28 10:00 UTC),
+    );
+    backend
+        .apply(&[Event::Dose(p203_2.clone())])
+        .await
+        .expect("apply");
+    let mut p203_1_back = p203_1.clone();
+    p203_1_back.version = nanos(NOW) + 1_000;
+    let mut p203_2_after = row(
+        204,
+        203,
+        product,
+        2,
+        2,
+        hn01,
+        home,
+        Some(("hn-01", product, p203_1.administered_at)),
+        p203_2.administered_at,
+    );
+    p203_2_after.version = nanos(NOW) + 1_000;
+    backend
+        .apply(&[
+            correction(&p203_1_moved, &p203_1_back),
+            correction(&p203_2, &p203_2_after),
+        ])
+        .await
+        .expect("apply");
+    for window in [at_28, at_84, next_june] {
+        assert_eq!(
+            owed_in(backend, product, window).await,
+            vec![],
+            "{label}: every owed dose settled, {window:?}"
+        );
+    }
+    assert_eq!(backend.dose_count().await.expect("count"), 4, "{label}");
+}
+
+#[tokio::test]
+async fn embedded_owed_doses_keep_their_day_when_the_interval_changes() {
+    let (_dir, backend) = embedded();
+    owed_doses_keep_their_day_when_the_interval_changes(&backend).await;
+}
+
+#[tokio::test]
+async fn clickhouse_owed_doses_keep_their_day_when_the_interval_changes() {
+    let Some(backend) = clickhouse().await else {
+        return;
+    };
+    owed_doses_keep_their_day_when_the_interval_changes(&backend).await;
+}
+
+/// A row as the previous release wrote it into the outbox: without the previous dose's day.
+fn legacy(mut row: DoseRow) -> DoseRow {
+    row.previous_day = None;
+    row
+}
+
+/// Second doses from the previous release's outbox, shipped after the upgrade, none given on its
+/// due day, settle the first dose where it was counted: found among the stored doses, or in the
+/// same batch; one whose first dose was never shipped settles nothing.
+///
+/// By hand (COMIRNATY, 21 days), asked on 2026-11-20 with a 14-day horizon and 90 days' grace
+/// (due by 12-03, lapsed before 08-22), 27 days' grace (lapsed before 10-24), and on 2027-03-01
+/// with 90 days' grace (lapsed before 2026-12-01):
+/// - P301, dose 1 at hn-01 on 10-01 (shipped before; due 10-22), legacy dose 2 at hn-02 on
+///   10-25: settled.
+/// - P302, legacy dose 1 at hn-01 on 10-02 (due 10-23) and legacy dose 2 at hn-02 on 10-30 in
+///   the same batch: settled.
+/// - P303, legacy dose 2 at hn-02 on 10-27 after a dose 1 at hn-01 that never reached
+///   analytics: nothing owed was counted, nothing is taken away.
+/// - P304, dose 1 at hn-01 on 10-03 (due 10-24), no dose 2: owed in both November windows (10-24
+///   is not before 10-24), lapsed by next March.
+///
+/// Settling P301 or P302 under its own day (10-25, 10-30) instead would leave hn-01 with a
+/// lapsed dose under the 27-day grace (their first doses' due days, 10-22 and 10-23, are
+/// before 10-24 while 10-25 and 10-30 are not).
+async fn legacy_second_doses_settle_where_the_first_was_counted(backend: &dyn Analytics) {
+    let [hn01, hn02, ..] = &SITES;
+    let home = ("01", "001");
+    let product = "COMIRNATY";
+    let label = backend.backend_name();
+    let dose1 = |person: u32, day: u8| {
+        let at = datetime!(2026-10-01 09:00 UTC) + Duration::days(i64::from(day) - 1);
+        row(
+            u128::from(person) * 10 + 1,
+            person,
+            product,
+            2,
+            1,
+            hn01,
+            home,
+            None,
+            at,
+        )
+    };
+    let dose2 = |first: &DoseRow, at: OffsetDateTime| {
+        let person: u32 = first.person_code[1..].parse().expect("number");
+        legacy(row(
+            u128::from(person) * 10 + 2,
+            person,
+            product,
+            2,
+            2,
+            hn02,
+            home,
+            Some(("hn-01", product, first.administered_at)),
+            at,
+        ))
+    };
+    let p301_1 = dose1(301, 1);
+    let p303_1 = dose1(303, 1);
+    let p304_1 = dose1(304, 3);
+    backend
+        .apply(&[Event::Dose(p301_1.clone()), Event::Dose(p304_1.clone())])
+        .await
+        .expect("shipped before the upgrade");
+    let p302_1 = legacy(dose1(302, 2));
+    backend
+        .apply(&[
+            Event::Dose(dose2(&p301_1, datetime!(2026-10-25 09:00 UTC))),
+            Event::Dose(p302_1.clone()),
+            Event::Dose(dose2(&p302_1, datetime!(2026-10-30 09:00 UTC))),
+            Event::Dose(dose2(&p303_1, datetime!(2026-10-27 09:00 UTC))),
+        ])
+        .await
+        .expect("the outbox's legacy entries");
+    let today = date!(2026 - 11 - 20);
+    for (window, want) in [
+        (OwedWindow::new(today, 14, 90, 21), ("hn-01", 1, 0)),
+        (OwedWindow::new(today, 14, 27, 21), ("hn-01", 1, 0)),
+        (
+            OwedWindow::new(date!(2027 - 03 - 01), 14, 90, 21),
+            ("hn-01", 0, 1),
+        ),
+    ] {
+        assert_eq!(
+            owed_in(backend, product, window).await,
+            owed_at(&[want]),
+            "{label}: only P304 is owed, {window:?}"
+        );
+    }
+    assert_eq!(backend.dose_count().await.expect("count"), 6, "{label}");
+}
+
+#[tokio::test]
+async fn embedded_legacy_second_doses_settle_where_the_first_was_counted() {
+    let (_dir, backend) = embedded();
+    legacy_second_doses_settle_where_the_first_was_counted(&backend).await;
+}
+
+#[tokio::test]
+async fn clickhouse_legacy_second_doses_settle_where_the_first_was_counted() {
+    let Some(backend) = clickhouse().await else {
+        return;
+    };
+    legacy_second_doses_settle_where_the_first_was_counted(&backend).await;
+}
+
 /// A correction as `ingest/src/feed.rs` makes it: `previous` is the dose as it stood, under its
 /// first commit's version (not the version of the last correction).
 fn correction(before: &DoseRow, after: &DoseRow) -> Event {
@@ -727,9 +1005,9 @@ fn correction(before: &DoseRow, after: &DoseRow) -> Event {
 /// (its `previous_site` changes, as `feed.rs` reports). Person B's home district is corrected
 /// away and back. Returns the stages: the events that lead to it and the rows as they stand.
 fn corrected_campaign() -> Vec<(Vec<Event>, Vec<DoseRow>)> {
-    // A second dose settles the due day of the first as it stands.
+    // A second dose settles under the day of the first as it stands.
     fn settles(second: &mut DoseRow, first: &DoseRow) {
-        second.previous_due = Some(due(&first.product, first.administered_at));
+        second.previous_day = Some(utc_day(first.administered_at));
     }
     let base = campaign();
     let t = NOW - Duration::days(4) - Duration::minutes(20);
@@ -753,11 +1031,9 @@ fn corrected_campaign() -> Vec<(Vec<Event>, Vec<DoseRow>)> {
         2,
         s2,
         ("01", "001"),
-        Some((s1.id, "COMIRNATY")),
+        Some((s1.id, "COMIRNATY", t)),
         t + Duration::days(3),
     );
-    let mut second = second;
-    settles(&mut second, &first);
     let other = row(
         100_003,
         9_002,
@@ -771,12 +1047,10 @@ fn corrected_campaign() -> Vec<(Vec<Event>, Vec<DoseRow>)> {
     );
     // Each correction is a new version of the rows it changes, later than any commit.
     let version = |step: u64| nanos(NOW) + step * 1_000_000;
-    // A corrected row carries the due day of its own next dose, as the write path recomputes it.
     let moved = |r: &DoseRow, step: u64, change: &dyn Fn(&mut DoseRow)| {
         let mut r = r.clone();
         change(&mut r);
         r.version = version(step);
-        r.next_due = (r.dose_number < r.series_doses).then(|| due(&r.product, r.administered_at));
         r
     };
 
@@ -1049,6 +1323,7 @@ async fn clickhouse_and_embedded_give_the_same_answers_and_the_same_plan() {
                         sites: &sites,
                         stock_on_hand: &stock,
                         registrations_by_district: &registrations,
+                        min_interval_days: COMIRNATY_INTERVAL,
                         now: NOW,
                     },
                 )

@@ -41,8 +41,7 @@ fn dose(id: u128, at: OffsetDateTime) -> DoseRow {
         administered_at: at,
         recorded_at: datetime!(2026-11-20 08:00 UTC),
         version: 1_763_625_600_000_000_000 + id as u64,
-        next_due: Some(at.date() + time::Duration::days(21)),
-        previous_due: None,
+        previous_day: None,
     }
 }
 

@@ -9,10 +9,10 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use analytics::row::{LotAllocation, SeriesPosition, utc_day};
+use analytics::row::{LotAllocation, SeriesPosition};
 use analytics::{DoseRow, Event, Outbox, outbox::Appended};
 use store::{Dose, Lot, Product, ProductCode, Registration};
-use time::{Date, Duration, OffsetDateTime};
+use time::OffsetDateTime;
 
 use crate::campaign::Campaign;
 
@@ -158,9 +158,10 @@ impl AnalyticsFeed {
 }
 
 /// Where `dose` stands in its person's series, by the rules of `crate::rules`: the series is
-/// the product of its first dose (a mixed series counts by that product's length), and the next
-/// dose falls due the product's minimum interval after this one (the interval is the earlier
-/// dose's product's, as [`crate::rules::check_sequence`] applies it).
+/// the product of its first dose (a mixed series counts by that product's length), and the
+/// previous dose is the one it settles. When the next dose falls due is not decided here: the
+/// analytics add the product's minimum interval when asked, from the catalogue as it is then
+/// (`analytics::OwedWindow`), as `crate::rules::earliest_after` does for a check-in.
 pub fn series_position<'a>(
     products: &HashMap<ProductCode, Product>,
     history: &'a [Dose],
@@ -176,23 +177,10 @@ pub fn series_position<'a>(
         .get(&first.product)
         .or_else(|| products.get(&dose.product))
         .map_or(1, |p| p.doses_in_series);
-    let previous = previous_in_series(history, dose);
     SeriesPosition {
         series_doses,
-        previous,
-        next_due: (dose.dose_number < series_doses).then(|| next_due(products, dose)),
-        previous_due: previous.map(|p| next_due(products, p)),
+        previous: previous_in_series(history, dose),
     }
-}
-
-/// The first day the dose after `dose` may be given: its UTC day plus its product's minimum
-/// interval (0 for a product not in the catalogue) — the day `rules::next_dose` calls
-/// `earliest`, counted in UTC days as all analytics are.
-pub fn next_due(products: &HashMap<ProductCode, Product>, dose: &Dose) -> Date {
-    let interval = products
-        .get(&dose.product)
-        .map_or(0, |p| p.min_interval_days);
-    utc_day(dose.administered_at) + Duration::days(i64::from(interval))
 }
 
 /// The dose given just before `dose` in its person's series.
@@ -225,6 +213,8 @@ mod tests {
         d
     }
 
+    /// The analytics' due day — the owing dose's UTC day plus its product's interval, as
+    /// `OwedWindow` adds it — is the rules' `earliest` for doses recorded in UTC.
     #[test]
     fn the_next_dose_falls_due_when_the_rules_allow_it() {
         let p = catalogue();
@@ -238,9 +228,11 @@ mod tests {
             ],
         ] {
             let last = history.last().expect("a dose");
-            let position = series_position(&p, &history, last);
+            let interval = p[&last.product].min_interval_days;
+            let window = analytics::OwedWindow::new(today, 1, 0, interval);
+            let due = window.due_after(analytics::row::utc_day(last.administered_at));
             let rules = rules::next_dose(&history, &p, today);
-            assert_eq!(position.next_due, rules.earliest, "{history:?}");
+            assert_eq!(Some(due), rules.earliest, "{history:?}");
         }
     }
 
@@ -257,24 +249,25 @@ mod tests {
         let history = [first.clone(), second.clone()];
         let position = series_position(&p, &history, &second);
         assert_eq!(position.series_doses, 3, "the series is LONGMIX's");
-        // Dose 3 is owed, due 28 days (Spikevax's interval) after dose 2.
-        assert_eq!(position.next_due, Some(date!(2026 - 11 - 22)));
-        // Dose 2 settled dose 1's due day: 21 days (LONGMIX, a copy of Comirnaty) after it.
-        assert_eq!(position.previous_due, Some(date!(2026 - 10 - 22)));
         assert_eq!(position.previous.map(|d| d.dose_id), Some(first.dose_id));
+        let position = series_position(&p, &history, &first);
+        assert_eq!(position.previous, None);
     }
 
     #[test]
-    fn the_last_dose_of_a_series_leaves_nothing_due() {
+    fn the_last_dose_of_a_series_is_the_last() {
         let p = catalogue();
         let history = [
             dose(1, "COMIRNATY", datetime!(2026-10-01 09:00 UTC)),
             dose(2, "COMIRNATY", datetime!(2026-10-25 09:00 UTC)),
         ];
         let position = series_position(&p, &history, &history[1]);
-        assert_eq!(position.next_due, None);
-        assert_eq!(position.previous_due, Some(date!(2026 - 10 - 22)));
+        assert_eq!(position.series_doses, 2);
+        assert_eq!(
+            position.previous.map(|d| d.dose_id),
+            Some(history[0].dose_id)
+        );
         let single = dose(1, "JCOVDEN", datetime!(2026-10-01 09:00 UTC));
-        assert_eq!(series_position(&p, &[], &single).next_due, None);
+        assert_eq!(series_position(&p, &[], &single).series_doses, 1);
     }
 }

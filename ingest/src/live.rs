@@ -2224,8 +2224,6 @@ mod tests {
                 analytics::row::SeriesPosition {
                     series_doses: 2,
                     previous: None,
-                    next_due: None,
-                    previous_due: None,
                 },
                 d.recorded_at,
             ))

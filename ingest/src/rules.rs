@@ -144,12 +144,9 @@ pub fn check_sequence(
             got: product.code.to_string(),
         });
     }
-    // `history` is not empty here, so `last` exists; the interval is the earlier product's.
+    // `history` is not empty here, so `last` exists.
     if let Some(previous) = history.last() {
-        let interval = products
-            .get(&previous.product)
-            .map_or(0, |p| p.min_interval_days);
-        let earliest = previous.administered_at.date() + Duration::days(i64::from(interval));
+        let earliest = earliest_after(previous, products);
         if dose.administered_at.date() < earliest {
             return Err(Refusal::TooEarly {
                 dose_number: expected,
@@ -158,6 +155,17 @@ pub fn check_sequence(
         }
     }
     Ok(())
+}
+
+/// The first day the dose after `previous` may be given: its day plus the minimum interval of
+/// *its* product (the earlier dose's, when a series mixes products), as the catalogue says now;
+/// 0 days for a product not in it. The day is the one in the time's own offset, as the site
+/// recorded it (analytics count the same interval from UTC days: `analytics::OwedWindow`).
+pub fn earliest_after(previous: &Dose, products: &HashMap<ProductCode, Product>) -> Date {
+    let interval = products
+        .get(&previous.product)
+        .map_or(0, |p| p.min_interval_days);
+    previous.administered_at.date() + Duration::days(i64::from(interval))
 }
 
 /// What a check-in shows the health worker.
@@ -233,12 +241,9 @@ pub fn next_dose(
         Vec::new()
     };
     mixable_with.sort();
-    let earliest = history.last().map_or(today, |previous| {
-        let interval = products
-            .get(&previous.product)
-            .map_or(0, |p| p.min_interval_days);
-        previous.administered_at.date() + Duration::days(i64::from(interval))
-    });
+    let earliest = history
+        .last()
+        .map_or(today, |previous| earliest_after(previous, products));
     let eligible_today = today >= earliest;
     NextDose {
         dose_number: Some(given + 1),

@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use analytics::shipper::ShipperConfig;
 use analytics::{
-    Analytics, ClickHouseAnalytics, ClickHouseConfig, EmbeddedAnalytics, Intervals, Outbox, Shipper,
+    Analytics, ClickHouseAnalytics, ClickHouseConfig, EmbeddedAnalytics, Outbox, Shipper,
 };
 use certify::{KeyPurpose, RevocationList, Signer};
 use store::Store;
@@ -178,23 +178,15 @@ fn start_analytics(
         &data.join("analytics-outbox"),
         settings.outbox_max_bytes,
     )?);
-    // Rows from before due dates are dated with the campaign's own catalogue.
-    let intervals = Intervals::of(campaign.products().values());
     let backend: Arc<dyn Analytics> = match &settings.clickhouse {
-        Some(url) => Arc::new(
-            ClickHouseAnalytics::new(&ClickHouseConfig {
-                url: url.clone(),
-                database: settings.database.clone(),
-                user: settings.user.clone(),
-                password: settings.password.clone(),
-                ..ClickHouseConfig::new(url.clone())
-            })
-            .with_intervals(intervals),
-        ),
-        None => Arc::new(EmbeddedAnalytics::open_with(
-            &data.join("analytics"),
-            intervals,
-        )?),
+        Some(url) => Arc::new(ClickHouseAnalytics::new(&ClickHouseConfig {
+            url: url.clone(),
+            database: settings.database.clone(),
+            user: settings.user.clone(),
+            password: settings.password.clone(),
+            ..ClickHouseConfig::new(url.clone())
+        })),
+        None => Arc::new(EmbeddedAnalytics::open(&data.join("analytics"))?),
     };
     let feed = Arc::new(AnalyticsFeed::new(outbox.clone(), campaign.clone()));
     let lots: Vec<_> = campaign.lots().iter().map(|s| s.lot.clone()).collect();

@@ -150,14 +150,21 @@ pub async fn propose(state: &Shared, query: &AllocationQuery) -> Result<Plan, Ap
         )?,
         level,
     };
-    if !state.campaign.products().contains_key(&product) {
+    // The interval as the catalogue has it now: owed doses fall due by it (a product whose
+    // interval was revised moves every owed dose's due day with it).
+    let Some(min_interval_days) = state
+        .campaign
+        .products()
+        .get(&product)
+        .map(|p| p.min_interval_days)
+    else {
         return Err(ApiError::not_found(
             "unknown_product",
             format!(
                 "no product {product} in the catalogue; GET /v1/stats lists the lots and products"
             ),
         ));
-    }
+    };
     let today = OffsetDateTime::now_utc().date();
     // Every site that holds (or held) a lot of the product has an entry, even at 0: it stocks
     // the product and is planned for. Quantities are admin-set: summed without overflow.
@@ -182,6 +189,7 @@ pub async fn propose(state: &Shared, query: &AllocationQuery) -> Result<Plan, Ap
                 sites: &sites,
                 stock_on_hand: &stock_on_hand,
                 registrations_by_district: &totals.registrations_by_district,
+                min_interval_days,
                 now: OffsetDateTime::now_utc(),
             },
         ),
