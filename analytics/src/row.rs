@@ -535,7 +535,9 @@ impl Event {
     /// Why the analytics schema cannot hold this event, if it cannot: a time before 1970 or
     /// after 2106. Such an event would fail every insert of its batch forever, so the shipper
     /// sets it aside instead (the dose itself is safe in the store; correcting it ships a new
-    /// version). The API refuses such dates for new doses; this is the last line.
+    /// version). The API refuses a dose dated before the person's birth (and in the future), so
+    /// what reaches here is a dose given before 1970 to someone born earlier: stored, but not
+    /// counted in analytics, and alerted as set aside.
     pub fn unrepresentable(&self) -> Option<String> {
         let out_of_range = |what: &str, id: &dyn std::fmt::Display, at: OffsetDateTime| {
             (!DATETIME_RANGE.contains(&at.unix_timestamp()))
