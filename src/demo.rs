@@ -68,7 +68,9 @@ const PRODUCTS: [(&str, u32); 2] = [("COMIRNATY", 21), ("SPIKEVAX", 28)];
 
 /// Doses in each of a site's lots: 1.25 to 2.75 times what the demo's traffic is expected to use
 /// there (about half the requests are doses, spread evenly over sites and products; a rate of
-/// 0 is taken as 10,000 requests/s). No site runs out while the demo runs, yet afterwards most
+/// 0 is taken as 10,000 requests/s). No site runs out in a run of a minute or more (in shorter
+/// ones uneven traffic between sites can empty a few lots near the end: the console then shows
+/// them out of stock, as it would in a campaign), yet afterwards most
 /// districts hold less than the planner's two weeks of need, unevenly, so the sample shipment
 /// has a real split to make.
 fn lot_doses(args: &DemoArgs, site_index: usize) -> u64 {
