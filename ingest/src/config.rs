@@ -48,6 +48,7 @@
 //!
 //! [live]
 //! max_streams = 64                        # console streams served at once; one more gets 503
+//! seed_timeout_seconds = 10               # start-up wait for the outbox to drain and the last days' doses
 //! ```
 
 use std::net::SocketAddr;
@@ -144,11 +145,18 @@ pub struct LiveSettings {
     /// Live streams (`GET /v1/live/stream`) served at once; one more is answered 503 with
     /// `Retry-After`. Each costs a connection and a second's worth of JSON a second. Default 64.
     pub max_streams: usize,
+    /// At start-up, how long to wait for the analytics outbox to drain and for the backend to
+    /// answer the last days' doses per site, which seed the console's "today" and days of
+    /// supply. Start-up waits this long when ClickHouse is down. Default 10.
+    pub seed_timeout_seconds: u64,
 }
 
 impl Default for LiveSettings {
     fn default() -> Self {
-        Self { max_streams: 64 }
+        Self {
+            max_streams: 64,
+            seed_timeout_seconds: 10,
+        }
     }
 }
 
@@ -595,6 +603,9 @@ impl ServerConfig {
         if !(1..=100_000).contains(&self.live.max_streams) {
             return Err("live.max_streams must be 1 to 100000".into());
         }
+        if !(1..=600).contains(&self.live.seed_timeout_seconds) {
+            return Err("live.seed_timeout_seconds must be 1 to 600".into());
+        }
         Ok(())
     }
 
@@ -718,12 +729,20 @@ mod tests {
 
         std::fs::write(
             &path,
-            "[campaign]\nutc_offset = \"-03:30\"\n[live]\nmax_streams = 8\n",
+            "[campaign]\nutc_offset = \"-03:30\"\n[live]\nmax_streams = 8\nseed_timeout_seconds = 3\n",
         )
         .expect("write");
         let config = ServerConfig::from_file(&path).expect("parse");
         assert_eq!(config.campaign.utc_offset_seconds(), Ok(-12_600));
         assert_eq!(config.live.max_streams, 8);
+        assert_eq!(config.live.seed_timeout_seconds, 3);
+        std::fs::write(&path, "[live]\nseed_timeout_seconds = 0\n").expect("write");
+        let err = ServerConfig::from_file(&path).expect_err("no time to seed");
+        assert!(
+            err.to_string()
+                .contains("seed_timeout_seconds must be 1 to 600"),
+            "{err}"
+        );
         assert_eq!(
             ServerConfig::default().campaign.utc_offset_seconds(),
             Ok(25_200),

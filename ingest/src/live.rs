@@ -15,7 +15,8 @@
 //!   registrations created since.
 //! - [`seed_from_analytics`] fills the per-day rings at start-up with the last days' doses per site
 //!   and product from the analytics backend, so a restart neither zeroes "today" nor judges days
-//!   of supply from a few hours of traffic.
+//!   of supply from a few hours of traffic. [`seed_at_start`] first lets the shipper drain what
+//!   an earlier run left in the outbox, so acknowledged doses not yet shipped are counted too.
 //! - [`Live::snapshot_at`] copies the counters it needs under the lock, then, without it, adds
 //!   what the server already holds in memory, passed in as [`LiveInputs`] (sites and lot stock
 //!   from the catalogue, queue depths, the latency window), and derives rates, days of supply
@@ -1369,17 +1370,41 @@ pub async fn seed_from_analytics(
     Ok(doses)
 }
 
-/// [`seed_from_analytics`] now, at start-up, waiting at most 5 s: when the backend cannot
-/// answer, the console's "today" counts from the server's start (it says so) and days of supply
-/// wait for whole days of this server's own observation. Logs which.
-pub async fn seed_at_start(live: &Live, analytics: &dyn Analytics) {
+/// [`seed_from_analytics`] now, at start-up, within `timeout` (`[live] seed_timeout_seconds`).
+///
+/// Rows still in the outbox (doses acknowledged before a restart that the backend has not got
+/// yet) are not in the backend's answer, so it first waits, within the same time, for the
+/// shipper to drain `outbox`; nothing else appends to it yet. When the backend cannot answer,
+/// the console's "today" counts from the server's start (it says so) and days of supply wait for
+/// whole days of this server's own observation. Logs which, and what the seed missed.
+pub async fn seed_at_start(
+    live: &Live,
+    analytics: &dyn Analytics,
+    outbox: &analytics::Outbox,
+    timeout: Duration,
+) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let waiting = outbox.status().rows;
+    let mut left = waiting;
+    while left > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        left = outbox.status().rows;
+    }
+    if left > 0 {
+        tracing::warn!(
+            rows = left,
+            of = waiting,
+            backend = analytics.backend_name(),
+            "the analytics outbox did not drain within {} s of start-up: today's and the last days' figures miss the doses among these rows",
+            timeout.as_secs()
+        );
+    }
+    // The drain may have used the time up; the read still gets a moment of its own.
+    let read_timeout = deadline
+        .saturating_duration_since(tokio::time::Instant::now())
+        .max(Duration::from_secs(1));
     let now = unix_now();
-    match tokio::time::timeout(
-        Duration::from_secs(5),
-        seed_from_analytics(live, analytics, now),
-    )
-    .await
-    {
+    match tokio::time::timeout(read_timeout, seed_from_analytics(live, analytics, now)).await {
         Ok(Ok(doses)) => tracing::info!(
             doses,
             days = UPTAKE_DAYS + 1,
@@ -1393,7 +1418,8 @@ pub async fn seed_at_start(live: &Live, analytics: &dyn Analytics) {
         ),
         Err(_) => tracing::warn!(
             backend = analytics.backend_name(),
-            "the analytics backend did not answer within 5 s: today counts from now, and days of supply from what this server sees"
+            "the analytics backend did not answer within {} s of start-up ([live] seed_timeout_seconds): today counts from now, and days of supply from what this server sees",
+            timeout.as_secs()
         ),
     }
 }
@@ -2206,28 +2232,7 @@ mod tests {
         ]
         .into_iter()
         .flat_map(|(at, n)| (0..n).map(move |_| at))
-        .map(|at| {
-            let d = dose("a", "COMIRNATY", 1, at);
-            let person = store::Registration {
-                person_code: d.person_code.clone(),
-                name: "An".into(),
-                birth_date: time::macros::date!(1990 - 01 - 01),
-                phone: None,
-                area: sites[0].area.clone(),
-                priority_group: 1,
-                registered_at: d.recorded_at,
-            };
-            analytics::Event::Dose(analytics::DoseRow::new(
-                &d,
-                &person,
-                &sites[0],
-                analytics::row::SeriesPosition {
-                    series_doses: 2,
-                    previous: None,
-                },
-                d.recorded_at,
-            ))
-        })
+        .map(|at| dose_row(&sites[0], at))
         .collect();
         analytics.apply(&events).await.unwrap();
         let live = live_with(&sites, now);
@@ -2238,6 +2243,79 @@ mod tests {
         assert_eq!(snapshot.today_since, VN_MIDNIGHT);
         // Two days ago 2, yesterday 3: 2.5 a day on average; today's 4 so far is more.
         assert_eq!(snapshot.sites[0].uptake_per_day, Some(4.0));
+    }
+
+    /// The analytics row of a first dose given at `site` at `at`.
+    fn dose_row(site: &Site, at: i64) -> analytics::Event {
+        let d = dose(site.site_id.as_str(), "COMIRNATY", 1, at);
+        let person = store::Registration {
+            person_code: d.person_code.clone(),
+            name: "An".into(),
+            birth_date: time::macros::date!(1990 - 01 - 01),
+            phone: None,
+            area: site.area.clone(),
+            priority_group: 1,
+            registered_at: d.recorded_at,
+        };
+        analytics::Event::Dose(analytics::DoseRow::new(
+            &d,
+            &person,
+            site,
+            analytics::row::SeriesPosition {
+                series_doses: 2,
+                previous: None,
+            },
+            d.recorded_at,
+        ))
+    }
+
+    #[tokio::test]
+    async fn the_seed_waits_for_doses_an_earlier_run_left_in_the_outbox() {
+        let dir = tempfile::tempdir().unwrap();
+        let embedded = analytics::EmbeddedAnalytics::open(&dir.path().join("analytics")).unwrap();
+        let analytics: Arc<dyn Analytics> = Arc::new(embedded);
+        let outbox =
+            Arc::new(analytics::Outbox::open(&dir.path().join("outbox"), 1 << 20).unwrap());
+        let sites = [site("a", "01", "001")];
+        let now = unix_now();
+        // One dose shipped before the restart, three acknowledged but still in the outbox.
+        analytics.apply(&[dose_row(&sites[0], now)]).await.unwrap();
+        outbox
+            .append((0..3).map(|_| dose_row(&sites[0], now)).collect())
+            .unwrap();
+        let today = |live: &Live| {
+            live.snapshot_at(now, inputs(&sites, vec![lot("a", "COMIRNATY", 100)]))
+                .doses
+                .today
+        };
+
+        // Nothing ships them: the seed waits its time, then counts what the backend has.
+        let undrained = live_with(&sites, now);
+        let waited = std::time::Instant::now();
+        seed_at_start(
+            &undrained,
+            analytics.as_ref(),
+            &outbox,
+            Duration::from_secs(1),
+        )
+        .await;
+        assert!(waited.elapsed() >= Duration::from_secs(1), "it waited");
+        assert_eq!(today(&undrained), 1, "the three in the outbox are missed");
+
+        // With the shipper running (as at start-up), the seed counts all four.
+        let shipper = analytics::Shipper::spawn(
+            outbox.clone(),
+            analytics.clone(),
+            analytics::shipper::ShipperConfig {
+                flush_interval: Duration::from_millis(10),
+                ..Default::default()
+            },
+        );
+        let live = live_with(&sites, now);
+        seed_at_start(&live, analytics.as_ref(), &outbox, Duration::from_secs(30)).await;
+        assert_eq!(outbox.status().rows, 0);
+        assert_eq!(today(&live), 4);
+        shipper.stop().await;
     }
 
     #[test]

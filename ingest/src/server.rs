@@ -9,7 +9,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, RwLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use analytics::shipper::ShipperConfig;
 use analytics::{
@@ -105,9 +105,15 @@ pub async fn build_state(
         feed,
         shipper,
     } = start_analytics(data, config, &campaign)?;
-    // The last days' doses, read once before any dose is written; from here on the shard
-    // writers move them.
-    crate::live::seed_at_start(&live, analytics.as_ref()).await;
+    // The last days' doses, read once before any dose is written (after the outbox has drained
+    // what an earlier run left in it); from here on the shard writers move them.
+    crate::live::seed_at_start(
+        &live,
+        analytics.as_ref(),
+        feed.outbox(),
+        Duration::from_secs(config.live.seed_timeout_seconds),
+    )
+    .await;
     let write_path = WritePath::start(
         store.clone(),
         campaign.clone(),
@@ -150,9 +156,7 @@ pub async fn build_state(
         shipper,
         allocation: config.allocation,
         analytics_lag_alert_s: config.analytics.lag_alert_seconds,
-        analytics_read_timeout: std::time::Duration::from_secs(
-            config.analytics.read_timeout_seconds,
-        ),
+        analytics_read_timeout: Duration::from_secs(config.analytics.read_timeout_seconds),
         config: config.api(),
         started: Instant::now(),
     }))
@@ -259,7 +263,7 @@ pub async fn serve(
     // Joining writer threads blocks; keep it off the async workers.
     let _ = tokio::task::spawn_blocking(move || draining.write_path.close()).await;
     // The outbox holds everything committed; one last shipment, bounded, then it waits on disk.
-    if tokio::time::timeout(std::time::Duration::from_secs(10), state.shipper.stop())
+    if tokio::time::timeout(Duration::from_secs(10), state.shipper.stop())
         .await
         .is_err()
     {
@@ -289,7 +293,7 @@ async fn lease_watchdog(store: Arc<dyn Store>, lost: Arc<std::sync::atomic::Atom
         return std::future::pending().await;
     }
     loop {
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
         if store.holds_writer_lease() == Some(false) {
             tracing::error!(
                 backend = store.backend_name(),
