@@ -5,17 +5,19 @@
 //! `VAXCAMP_TEST_CLICKHOUSE`). The outage test starts a ClickHouse of its own with
 //! `tests/support/clickhouse.sh`, so stopping it disturbs no other test. Without ClickHouse
 //! those tests are skipped with a message, unless `VAXCAMP_REQUIRE_CLICKHOUSE=1` (CI). The
-//! `vaxcamp allocate` test and the checks of the analytics reads' parameters and roles run on
-//! the embedded analytics and need nothing; the timeout test puts a listener that accepts
+//! `vaxcamp allocate` test, the checks of the analytics reads' parameters and roles, and the
+//! failed-correction test run on the embedded analytics and need nothing; the timeout test puts a listener that accepts
 //! connections and never answers where ClickHouse should be.
 
 mod common;
 
 use std::path::PathBuf;
 use std::process::Command;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use analytics::{Analytics, ClickHouseAnalytics, ClickHouseConfig};
+use common::faulty::{CorrectionFault, FaultyStore};
 use common::{TestServer, assert_error, dose, new_id, now};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -251,6 +253,66 @@ async fn every_committed_dose_reaches_clickhouse_once() {
     );
     assert!(plan["allocated_doses"].as_u64().expect("n") <= 600);
     assert_eq!(plan["allocated_doses"].as_u64().expect("n") % 6, 0);
+
+    // A correction reaches ClickHouse too (written down before the store commit, queued once
+    // the store has it): a dose typed in today but given two days ago moves to its day, once,
+    // however often the correction is retried.
+    let (person, _) = server.register("CHFIX", "Lê Văn Sửa").await;
+    let dose_id = new_id();
+    let (status, answer) = server
+        .post(
+            "/v1/doses",
+            Some(&server.site),
+            &dose(&dose_id, &person, 1, now()),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{answer}");
+    let given = now() - time::Duration::days(2);
+    let correction = json!({
+        "reason": "ledger typed in late",
+        "administered_at": given.format(&time::format_description::well_known::Rfc3339).expect("format"),
+    });
+    for _ in 0..2 {
+        let (status, answer) = server
+            .post(
+                &format!("/v1/doses/{dose_id}/corrections"),
+                Some(&server.admin),
+                &correction,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+    }
+    wait_for_empty_outbox(&server, Duration::from_secs(30)).await;
+    assert_eq!(
+        reader.dose_count().await.expect("count"),
+        recorded as u64 + 1
+    );
+    let (status, uptake) = server
+        .get(
+            "/v1/analytics/uptake?level=site&granularity=day&days=3",
+            Some(&server.observer),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{uptake}");
+    let on = |day: time::Date| -> u64 {
+        uptake["points"]
+            .as_array()
+            .expect("points")
+            .iter()
+            .filter(|p| {
+                p["bucket"]
+                    .as_str()
+                    .is_some_and(|b| b.starts_with(&day.to_string()))
+            })
+            .map(|p| p["doses"].as_u64().unwrap_or(0))
+            .sum()
+    };
+    assert_eq!(
+        on(given.date()),
+        1,
+        "the corrected dose, on its day: {uptake}"
+    );
+    assert_eq!(on(now().date()), recorded as u64, "{uptake}");
     server.stop().await;
 }
 
@@ -369,6 +431,121 @@ async fn a_clickhouse_outage_fails_no_dose_and_the_counts_converge_exactly() {
 
 /// `vaxcamp allocate` against a running server on the embedded analytics: the proposal as a
 /// table, the JSON with `--json`, and an unknown product refused with the server's message.
+/// The days (UTC) with doses in the uptake of the last week, and how many.
+async fn dose_days(server: &TestServer) -> Vec<(time::Date, u64)> {
+    let (status, uptake) = server
+        .get(
+            "/v1/analytics/uptake?level=province&granularity=day&days=7",
+            Some(&server.observer),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{uptake}");
+    let format = time::format_description::well_known::Rfc3339;
+    let mut days: Vec<(time::Date, u64)> = uptake["points"]
+        .as_array()
+        .expect("points")
+        .iter()
+        .filter(|p| p["doses"].as_u64() > Some(0))
+        .map(|p| {
+            let bucket = p["bucket"].as_str().expect("bucket");
+            let day = time::OffsetDateTime::parse(bucket, &format).expect("rfc3339");
+            (day.date(), p["doses"].as_u64().expect("doses"))
+        })
+        .collect();
+    days.sort();
+    days
+}
+
+/// A correction whose store write fails reaches analytics exactly when the store holds it: the
+/// rows are written down before the write and settled by reading the store back, at once or,
+/// when that read fails too, by the shard writer a second later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_correction_reaches_analytics_exactly_when_the_store_holds_it() {
+    let mut campaign = common::campaign().await;
+    let faulty = Arc::new(FaultyStore::new(campaign.store.clone()));
+    campaign.store = faulty.clone();
+    let server = TestServer::start_on(campaign, |_| {}).await;
+    let (person, _) = server.register("FIX00001", "Lê Văn Sửa").await;
+    let dose_id = new_id();
+    let (status, answer) = server
+        .post(
+            "/v1/doses",
+            Some(&server.site),
+            &dose(&dose_id, &person, 1, now()),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{answer}");
+    let today = now().date();
+    let days_ago = |n: i64| now() - time::Duration::days(n);
+    let correct = |given: time::OffsetDateTime| {
+        let body = json!({
+            "reason": "ledger typed in late",
+            "administered_at": given.format(&time::format_description::well_known::Rfc3339).expect("format"),
+        });
+        let server = &server;
+        let path = format!("/v1/doses/{dose_id}/corrections");
+        async move { server.post(&path, Some(&server.admin), &body).await }
+    };
+    let stored_day = || async {
+        let doses = server
+            .store
+            .doses_of(&store::PersonCode::new(person.as_str()).expect("code"))
+            .await
+            .expect("read");
+        doses[0].administered_at.date()
+    };
+    wait_for_empty_outbox(&server, Duration::from_secs(30)).await;
+    assert_eq!(dose_days(&server).await, vec![(today, 1)]);
+
+    // Not written: 503, and analytics stay as the store is.
+    faulty.fail_next_correction(CorrectionFault::NotWritten);
+    let (status, answer) = correct(days_ago(2)).await;
+    assert_error(
+        status,
+        &answer,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "store_unavailable",
+    );
+    wait_for_empty_outbox(&server, Duration::from_secs(30)).await;
+    assert_eq!(stored_day().await, today);
+    assert_eq!(dose_days(&server).await, vec![(today, 1)]);
+
+    // Written, answer lost: still 503, but analytics follow the store.
+    faulty.fail_next_correction(CorrectionFault::AnswerLost);
+    let (status, _) = correct(days_ago(2)).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    wait_for_empty_outbox(&server, Duration::from_secs(30)).await;
+    assert_eq!(stored_day().await, days_ago(2).date());
+    assert_eq!(dose_days(&server).await, vec![(days_ago(2).date(), 1)]);
+
+    // Written, answer lost, and the read-back fails too: the rows wait (nothing ships)...
+    faulty.fail_next_correction(CorrectionFault::AnswerLostAndNextReadFails);
+    let (status, _) = correct(days_ago(3)).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(stored_day().await, days_ago(3).date());
+    wait_for_empty_outbox(&server, Duration::from_secs(30)).await;
+    assert_eq!(dose_days(&server).await, vec![(days_ago(2).date(), 1)]);
+    // ...until the shard writer settles them by the store (a second later, when idle) — the
+    // client's retry finds the store already corrected and is told so. Counted once.
+    let (status, answer) = correct(days_ago(3)).await;
+    assert_error(status, &answer, StatusCode::BAD_REQUEST, "no_change");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while dose_days(&server).await != vec![(days_ago(3).date(), 1)] {
+        assert!(
+            Instant::now() < deadline,
+            "the waiting rows were never settled: {:?}",
+            dose_days(&server).await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The shard takes corrections again.
+    let (status, answer) = correct(days_ago(4)).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    wait_for_empty_outbox(&server, Duration::from_secs(30)).await;
+    assert_eq!(dose_days(&server).await, vec![(days_ago(4).date(), 1)]);
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn allocate_prints_the_planners_proposal() {
     let server = TestServer::start().await;

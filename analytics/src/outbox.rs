@@ -15,8 +15,16 @@
 //! hold (see [`Event::unrepresentable`]) are moved to the `set_aside` keyspace with the reason,
 //! counted and logged, and shipping goes on with the rest.
 //!
+//! A correction is the one write whose rows cannot be rebuilt by a retry: once the store holds
+//! the corrected record, a retry changes nothing and produces no rows, and the store keeps no
+//! earlier version to retract. So its rows are written down *before* the store commit as an
+//! *intent* ([`Outbox::intend`]), not shipped, and moved into the queue once the store has said
+//! ([`Outbox::confirm`]) or dropped when it did not take the correction ([`Outbox::abandon`]).
+//! Intents a crash left behind are settled at start-up against the store ([`Outbox::intents`]).
+//!
 //! Layout: one fjall database. Keyspace `entries`: key = sequence number (big-endian u64),
-//! value = postcard [`Entry`]. Keyspace `set_aside`: key = sequence number, value = postcard
+//! value = postcard [`Entry`]. Keyspace `intents`: key = intent number, value = postcard
+//! [`Entry`]. Keyspace `set_aside`: key = sequence number, value = postcard
 //! [`SetAside`]. Keyspace `meta`: running counts that must survive a restart. Sequence numbers are taken before the write; the shipper reads
 //! only below the lowest sequence still being written (the *watermark*) so that it never skips
 //! an entry that commits late, and reads from its own cursor so that it never walks over the
@@ -93,6 +101,7 @@ pub struct OutboxStatus {
 pub struct Outbox {
     db: Database,
     entries: Keyspace,
+    intents: Keyspace,
     set_aside: Keyspace,
     meta: Keyspace,
     max_bytes: u64,
@@ -107,6 +116,7 @@ pub struct Outbox {
     dropped_rows: AtomicU64,
     set_aside_count: AtomicU64,
     next_set_aside: AtomicU64,
+    next_intent: AtomicU64,
     /// Woken on every append, so the shipper does not poll an idle outbox.
     pub(crate) appended: Notify,
 }
@@ -152,22 +162,19 @@ impl Outbox {
         let entries = db.keyspace("entries", || {
             KeyspaceCreateOptions::default().max_memtable_size(8 * 1024 * 1024)
         })?;
+        let intents = db.keyspace("intents", KeyspaceCreateOptions::default)?;
         let set_aside = db.keyspace("set_aside", KeyspaceCreateOptions::default)?;
         let meta = db.keyspace("meta", KeyspaceCreateOptions::default)?;
         let dropped_rows = meta
             .get(META_DROPPED_ROWS)?
             .and_then(|v| <[u8; 8]>::try_from(&*v).ok())
             .map_or(0, u64::from_be_bytes);
-        let next_set_aside = set_aside
-            .iter()
-            .next_back()
-            .map(|guard| guard.key())
-            .transpose()?
-            .and_then(|key| decode_key(&key).ok())
-            .map_or(0, |s| s + 1);
+        let next_set_aside = next_key(&set_aside)?;
+        let next_intent = next_key(&intents)?;
         let outbox = Self {
             db,
             entries,
+            intents,
             set_aside,
             meta,
             max_bytes,
@@ -180,6 +187,7 @@ impl Outbox {
             dropped_rows: AtomicU64::new(dropped_rows),
             set_aside_count: AtomicU64::new(0),
             next_set_aside: AtomicU64::new(next_set_aside),
+            next_intent: AtomicU64::new(next_intent),
             appended: Notify::new(),
         };
         outbox
@@ -209,7 +217,7 @@ impl Outbox {
             }
         }
         for (key, value) in unreadable {
-            outbox.set_aside_unreadable(&key, value, "unreadable outbox entry")?;
+            outbox.set_aside_unreadable(&outbox.entries, &key, value, "unreadable outbox entry")?;
         }
         outbox
             .next_sequence
@@ -234,6 +242,12 @@ impl Outbox {
             appended_at: nanos(OffsetDateTime::now_utc()),
             events,
         });
+        self.insert_entry(value, rows, None)
+    }
+
+    /// Stores one encoded entry at the tail, within the bound; with `intent`, removes that
+    /// intent in the same durable batch (or, when the entry is dropped, on its own).
+    fn insert_entry(&self, value: Vec<u8>, rows: u64, intent: Option<u64>) -> Result<Appended> {
         let size = value.len() as u64;
         // Reserve the room first, so that shard writers appending at once cannot together pass
         // the bound; a failed write gives the room back.
@@ -245,6 +259,9 @@ impl Outbox {
                     .filter(|&after| after <= self.max_bytes)
             });
         if reserved.is_err() {
+            if let Some(intent) = intent {
+                self.abandon(intent)?;
+            }
             self.count_dropped(rows);
             return Ok(Appended::Dropped);
         }
@@ -256,6 +273,9 @@ impl Outbox {
         };
         let mut batch = self.db.batch().durability(Some(PersistMode::SyncData));
         batch.insert(&self.entries, sequence.to_be_bytes(), value);
+        if let Some(intent) = intent {
+            batch.remove(&self.intents, intent.to_be_bytes());
+        }
         let committed = batch.commit();
         self.lock_writing().remove(&sequence);
         if let Err(e) = committed {
@@ -266,6 +286,80 @@ impl Outbox {
         self.count.fetch_add(1, Ordering::Relaxed);
         self.appended.notify_one();
         Ok(Appended::Stored)
+    }
+
+    /// Writes down, durably, the rows a correction will produce, before the store commits it.
+    /// They are not shipped until [`confirm`](Self::confirm)ed. Returns the intent's number, or
+    /// `None` when there are no rows.
+    ///
+    /// # Errors
+    /// When the write or its fsync fails.
+    pub fn intend(&self, events: Vec<Event>) -> Result<Option<u64>> {
+        if events.is_empty() {
+            return Ok(None);
+        }
+        let intent = self.next_intent.fetch_add(1, Ordering::Relaxed);
+        let value = encode_entry(&Entry {
+            appended_at: nanos(OffsetDateTime::now_utc()),
+            events,
+        });
+        let mut batch = self.db.batch().durability(Some(PersistMode::SyncData));
+        batch.insert(&self.intents, intent.to_be_bytes(), value);
+        batch.commit()?;
+        Ok(Some(intent))
+    }
+
+    /// The store holds the correction: moves its rows into the queue, in one durable batch
+    /// (within the bound, like any append). Confirming an intent that is gone does nothing.
+    ///
+    /// # Errors
+    /// When the intent cannot be read or the write fails (the intent then stays, and is
+    /// settled again at the next start).
+    pub fn confirm(&self, intent: u64) -> Result<Appended> {
+        let key = intent.to_be_bytes();
+        let Some(value) = self.intents.get(key)? else {
+            return Ok(Appended::Empty);
+        };
+        let mut entry = decode_entry(&key, &value)?;
+        // The lag counts from the confirmation: the rows could not ship before it.
+        entry.appended_at = nanos(OffsetDateTime::now_utc());
+        let rows = entry.events.len() as u64;
+        self.insert_entry(encode_entry(&entry), rows, Some(intent))
+    }
+
+    /// The store does not hold the correction: forgets its rows.
+    ///
+    /// # Errors
+    /// When the deletion cannot be written.
+    pub fn abandon(&self, intent: u64) -> Result<()> {
+        let mut batch = self.db.batch().durability(Some(PersistMode::SyncData));
+        batch.remove(&self.intents, intent.to_be_bytes());
+        Ok(batch.commit()?)
+    }
+
+    /// The intents not yet confirmed or abandoned, oldest first, for the start-up to settle
+    /// against the store. One that cannot be read is set aside (its correction then never
+    /// reaches analytics, and the set-aside alert says so).
+    ///
+    /// # Errors
+    /// When the outbox cannot be read.
+    pub fn intents(&self) -> Result<Vec<(u64, Vec<Event>)>> {
+        let mut out = Vec::new();
+        let mut unreadable = Vec::new();
+        for guard in self.intents.iter() {
+            let (key, value) = guard.into_inner()?;
+            match decode_key(&key).and_then(|intent| Ok((intent, decode_entry(&key, &value)?))) {
+                Ok((intent, entry)) => out.push((intent, entry.events)),
+                Err(e) => {
+                    tracing::error!(error = %e, "unreadable correction intent set aside");
+                    unreadable.push((key.to_vec(), value.to_vec()));
+                }
+            }
+        }
+        for (key, value) in unreadable {
+            self.set_aside_unreadable(&self.intents, &key, value, "unreadable correction intent")?;
+        }
+        Ok(out)
     }
 
     /// Up to `max_rows` rows (whole entries, at least one entry) from the head, in order.
@@ -316,7 +410,7 @@ impl Outbox {
         }
         for (key, value) in unreadable {
             let size = value.len() as u64;
-            self.set_aside_unreadable(&key, value, "unreadable outbox entry")?;
+            self.set_aside_unreadable(&self.entries, &key, value, "unreadable outbox entry")?;
             sub_saturating(&self.bytes, size);
             sub_saturating(&self.count, 1);
         }
@@ -379,8 +473,15 @@ impl Outbox {
         Ok(out)
     }
 
-    /// Moves one unreadable entry from `entries` to `set_aside`, in one durable batch.
-    fn set_aside_unreadable(&self, key: &[u8], raw: Vec<u8>, reason: &str) -> Result<()> {
+    /// Moves one unreadable record from `from` (`entries` or `intents`) to `set_aside`, in one
+    /// durable batch.
+    fn set_aside_unreadable(
+        &self,
+        from: &Keyspace,
+        key: &[u8],
+        raw: Vec<u8>,
+        reason: &str,
+    ) -> Result<()> {
         let record = SetAside {
             at: nanos(OffsetDateTime::now_utc()),
             reason: reason.to_owned(),
@@ -389,7 +490,7 @@ impl Outbox {
         };
         let sequence = self.next_set_aside.fetch_add(1, Ordering::Relaxed);
         let mut batch = self.db.batch().durability(Some(PersistMode::SyncData));
-        batch.remove(&self.entries, key.to_vec());
+        batch.remove(from, key.to_vec());
         batch.insert(&self.set_aside, sequence.to_be_bytes(), encode(&record));
         batch.commit()?;
         self.set_aside_count.fetch_add(1, Ordering::Relaxed);
@@ -501,6 +602,17 @@ fn decode_entry(key: &[u8], value: &[u8]) -> Result<Entry> {
             reason: "unknown format tag".into(),
         }),
     }
+}
+
+/// The number after the last key of a keyspace keyed by big-endian numbers (0 when empty).
+fn next_key(keyspace: &Keyspace) -> Result<u64> {
+    Ok(keyspace
+        .iter()
+        .next_back()
+        .map(|guard| guard.key())
+        .transpose()?
+        .and_then(|key| decode_key(&key).ok())
+        .map_or(0, |n| n + 1))
 }
 
 fn decode_key(key: &[u8]) -> Result<u64> {
@@ -634,6 +746,93 @@ mod tests {
         }
         let outbox = Outbox::open(dir.path(), 1 << 20).expect("reopen");
         assert_eq!(outbox.status().dropped_rows, 2);
+    }
+
+    fn quantities(outbox: &Outbox) -> Vec<i64> {
+        outbox
+            .peek(1000)
+            .expect("peek")
+            .iter()
+            .flat_map(|p| &p.entry.events)
+            .map(|e| match e {
+                Event::Lot(lot) => lot.quantity as i64,
+                _ => -1,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_intent_ships_only_once_confirmed_and_survives_a_restart_until_settled() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let outbox = Outbox::open(dir.path(), 1 << 20).expect("open");
+            assert_eq!(outbox.intend(Vec::new()).expect("intend"), None);
+            let confirmed = outbox
+                .intend(vec![event(1)])
+                .expect("intend")
+                .expect("rows");
+            let abandoned = outbox
+                .intend(vec![event(2)])
+                .expect("intend")
+                .expect("rows");
+            let _crashed = outbox.intend(vec![event(3), event(4)]).expect("intend");
+            assert_eq!(outbox.status().rows, 0, "intents are not in the queue");
+            assert_eq!(quantities(&outbox), Vec::<i64>::new());
+            assert_eq!(
+                outbox.confirm(confirmed).expect("confirm"),
+                Appended::Stored
+            );
+            outbox.abandon(abandoned).expect("abandon");
+            assert_eq!(quantities(&outbox), vec![1]);
+            assert_eq!(
+                outbox.confirm(confirmed).expect("again"),
+                Appended::Empty,
+                "a confirmed intent is gone: confirming it again adds nothing"
+            );
+            outbox.close().expect("close");
+        }
+        // What a crash left: the third intent, for the start-up to settle.
+        let outbox = Outbox::open(dir.path(), 1 << 20).expect("reopen");
+        let left = outbox.intents().expect("intents");
+        assert_eq!(left.len(), 1);
+        let (intent, events) = &left[0];
+        assert_eq!(events, &vec![event(3), event(4)]);
+        assert_eq!(outbox.confirm(*intent).expect("confirm"), Appended::Stored);
+        assert_eq!(quantities(&outbox), vec![1, 3, 4]);
+        assert_eq!(outbox.status().rows, 3);
+        assert_eq!(outbox.intents().expect("intents"), Vec::new());
+        // New intents do not reuse old numbers.
+        let next = outbox.intend(vec![event(5)]).expect("intend");
+        assert_eq!(next, Some(intent + 1));
+    }
+
+    #[test]
+    fn a_confirmed_intent_over_the_bound_is_dropped_counted_and_gone() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let outbox = Outbox::open(dir.path(), 1).expect("open");
+        let intent = outbox.intend(vec![event(1), event(2)]).expect("intend");
+        let intent = intent.expect("rows");
+        assert_eq!(outbox.confirm(intent).expect("confirm"), Appended::Dropped);
+        assert_eq!(outbox.status().dropped_rows, 2);
+        assert_eq!(outbox.intents().expect("intents"), Vec::new());
+    }
+
+    #[test]
+    fn an_unreadable_intent_is_set_aside() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let outbox = Outbox::open(dir.path(), 1 << 20).expect("open");
+        outbox.intend(vec![event(1)]).expect("intend");
+        outbox
+            .intents
+            .insert(7u64.to_be_bytes(), [9u8, 1, 2])
+            .expect("insert");
+        let left = outbox.intents().expect("intents");
+        assert_eq!(left.len(), 1, "the readable one");
+        assert_eq!(outbox.status().set_aside, 1);
+        assert_eq!(
+            outbox.set_aside_records().expect("records")[0].raw,
+            vec![9, 1, 2]
+        );
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use analytics::row::{LotAllocation, SeriesPosition};
 use analytics::{DoseRow, Event, Outbox, outbox::Appended};
-use store::{Dose, Lot, Product, ProductCode, Registration};
+use store::{Dose, Lot, PersonCode, Product, ProductCode, Registration, Store};
 use time::OffsetDateTime;
 
 use crate::campaign::Campaign;
@@ -28,6 +28,32 @@ impl std::fmt::Debug for AnalyticsFeed {
             .field("outbox", &self.outbox)
             .finish_non_exhaustive()
     }
+}
+
+/// A correction's analytics rows between "written down" and "settled" (see
+/// [`AnalyticsFeed::correction_intended`]).
+#[derive(Debug)]
+pub struct CorrectionRows {
+    /// The intent in the outbox; `None` when it could not be written.
+    intent: Option<u64>,
+    events: Vec<Event>,
+}
+
+impl CorrectionRows {
+    /// The person whose records the rows are about (`None` when there are no rows).
+    pub fn person_code(&self) -> Option<&str> {
+        self.events.iter().find_map(|e| match e {
+            Event::DoseCorrected { corrected, .. } => Some(corrected.person_code.as_str()),
+            _ => None,
+        })
+    }
+}
+
+/// What [`AnalyticsFeed::settle_correction`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settled {
+    Stored,
+    NotStored,
 }
 
 /// A dose and what its row needs to know.
@@ -73,14 +99,140 @@ impl AnalyticsFeed {
         self.append(events);
     }
 
-    /// Appends rows for a correction: every dose whose row changed, as earlier → corrected.
-    pub fn corrected(
+    /// Before the store commits a correction: writes its rows down as an intent (see
+    /// `analytics::outbox`), so that a crash between the store commit and the queue cannot lose
+    /// them. Settle the answer with [`correction_stored`](Self::correction_stored),
+    /// [`correction_not_stored`](Self::correction_not_stored) or
+    /// [`settle_correction`](Self::settle_correction).
+    pub fn correction_intended(
         &self,
         person_before: &Registration,
         person_after: &Registration,
         before: &[Dose],
         after: &[Dose],
-    ) {
+    ) -> CorrectionRows {
+        let events = self.correction_events(person_before, person_after, before, after);
+        let intent = self.outbox.intend(events.clone()).unwrap_or_else(|e| {
+            // Not fatal: the rows are appended after the commit, as before intents existed.
+            tracing::error!(rows = events.len(), error = %e, "could not write a correction's analytics rows down before the commit");
+            None
+        });
+        CorrectionRows { intent, events }
+    }
+
+    /// The store holds the correction: its rows join the queue.
+    pub fn correction_stored(&self, rows: CorrectionRows) {
+        let Some(intent) = rows.intent else {
+            self.append(rows.events);
+            return;
+        };
+        match self.outbox.confirm(intent) {
+            Ok(Appended::Dropped) => tracing::warn!(
+                rows = rows.events.len(),
+                "analytics outbox is full: a correction's rows were dropped (the store has it)"
+            ),
+            Ok(Appended::Stored | Appended::Empty) => {}
+            Err(e) => tracing::error!(
+                intent,
+                error = %e,
+                "could not queue a correction's analytics rows; they are settled at the next start"
+            ),
+        }
+    }
+
+    /// The store does not hold the correction: its rows are forgotten.
+    pub fn correction_not_stored(&self, rows: CorrectionRows) {
+        if let Some(intent) = rows.intent
+            && let Err(e) = self.outbox.abandon(intent)
+        {
+            tracing::warn!(intent, error = %e, "could not forget a correction's analytics rows; they are settled at the next start");
+        }
+    }
+
+    /// Settles rows by what the store now holds for their person: queued if the store's
+    /// records are the corrected ones, forgotten if not. For a commit whose outcome is unknown
+    /// (it failed, but may have been written) and for intents a crash left behind.
+    pub fn settle_correction(
+        &self,
+        rows: CorrectionRows,
+        person: Option<&Registration>,
+        history: &[Dose],
+    ) -> Settled {
+        if person.is_some_and(|p| self.describe(&rows.events, p, history)) {
+            self.correction_stored(rows);
+            Settled::Stored
+        } else {
+            self.correction_not_stored(rows);
+            Settled::NotStored
+        }
+    }
+
+    /// Settles the corrections a crash left between "written down" and "settled", against the
+    /// store. Call at start-up, before the write path starts. Returns how many were found
+    /// stored and not stored.
+    ///
+    /// # Errors
+    /// When the outbox or the store cannot be read; what was not settled stays for the next start.
+    pub async fn settle_left_corrections(
+        &self,
+        store: &dyn Store,
+    ) -> Result<(usize, usize), String> {
+        let (mut stored, mut not_stored) = (0, 0);
+        for (intent, events) in self.outbox.intents().map_err(|e| e.to_string())? {
+            let rows = CorrectionRows {
+                intent: Some(intent),
+                events,
+            };
+            let Some(code) = rows.person_code().and_then(|c| PersonCode::new(c).ok()) else {
+                self.correction_not_stored(rows);
+                not_stored += 1;
+                continue;
+            };
+            let person = store.person(&code).await.map_err(|e| e.to_string())?;
+            let history = store.doses_of(&code).await.map_err(|e| e.to_string())?;
+            match self.settle_correction(rows, person.as_ref(), &history) {
+                Settled::Stored => stored += 1,
+                Settled::NotStored => not_stored += 1,
+            }
+        }
+        Ok((stored, not_stored))
+    }
+
+    /// Whether `person` and `history` (the store's records) are what the corrected rows say.
+    fn describe(&self, events: &[Event], person: &Registration, history: &[Dose]) -> bool {
+        let products = self.campaign.products();
+        events.iter().all(|event| {
+            let Event::DoseCorrected { corrected, .. } = event else {
+                return true;
+            };
+            let Some(dose) = history.iter().find(|d| d.dose_id.0 == corrected.dose_id) else {
+                return false;
+            };
+            let Some(site) = self.campaign.site(&dose.site_id) else {
+                return false;
+            };
+            let stored = DoseRow::new(
+                dose,
+                person,
+                &site,
+                series_position(&products, history, dose),
+                dose.recorded_at,
+            );
+            DoseRow {
+                version: corrected.version,
+                ..stored
+            } == **corrected
+        })
+    }
+
+    /// The rows of a correction: every dose whose row changes, as earlier → corrected.
+    fn correction_events(
+        &self,
+        person_before: &Registration,
+        person_after: &Registration,
+        before: &[Dose],
+        after: &[Dose],
+    ) -> Vec<Event> {
         let products = self.campaign.products();
         let at = OffsetDateTime::now_utc();
         let mut events = Vec::new();
@@ -119,7 +271,7 @@ impl AnalyticsFeed {
                 });
             }
         }
-        self.append(events);
+        events
     }
 
     /// Announces a lot's allocation at its site: a lot added or changed, or every lot at start-up.
@@ -211,6 +363,106 @@ mod tests {
         d.product = ProductCode::new(product).expect("valid");
         d.administered_at = at;
         d
+    }
+
+    /// A campaign with the sample site, an embedded store holding one person's dose 1, and a
+    /// feed over an outbox in `dir`.
+    async fn corrected_campaign(
+        dir: &std::path::Path,
+    ) -> (Arc<dyn Store>, AnalyticsFeed, Registration, Dose) {
+        let site = store::Site {
+            site_id: store::SiteId::new("hn-01").expect("valid"),
+            name: "Bach Mai".into(),
+            area: store::conformance::sample_registration(0).area,
+            daily_capacity: 2000,
+        };
+        let campaign = Campaign::default();
+        for product in builtin_products() {
+            campaign.upsert_product(product);
+        }
+        campaign.upsert_site(site.clone());
+        let store: Arc<dyn Store> = Arc::new(
+            store::EmbeddedStore::create(dir.join("store"), &store::EmbeddedOptions::default())
+                .expect("store"),
+        );
+        store.put_site(&site).await.expect("site");
+        let person = store::conformance::sample_registration(1);
+        store.register(&person).await.expect("register");
+        let dose = sample_dose(&person.person_code, 1);
+        let shard = store::shard_of(&person.person_code, store.shard_count());
+        store
+            .commit_doses(shard, std::slice::from_ref(&dose))
+            .await
+            .expect("dose");
+        let outbox = Arc::new(Outbox::open(&dir.join("outbox"), 1 << 20).expect("outbox"));
+        let feed = AnalyticsFeed::new(outbox, Arc::new(campaign));
+        (store, feed, person, dose)
+    }
+
+    fn queued(feed: &AnalyticsFeed) -> Vec<Event> {
+        let pending = feed.outbox.peek(100).expect("peek");
+        pending.into_iter().flat_map(|p| p.entry.events).collect()
+    }
+
+    /// A crash between the store commit and the queue: at the next start the rows are queued
+    /// if the store has the correction, forgotten if it does not.
+    #[tokio::test]
+    async fn corrections_a_crash_left_unsettled_are_settled_by_the_store() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, feed, person, dose) = corrected_campaign(dir.path()).await;
+        let shard = store::shard_of(&person.person_code, store.shard_count());
+        let mut earlier = dose.clone();
+        earlier.administered_at -= time::Duration::days(2);
+
+        // The process dies after the store commit, before the rows are queued.
+        let rows = feed.correction_intended(
+            &person,
+            &person,
+            std::slice::from_ref(&dose),
+            std::slice::from_ref(&earlier),
+        );
+        assert_eq!(rows.person_code(), Some(person.person_code.as_str()));
+        store.correct_dose(shard, &earlier).await.expect("correct");
+        drop(rows);
+        assert_eq!(
+            queued(&feed),
+            Vec::new(),
+            "nothing ships before it is settled"
+        );
+        assert_eq!(
+            feed.settle_left_corrections(store.as_ref()).await,
+            Ok((1, 0))
+        );
+        let events = queued(&feed);
+        let [
+            Event::DoseCorrected {
+                previous,
+                corrected,
+            },
+        ] = events.as_slice()
+        else {
+            panic!("one correction queued: {events:?}");
+        };
+        assert_eq!(previous.administered_at, dose.administered_at);
+        assert_eq!(corrected.administered_at, earlier.administered_at);
+
+        // The process dies after writing the rows down, before the store commit.
+        let mut later = earlier.clone();
+        later.vaccinator = "nurse-8".into();
+        later.administered_at += time::Duration::hours(1);
+        let rows =
+            feed.correction_intended(&person, &person, std::slice::from_ref(&earlier), &[later]);
+        drop(rows);
+        assert_eq!(
+            feed.settle_left_corrections(store.as_ref()).await,
+            Ok((0, 1))
+        );
+        assert_eq!(
+            queued(&feed).len(),
+            1,
+            "the unwritten correction is not shipped"
+        );
+        assert_eq!(feed.outbox.intents().expect("intents"), Vec::new());
     }
 
     /// The analytics' due day — the owing dose's UTC day plus its product's interval, as

@@ -53,6 +53,10 @@ pub enum ServeError {
     #[error("configuration: {0}")]
     Config(String),
     #[error(
+        "cannot settle the corrections the last run left unsettled ({0}); start again when the store can be read"
+    )]
+    Corrections(String),
+    #[error(
         "this process lost the ScyllaDB writer lease (its renewal lapsed or another process took it over), so it stopped; start it again: it waits as a standby and loads the campaign afresh when it takes the lease"
     )]
     WriterLeaseLost,
@@ -105,6 +109,19 @@ pub async fn build_state(
         feed,
         shipper,
     } = start_analytics(data, config, &campaign)?;
+    // Corrections a crash caught between the outbox and the store: their analytics rows are
+    // queued or forgotten by what the store holds, before any new correction can touch them.
+    let (stored, not_stored) = feed
+        .settle_left_corrections(store.as_ref())
+        .await
+        .map_err(ServeError::Corrections)?;
+    if stored + not_stored > 0 {
+        tracing::info!(
+            stored,
+            not_stored,
+            "settled the analytics rows of corrections the last run left unsettled"
+        );
+    }
     // The last days' doses, read once before any dose is written (after the outbox has drained
     // what an earlier run left in it); from here on the shard writers move them.
     crate::live::seed_at_start(

@@ -17,15 +17,15 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender, TrySendError};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use store::{Dose, DoseId, PersonCode, Registration, Store};
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 
 use crate::campaign::{Campaign, LotStock};
-use crate::feed::{AnalyticsFeed, Committed};
+use crate::feed::{AnalyticsFeed, Committed, CorrectionRows};
 use crate::live::Live;
 use crate::metrics::Metrics;
 use crate::rules::{self, Refusal};
@@ -88,7 +88,8 @@ pub enum CorrectionOutcome {
     Refused(Refusal),
     /// No such person or dose.
     NotFound,
-    /// Nothing was changed; safe to retry.
+    /// The store did not confirm the change (it may still have made it); safe to retry: a
+    /// correction replaces a record, so retrying one that was written changes nothing.
     Failed(String),
 }
 
@@ -221,6 +222,7 @@ impl WritePath {
                 max_batch: config.max_commit_batch.max(1),
                 runtime: runtime.clone(),
                 unsettled: Mutex::new(Vec::new()),
+                unsettled_corrections: Mutex::new(Vec::new()),
             };
             let thread = std::thread::Builder::new()
                 .name(format!("shard-writer-{shard:02}"))
@@ -335,6 +337,10 @@ struct ShardWriter {
     /// `settle_stock`): kept reserved until the store says, and released only for those it
     /// does not hold. One entry per dose id. Only this shard's writer thread touches it.
     unsettled: Mutex<Vec<(Dose, Arc<LotStock>)>>,
+    /// Analytics rows of corrections whose store write failed and whose outcome could not be
+    /// read back at once: settled before the next correction, and every second while the
+    /// queue is idle (see `settle_corrections`).
+    unsettled_corrections: Mutex<Vec<CorrectionRows>>,
 }
 
 /// Per-person state while a batch is checked.
@@ -346,7 +352,7 @@ struct PersonState {
 impl ShardWriter {
     fn run(self, queue: Receiver<Job>) {
         // `recv` fails only when every sender is gone and the queue is empty: the drain is done.
-        while let Ok(first) = queue.recv() {
+        while let Some(first) = self.next_job(&queue) {
             let mut jobs = vec![first];
             let mut doses = jobs[0].dose_count();
             while doses < self.max_batch {
@@ -367,6 +373,24 @@ impl ShardWriter {
         tracing::debug!(shard = self.shard, "shard writer stopped");
     }
 
+    /// Waits for the next job; while corrections wait to be settled, tries again every second
+    /// between jobs, so their rows do not wait for the shard's next correction.
+    fn next_job(&self, queue: &Receiver<Job>) -> Option<Job> {
+        loop {
+            if self.lock_unsettled_corrections().is_empty() {
+                return queue.recv().ok();
+            }
+            match queue.recv_timeout(Duration::from_secs(1)) {
+                Ok(job) => return Some(job),
+                Err(RecvTimeoutError::Timeout) => {
+                    // Failure is logged there; the next second tries again.
+                    let _ = self.runtime.block_on(self.settle_corrections());
+                }
+                Err(RecvTimeoutError::Disconnected) => return None,
+            }
+        }
+    }
+
     /// Runs jobs in arrival order: consecutive dose jobs as one group commit, a correction alone.
     fn process(&self, jobs: Vec<Job>) {
         let mut group: Vec<(Vec<Dose>, oneshot::Sender<Vec<DoseOutcome>>)> = Vec::new();
@@ -376,18 +400,6 @@ impl ShardWriter {
                 Job::Correct { correction, reply } => {
                     self.commit_group(std::mem::take(&mut group));
                     let outcome = self.runtime.block_on(self.correct(correction));
-                    if let (
-                        Some(feed),
-                        CorrectionOutcome::Corrected {
-                            person_before,
-                            person_after,
-                            before,
-                            after,
-                        },
-                    ) = (&self.feed, &outcome)
-                    {
-                        feed.corrected(person_before, person_after, before, after);
-                    }
                     let _ = reply.send(outcome);
                 }
             }
@@ -409,7 +421,13 @@ impl ShardWriter {
         }
     }
 
+    /// A correction, with its analytics rows: written down before the store write and settled
+    /// by its outcome, so that neither a crash nor a failed write leaves analytics out of step
+    /// with the store.
     async fn correct(&self, correction: Correction) -> CorrectionOutcome {
+        if let Err(e) = self.settle_corrections().await {
+            return CorrectionOutcome::Failed(e);
+        }
         let person_code = match &correction {
             Correction::Person(r) => r.person_code.clone(),
             Correction::Dose(d) => d.person_code.clone(),
@@ -432,9 +450,12 @@ impl ShardWriter {
                 {
                     return CorrectionOutcome::Refused(refusal);
                 }
+                let rows = self.intend(&before_person, &registration, &before, &before);
                 if let Err(e) = self.store.correct_registration(&registration).await {
+                    self.outcome_unknown(rows).await;
                     return CorrectionOutcome::Failed(e.to_string());
                 }
+                self.stored(rows);
                 CorrectionOutcome::Corrected {
                     person_before: before_person,
                     person_after: Arc::new(registration),
@@ -492,12 +513,15 @@ impl ShardWriter {
                         }
                     }
                 }
+                let rows = self.intend(&before_person, &before_person, &before, &after);
                 if let Err(e) = self.store.correct_dose(self.shard, &corrected).await {
                     if let (true, Some(stock)) = (moved, &new_stock) {
                         stock.release();
                     }
+                    self.outcome_unknown(rows).await;
                     return CorrectionOutcome::Failed(e.to_string());
                 }
+                self.stored(rows);
                 if let (true, Some(stock)) = (moved, &old_stock) {
                     stock.release();
                 }
@@ -509,6 +533,81 @@ impl ShardWriter {
                 }
             }
         }
+    }
+
+    /// Writes a correction's analytics rows down before the store write.
+    fn intend(
+        &self,
+        person_before: &Registration,
+        person_after: &Registration,
+        before: &[Dose],
+        after: &[Dose],
+    ) -> Option<CorrectionRows> {
+        let feed = self.feed.as_ref()?;
+        Some(feed.correction_intended(person_before, person_after, before, after))
+    }
+
+    fn stored(&self, rows: Option<CorrectionRows>) {
+        if let (Some(feed), Some(rows)) = (&self.feed, rows) {
+            feed.correction_stored(rows);
+        }
+    }
+
+    /// The store write failed, which does not say it wrote nothing (a timeout after the
+    /// replicas took it): settle the rows by what the store holds now, or keep them for later.
+    async fn outcome_unknown(&self, rows: Option<CorrectionRows>) {
+        if let Some(rows) = rows
+            && let Err(rows) = self.settle_by_store(rows).await
+        {
+            self.lock_unsettled_corrections().push(rows);
+        }
+    }
+
+    /// Settles the rows of corrections whose outcome is not known yet. Until it can, the shard
+    /// takes no new correction: a later one for the same person would leave analytics unable
+    /// to tell which version the store holds.
+    async fn settle_corrections(&self) -> Result<(), String> {
+        let waiting = std::mem::take(&mut *self.lock_unsettled_corrections());
+        let mut left = Vec::new();
+        for rows in waiting {
+            if let Err(rows) = self.settle_by_store(rows).await {
+                left.push(rows);
+            }
+        }
+        if left.is_empty() {
+            return Ok(());
+        }
+        self.lock_unsettled_corrections().extend(left);
+        Err("the store cannot yet say whether an earlier correction on this shard was written; retry later".into())
+    }
+
+    /// Reads the person's records and settles `rows` by them; gives the rows back when the
+    /// store cannot be read.
+    async fn settle_by_store(&self, rows: CorrectionRows) -> Result<(), CorrectionRows> {
+        let Some(feed) = &self.feed else {
+            return Ok(());
+        };
+        let Some(code) = rows.person_code().and_then(|c| PersonCode::new(c).ok()) else {
+            feed.correction_not_stored(rows);
+            return Ok(());
+        };
+        let (Ok(person), Ok(history)) = (
+            self.store.person(&code).await,
+            self.store.doses_of(&code).await,
+        ) else {
+            tracing::warn!(
+                "the store cannot say whether a failed correction was written; its analytics rows wait"
+            );
+            return Err(rows);
+        };
+        feed.settle_correction(rows, person.as_ref(), &history);
+        Ok(())
+    }
+
+    fn lock_unsettled_corrections(&self) -> std::sync::MutexGuard<'_, Vec<CorrectionRows>> {
+        self.unsettled_corrections
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn decide_and_commit(&self, doses: &[&Dose]) -> Vec<DoseOutcome> {

@@ -11,6 +11,8 @@
 
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod faulty;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 

@@ -154,7 +154,7 @@ async fn run_correction(
             Err(ApiError::not_found("not_found", "no such person or dose"))
         }
         CorrectionOutcome::Failed(_) => Err(ApiError::store_unavailable(
-            "the store did not confirm the correction; nothing was changed, retry it",
+            "the store did not confirm the correction (it may or may not have been made); retry it: if it was made, the retry is answered 400 no_change",
             state.config.retry_after_seconds,
         )),
         corrected => Ok(corrected),
