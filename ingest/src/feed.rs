@@ -40,6 +40,11 @@ pub struct CorrectionRows {
 }
 
 impl CorrectionRows {
+    /// Whether the correction changes no analytics row (a name or a phone number).
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+
     /// The person whose records the rows are about (`None` when there are no rows).
     pub fn person_code(&self) -> Option<&str> {
         self.events.iter().find_map(|e| match e {

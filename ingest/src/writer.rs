@@ -88,8 +88,8 @@ pub enum CorrectionOutcome {
     Refused(Refusal),
     /// No such person or dose.
     NotFound,
-    /// The store did not confirm the change (it may still have made it); safe to retry: a
-    /// correction replaces a record, so retrying one that was written changes nothing.
+    /// The store did not confirm the change and, read back, did not show it, or could not be
+    /// read (then it may still have made it). Safe to retry: a correction replaces a record.
     Failed(String),
 }
 
@@ -452,10 +452,17 @@ impl ShardWriter {
                 }
                 let rows = self.intend(&before_person, &registration, &before, &before);
                 if let Err(e) = self.store.correct_registration(&registration).await {
-                    self.outcome_unknown(rows).await;
-                    return CorrectionOutcome::Failed(e.to_string());
+                    let held = self
+                        .store
+                        .person(&person_code)
+                        .await
+                        .map(|p| p.as_ref() == Some(&registration));
+                    if !self.settle_failed(rows, held) {
+                        return CorrectionOutcome::Failed(e.to_string());
+                    }
+                } else {
+                    self.stored(rows);
                 }
-                self.stored(rows);
                 CorrectionOutcome::Corrected {
                     person_before: before_person,
                     person_after: Arc::new(registration),
@@ -515,13 +522,20 @@ impl ShardWriter {
                 }
                 let rows = self.intend(&before_person, &before_person, &before, &after);
                 if let Err(e) = self.store.correct_dose(self.shard, &corrected).await {
-                    if let (true, Some(stock)) = (moved, &new_stock) {
-                        stock.release();
+                    let held = self
+                        .store
+                        .doses_of(&person_code)
+                        .await
+                        .map(|doses| doses.contains(&corrected));
+                    if !self.settle_failed(rows, held) {
+                        if let (true, Some(stock)) = (moved, &new_stock) {
+                            stock.release();
+                        }
+                        return CorrectionOutcome::Failed(e.to_string());
                     }
-                    self.outcome_unknown(rows).await;
-                    return CorrectionOutcome::Failed(e.to_string());
+                } else {
+                    self.stored(rows);
                 }
-                self.stored(rows);
                 if let (true, Some(stock)) = (moved, &old_stock) {
                     stock.release();
                 }
@@ -554,12 +568,29 @@ impl ShardWriter {
     }
 
     /// The store write failed, which does not say it wrote nothing (a timeout after the
-    /// replicas took it): settle the rows by what the store holds now, or keep them for later.
-    async fn outcome_unknown(&self, rows: Option<CorrectionRows>) {
-        if let Some(rows) = rows
-            && let Err(rows) = self.settle_by_store(rows).await
-        {
-            self.lock_unsettled_corrections().push(rows);
+    /// replicas took it); `held` is whether the store, read back, holds the correction. Returns
+    /// whether it does: then the correction is done after all (its certificates are revoked and
+    /// it is audited as usual) and its rows are queued. When the read failed too, the rows wait
+    /// for the store to say (see `settle_corrections`) and the client is told to retry.
+    fn settle_failed(&self, rows: Option<CorrectionRows>, held: store::Result<bool>) -> bool {
+        match held {
+            Ok(true) => {
+                tracing::warn!("the store reported a failed correction but holds it: done");
+                self.stored(rows);
+                true
+            }
+            Ok(false) => {
+                if let (Some(feed), Some(rows)) = (&self.feed, rows) {
+                    feed.correction_not_stored(rows);
+                }
+                false
+            }
+            Err(_) => {
+                if let Some(rows) = rows.filter(|r| !r.is_empty()) {
+                    self.lock_unsettled_corrections().push(rows);
+                }
+                false
+            }
         }
     }
 

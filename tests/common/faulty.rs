@@ -18,8 +18,8 @@ pub struct FaultyStore {
     pub entered: Notify,
     /// What the next corrections do, in order; empty: they work.
     correction_faults: Mutex<VecDeque<CorrectionFault>>,
-    /// Reads of a person that fail before they work again.
-    failing_person_reads: AtomicU32,
+    /// Reads of a person or their doses that fail before they work again.
+    failing_reads: AtomicU32,
 }
 
 /// How a correction fails.
@@ -30,7 +30,7 @@ pub enum CorrectionFault {
     /// Written, but the answer is lost: the store says it is unavailable (a timeout after the
     /// replicas took the write).
     AnswerLost,
-    /// As `AnswerLost`, and the next read of a person fails too.
+    /// As `AnswerLost`, and the next read of a person or their doses fails too.
     AnswerLostAndNextReadFails,
 }
 
@@ -43,7 +43,7 @@ impl FaultyStore {
             opened: Notify::new(),
             entered: Notify::new(),
             correction_faults: Mutex::new(VecDeque::new()),
-            failing_person_reads: AtomicU32::new(0),
+            failing_reads: AtomicU32::new(0),
         }
     }
 
@@ -55,6 +55,16 @@ impl FaultyStore {
     pub fn open(&self) {
         self.open.store(true, Ordering::SeqCst);
         self.opened.notify_waiters();
+    }
+
+    fn read_fault(&self) -> Result<()> {
+        let failing = self
+            .failing_reads
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        match failing {
+            Ok(_) => Err(StoreError::Unavailable("injected: read failed".into())),
+            Err(_) => Ok(()),
+        }
     }
 
     /// The next correction fails so.
@@ -108,18 +118,14 @@ impl Store for FaultyStore {
         self.inner.import_registrations(registrations).await
     }
     async fn person(&self, code: &PersonCode) -> Result<Option<Registration>> {
-        let failing =
-            self.failing_person_reads
-                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
-        if failing.is_ok() {
-            return Err(StoreError::Unavailable("injected: read failed".into()));
-        }
+        self.read_fault()?;
         self.inner.person(code).await
     }
     async fn people(&self, after: Option<&PersonCode>, limit: usize) -> Result<Vec<Registration>> {
         self.inner.people(after, limit).await
     }
     async fn doses_of(&self, person: &PersonCode) -> Result<Vec<Dose>> {
+        self.read_fault()?;
         self.inner.doses_of(person).await
     }
     async fn find_doses(&self, ids: &[DoseId]) -> Result<Vec<Dose>> {
@@ -149,7 +155,7 @@ impl Store for FaultyStore {
             Some(lost) => {
                 self.inner.correct_dose(shard, corrected).await?;
                 if lost == CorrectionFault::AnswerLostAndNextReadFails {
-                    self.failing_person_reads.fetch_add(1, Ordering::SeqCst);
+                    self.failing_reads.fetch_add(1, Ordering::SeqCst);
                 }
                 Err(StoreError::Unavailable("injected: answer lost".into()))
             }
