@@ -142,6 +142,30 @@ async fn record_doses(server: &TestServer, prefix: &str, n: usize) -> usize {
     recorded
 }
 
+/// Registers `code` and records their dose 1 now; returns the person code and the dose id.
+async fn first_dose_now(server: &TestServer, code: &str) -> (String, String) {
+    let (person, _) = server.register(code, "Lê Văn Sửa").await;
+    let dose_id = new_id();
+    let (status, answer) = server
+        .post(
+            "/v1/doses",
+            Some(&server.site),
+            &dose(&dose_id, &person, 1, now()),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{answer}");
+    (person, dose_id)
+}
+
+/// A dose correction: it was given at `given`.
+fn given_on(given: time::OffsetDateTime) -> Value {
+    let format = time::format_description::well_known::Rfc3339;
+    json!({
+        "reason": "ledger typed in late",
+        "administered_at": given.format(&format).expect("format"),
+    })
+}
+
 /// The value of an unlabelled metric in a Prometheus scrape.
 fn metric<T: std::str::FromStr>(scrape: &str, name: &str) -> T {
     scrape
@@ -257,21 +281,9 @@ async fn every_committed_dose_reaches_clickhouse_once() {
     // A correction reaches ClickHouse too (written down before the store commit, queued once
     // the store has it): a dose typed in today but given two days ago moves to its day, once;
     // a retry changes nothing and is told so.
-    let (person, _) = server.register("CHFIX", "Lê Văn Sửa").await;
-    let dose_id = new_id();
-    let (status, answer) = server
-        .post(
-            "/v1/doses",
-            Some(&server.site),
-            &dose(&dose_id, &person, 1, now()),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{answer}");
+    let (_, dose_id) = first_dose_now(&server, "CHFIX").await;
     let given = now() - time::Duration::days(2);
-    let correction = json!({
-        "reason": "ledger typed in late",
-        "administered_at": given.format(&time::format_description::well_known::Rfc3339).expect("format"),
-    });
+    let correction = given_on(given);
     let path = format!("/v1/doses/{dose_id}/corrections");
     let (status, answer) = server.post(&path, Some(&server.admin), &correction).await;
     assert_eq!(status, StatusCode::OK, "{answer}");
@@ -461,23 +473,11 @@ async fn a_failed_correction_reaches_analytics_exactly_when_the_store_holds_it()
     let faulty = Arc::new(FaultyStore::new(campaign.store.clone()));
     campaign.store = faulty.clone();
     let server = TestServer::start_on(campaign, |_| {}).await;
-    let (person, _) = server.register("FIX00001", "Lê Văn Sửa").await;
-    let dose_id = new_id();
-    let (status, answer) = server
-        .post(
-            "/v1/doses",
-            Some(&server.site),
-            &dose(&dose_id, &person, 1, now()),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{answer}");
+    let (person, dose_id) = first_dose_now(&server, "FIX00001").await;
     let today = now().date();
     let days_ago = |n: i64| now() - time::Duration::days(n);
     let correct = |given: time::OffsetDateTime| {
-        let body = json!({
-            "reason": "ledger typed in late",
-            "administered_at": given.format(&time::format_description::well_known::Rfc3339).expect("format"),
-        });
+        let body = given_on(given);
         let server = &server;
         let path = format!("/v1/doses/{dose_id}/corrections");
         async move { server.post(&path, Some(&server.admin), &body).await }

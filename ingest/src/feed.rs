@@ -210,23 +210,11 @@ impl AnalyticsFeed {
             let Event::DoseCorrected { corrected, .. } = event else {
                 return true;
             };
-            let Some(dose) = history.iter().find(|d| d.dose_id.0 == corrected.dose_id) else {
-                return false;
-            };
-            let Some(site) = self.campaign.site(&dose.site_id) else {
-                return false;
-            };
-            let stored = DoseRow::new(
-                dose,
-                person,
-                &site,
-                series_position(&products, history, dose),
-                dose.recorded_at,
-            );
-            DoseRow {
-                version: corrected.version,
-                ..stored
-            } == **corrected
+            history
+                .iter()
+                .find(|d| d.dose_id.0 == corrected.dose_id)
+                .and_then(|dose| self.row(&products, dose, person, history, dose.recorded_at))
+                .is_some_and(|stored| same_row(&stored, corrected))
         })
     }
 
@@ -245,31 +233,13 @@ impl AnalyticsFeed {
             let Some(old) = before.iter().find(|d| d.dose_id == new.dose_id) else {
                 continue;
             };
-            let (Some(old_site), Some(new_site)) = (
-                self.campaign.site(&old.site_id),
-                self.campaign.site(&new.site_id),
+            let (Some(previous), Some(corrected)) = (
+                self.row(&products, old, person_before, before, old.recorded_at),
+                self.row(&products, new, person_after, after, at),
             ) else {
                 continue;
             };
-            let previous = DoseRow::new(
-                old,
-                person_before,
-                &old_site,
-                series_position(&products, before, old),
-                old.recorded_at,
-            );
-            let corrected = DoseRow::new(
-                new,
-                person_after,
-                &new_site,
-                series_position(&products, after, new),
-                at,
-            );
-            let unchanged = DoseRow {
-                version: corrected.version,
-                ..previous.clone()
-            } == corrected;
-            if !unchanged {
+            if !same_row(&previous, &corrected) {
                 events.push(Event::DoseCorrected {
                     previous: Box::new(previous),
                     corrected: Box::new(corrected),
@@ -277,6 +247,26 @@ impl AnalyticsFeed {
             }
         }
         events
+    }
+
+    /// The row of `dose` of `person`, placed in the series `history`, at `version`; `None`
+    /// when its site is not in the campaign.
+    fn row(
+        &self,
+        products: &HashMap<ProductCode, Product>,
+        dose: &Dose,
+        person: &Registration,
+        history: &[Dose],
+        version: OffsetDateTime,
+    ) -> Option<DoseRow> {
+        let site = self.campaign.site(&dose.site_id)?;
+        Some(DoseRow::new(
+            dose,
+            person,
+            &site,
+            series_position(products, history, dose),
+            version,
+        ))
     }
 
     /// Announces a lot's allocation at its site: a lot added or changed, or every lot at start-up.
@@ -312,6 +302,14 @@ impl AnalyticsFeed {
             }
         }
     }
+}
+
+/// Whether two rows say the same of their dose, whatever their versions.
+fn same_row(a: &DoseRow, b: &DoseRow) -> bool {
+    DoseRow {
+        version: b.version,
+        ..a.clone()
+    } == *b
 }
 
 /// Where `dose` stands in its person's series, by the rules of `crate::rules`: the series is
