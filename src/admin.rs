@@ -14,6 +14,7 @@ use anyhow::{Context, bail};
 use certify::{KeyPurpose, Limits, RevocationList, TrustList};
 use clap::{Args, Subcommand};
 use ingest::ServerConfig;
+use ingest::areas::AreaNames;
 use ingest::config::ScyllaSettings;
 use ingest::keystore::Keystore;
 use ingest::setup;
@@ -543,10 +544,21 @@ pub enum ImportCommand {
         store: StoreArgs,
         file: PathBuf,
     },
+    /// Import the names of provinces and districts, shown on the console, from CSV:
+    /// province,district,name (district empty for a province). Replaces the whole list; a
+    /// running server shows the new names after a restart.
+    Areas {
+        #[command(flatten)]
+        store: StoreArgs,
+        file: PathBuf,
+    },
 }
 
 pub async fn import(command: ImportCommand) -> anyhow::Result<()> {
-    let ImportCommand::Registrations { store: args, file } = command;
+    let (args, file) = match command {
+        ImportCommand::Areas { store, file } => return import_areas(&store, &file).await,
+        ImportCommand::Registrations { store, file } => (store, file),
+    };
     let store = open(&args).await?;
     let size = std::fs::metadata(&file)
         .with_context(|| format!("reading {}", file.display()))?
@@ -562,6 +574,32 @@ pub async fn import(command: ImportCommand) -> anyhow::Result<()> {
     for e in &report.errors {
         println!("  line {}: {}", e.line, e.message);
     }
+    Ok(())
+}
+
+async fn import_areas(args: &StoreArgs, file: &Path) -> anyhow::Result<()> {
+    let reader =
+        std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
+    let names = match AreaNames::from_csv(std::io::BufReader::new(reader)) {
+        Ok(names) => names,
+        Err(errors) => {
+            for e in &errors {
+                eprintln!("  line {}: {}", e.line, e.message);
+            }
+            anyhow::bail!(
+                "{}: {} bad rows; nothing was imported (columns: province,district,name)",
+                file.display(),
+                errors.len()
+            );
+        }
+    };
+    let store = open(args).await?;
+    setup::put_area_names(store.as_ref(), &names).await?;
+    store.close().await?;
+    println!(
+        "{} area names imported (the list they replace is gone); restart a running server to show them",
+        names.len()
+    );
     Ok(())
 }
 

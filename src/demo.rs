@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Args;
+use ingest::areas::AreaNames;
 use ingest::{ServerConfig, setup};
 use loadtest::{CampaignFile, CampaignLot, CampaignSite, Population, ProgressMode, WorkloadConfig};
 use serde_json::json;
@@ -53,14 +54,38 @@ pub struct DemoArgs {
     pub lot_doses: Option<u64>,
 }
 
-/// Provinces of the demo, with two district codes each (codes as in the national registry).
-const PROVINCES: [(&str, &str, [&str; 2]); 6] = [
-    ("01", "Hà Nội", ["001", "005"]),
-    ("79", "TP. Hồ Chí Minh", ["760", "769"]),
-    ("48", "Đà Nẵng", ["490", "492"]),
-    ("31", "Hải Phòng", ["303", "304"]),
-    ("92", "Cần Thơ", ["916", "918"]),
-    ("83", "Bến Tre", ["829", "831"]),
+/// An area's code and name (General Statistics Office codes).
+type Named = (&'static str, &'static str);
+
+/// Provinces of the demo, with two districts each (codes as in the national registry; names as
+/// the console shows them).
+const PROVINCES: [(&str, &str, [Named; 2]); 6] = [
+    ("01", "Hà Nội", [("001", "Ba Đình"), ("005", "Cầu Giấy")]),
+    (
+        "79",
+        "TP. Hồ Chí Minh",
+        [("760", "Quận 1"), ("769", "TP. Thủ Đức")],
+    ),
+    (
+        "48",
+        "Đà Nẵng",
+        [("490", "Liên Chiểu"), ("492", "Hải Châu")],
+    ),
+    (
+        "31",
+        "Hải Phòng",
+        [("303", "Hồng Bàng"), ("304", "Ngô Quyền")],
+    ),
+    (
+        "92",
+        "Cần Thơ",
+        [("916", "Ninh Kiều"), ("918", "Bình Thủy")],
+    ),
+    (
+        "83",
+        "Bến Tre",
+        [("829", "TP. Bến Tre"), ("831", "Châu Thành")],
+    ),
 ];
 
 /// The products each site stocks, with the days between doses.
@@ -102,15 +127,18 @@ async fn build_campaign(args: &DemoArgs, data: &Path) -> anyhow::Result<Built> {
     let observer = setup::add_token(store.as_ref(), Role::Observer, None, "demo console").await?;
     let expires = time::OffsetDateTime::now_utc().date() + time::Duration::days(180);
     let mut sites = Vec::new();
+    let mut area_names = AreaNames::default();
     for i in 0..args.sites.max(1) {
         let (province, province_name, districts) = PROVINCES[i % PROVINCES.len()];
-        let district = districts[(i / PROVINCES.len()) % 2];
+        let (district, district_name) = districts[(i / PROVINCES.len()) % 2];
         let site_id = format!("s{province}-{i:03}");
         let area = Area {
             province: AreaCode::new(province)?,
             district: AreaCode::new(district)?,
             commune: None,
         };
+        area_names.name_province(&area.province, province_name);
+        area_names.name_district(&area.district_key(), district_name);
         let site = Site {
             site_id: SiteId::new(&site_id)?,
             name: format!("Điểm tiêm {} số {}", province_name, i + 1),
@@ -149,6 +177,7 @@ async fn build_campaign(args: &DemoArgs, data: &Path) -> anyhow::Result<Built> {
             lots,
         });
     }
+    setup::put_area_names(store.as_ref(), &area_names).await?;
     let campaign = CampaignFile {
         server: String::new(),
         admin_token,

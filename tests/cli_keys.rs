@@ -254,3 +254,47 @@ fn set_up_commands_refuse_bad_input_clearly() {
     ]);
     assert!(String::from_utf8_lossy(&site_token.stderr).contains("vaxcamp site add"));
 }
+
+#[test]
+fn import_areas_replaces_the_names_and_refuses_a_bad_file_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data_arg = data.to_str().unwrap();
+    ok(&["init", "--data", data_arg]);
+    let good = dir.path().join("areas.csv");
+    std::fs::write(
+        &good,
+        "province,district,name\n01,,Hà Nội\n01,001,Ba Đình\n79,,TP. Hồ Chí Minh\n",
+    )
+    .unwrap();
+    let said = ok(&[
+        "import",
+        "areas",
+        "--data",
+        data_arg,
+        good.to_str().unwrap(),
+    ]);
+    assert!(said.starts_with("3 area names imported"), "{said}");
+
+    let bad = dir.path().join("bad.csv");
+    std::fs::write(
+        &bad,
+        "province,district,name\n48,,Đà Nẵng\n48,4 90,Liên Chiểu\n",
+    )
+    .unwrap();
+    let refused = vaxcamp(&["import", "areas", "--data", data_arg, bad.to_str().unwrap()]);
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("line 3: district"), "{stderr}");
+    assert!(stderr.contains("nothing was imported"), "{stderr}");
+
+    // The names in the store are still the good file's.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let stored = runtime.block_on(async {
+        let store = store::EmbeddedStore::open(&data, &store::EmbeddedOptions::default()).unwrap();
+        use store::Store;
+        store.setting(ingest::areas::SETTING).await.unwrap()
+    });
+    let names = ingest::areas::AreaNames::from_setting(&stored.unwrap()).unwrap();
+    assert_eq!(names.len(), 3);
+}

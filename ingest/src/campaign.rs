@@ -10,6 +10,8 @@ use std::sync::{Arc, RwLock};
 
 use store::{Lot, LotKey, LotNumber, Product, ProductCode, Site, SiteId, Store};
 
+use crate::areas::AreaNames;
+
 /// A lot at a site and how many of its doses are used.
 #[derive(Debug)]
 pub struct LotStock {
@@ -67,6 +69,8 @@ pub struct Campaign {
     catalogue: RwLock<Catalogue>,
     pub issuer: String,
     pub country: String,
+    /// Province and district names for display, read at start-up (`vaxcamp import areas`).
+    pub area_names: Arc<AreaNames>,
 }
 
 impl std::fmt::Debug for Campaign {
@@ -100,6 +104,14 @@ impl Campaign {
             .setting("country")
             .await?
             .unwrap_or_else(|| "VN".to_owned());
+        // Names are for display: unreadable ones are logged, never a reason not to start.
+        let area_names = match store.setting(crate::areas::SETTING).await? {
+            None => AreaNames::default(),
+            Some(text) => AreaNames::from_setting(&text).unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "area names ignored; import them again with `vaxcamp import areas`");
+                AreaNames::default()
+            }),
+        };
         let usage = store.totals().await?.lot_usage;
         let mut catalogue = Catalogue {
             sites: store
@@ -129,6 +141,7 @@ impl Campaign {
             catalogue: RwLock::new(catalogue),
             issuer,
             country,
+            area_names: Arc::new(area_names),
         })
     }
 

@@ -22,6 +22,7 @@
 #![recursion_limit = "256"]
 
 pub mod api;
+pub mod areas;
 pub mod auth;
 pub mod campaign;
 pub mod certificates;

@@ -39,6 +39,7 @@ use serde::Serialize;
 use store::{Dose, ProductCode, Site, SiteId};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
+use crate::areas::AreaNames;
 use crate::campaign::Campaign;
 use crate::metrics::LatencySummary;
 
@@ -324,6 +325,8 @@ pub struct LiveInputs {
     /// Dose latency over the last minute.
     pub latency: LatencySummary,
     pub analytics: AnalyticsFigures,
+    /// Province and district names (display only).
+    pub area_names: Arc<AreaNames>,
 }
 
 /// The analytics side: how far behind the dose path it is.
@@ -451,6 +454,9 @@ pub struct LiveSnapshot {
     pub stock: StockFigures,
     /// Every site, ordered by site id.
     pub sites: Vec<SiteLive>,
+    /// Names of the provinces (`01`) and districts (`01/001`) the sites stand in, where the
+    /// campaign has them (`vaxcamp import areas`); codes without a name are left out.
+    pub area_names: BTreeMap<String, String>,
     pub analytics: AnalyticsFigures,
     /// Most severe first.
     pub alerts: Vec<Alert>,
@@ -1312,6 +1318,7 @@ impl Live {
                 by_product,
             },
             sites,
+            area_names: inputs.area_names.of_sites(&inputs.sites),
             analytics: inputs.analytics,
             alerts,
         }

@@ -353,6 +353,8 @@ fn schemas() -> Value {
                 "errors_last_minute": {"type": "integer", "description": "dose requests from the site that failed over the last 60 s"},
                 "errors_since_start": {"type": "integer"},
                 "stock": {"type": "array", "items": {"type": "object"}}}}},
+            "area_names": {"type": "object", "additionalProperties": {"type": "string"},
+                "description": "names of the provinces (`01`) and districts (`01/001`) the sites stand in, where the campaign has them (`vaxcamp import areas`); an area without a name is left out"},
             "analytics": {"type": "object", "description": "how far the analytics backend is behind the dose path", "properties": {
                 "backend": {"type": "string"}, "outbox_rows": {"type": "integer"}, "outbox_bytes": {"type": "integer"}, "outbox_max_bytes": {"type": "integer"},
                 "lag_ms": {"type": "integer", "description": "age of the oldest row waiting"},

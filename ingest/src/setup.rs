@@ -5,6 +5,7 @@ use std::path::Path;
 
 use store::{Credential, Lot, Product, Role, Site, SiteId, Store, builtin_products};
 
+use crate::areas::AreaNames;
 use crate::auth::{hash_token, new_token};
 use crate::keystore::{Keystore, KeystoreError};
 
@@ -183,5 +184,16 @@ pub async fn add_lot(store: &dyn Store, lot: &Lot) -> Result<(), SetupError> {
 pub async fn add_product(store: &dyn Store, product: &Product) -> Result<(), SetupError> {
     product.validate()?;
     store.put_product(product).await?;
+    Ok(())
+}
+
+/// Replaces the campaign's province and district names (see [`crate::areas`]).
+///
+/// # Errors
+/// Store errors.
+pub async fn put_area_names(store: &dyn Store, names: &AreaNames) -> Result<(), SetupError> {
+    store
+        .put_setting(crate::areas::SETTING, &names.to_setting())
+        .await?;
     Ok(())
 }

@@ -52,6 +52,7 @@ pub fn snapshot(state: &Shared) -> LiveSnapshot {
         queue_depths: state.write_path.queue_depths(),
         latency: state.metrics.dose_latency_window(),
         analytics: analytics_figures(state),
+        area_names: state.campaign.area_names.clone(),
     };
     state.live.snapshot_at(unix_now(), inputs)
 }
@@ -234,6 +235,10 @@ mod tests {
         let observer = setup::add_token(store.as_ref(), Role::Observer, None, "committee")
             .await
             .unwrap();
+        // The province has a name, the district not; another province is named, without sites.
+        let names = "province,district,name\n01,,Hà Nội\n79,,TP. Hồ Chí Minh\n";
+        let names = crate::areas::AreaNames::from_csv(names.as_bytes()).unwrap();
+        setup::put_area_names(store.as_ref(), &names).await.unwrap();
         let mut config = ServerConfig {
             data: dir.path().to_owned(),
             ..ServerConfig::default()
@@ -273,6 +278,11 @@ mod tests {
         let json: Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(json["sites"][0]["site_id"], "hn-01");
         assert_eq!(json["sites"][0]["province"], "01");
+        assert_eq!(
+            json["area_names"],
+            serde_json::json!({"01": "Hà Nội"}),
+            "the names of the areas with sites, read from the store at start-up"
+        );
         assert_eq!(json["sites"][0]["remaining"], 500);
         assert_eq!(json["stock"]["remaining"], 500);
         assert_eq!(json["queues"]["depths"].as_array().unwrap().len(), 2);
