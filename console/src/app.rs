@@ -9,8 +9,8 @@ use std::collections::{BTreeMap, HashMap};
 
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
-use crate::allocation::{AllocationAnswer, AllocationQuery, Level};
-use crate::feed::{Alert, FeedEvent, SiteLive, Snapshot};
+use crate::allocation::{AllocationAnswer, AllocationQuery, Level, PlanLine};
+use crate::feed::{Alert, FeedEvent, SiteLive, Snapshot, district_key};
 use crate::theme::Theme;
 
 /// Everything that can happen to the console.
@@ -290,6 +290,31 @@ impl Default for ShipmentForm {
     }
 }
 
+/// A province's or district's name from the snapshot, made ready once per snapshot: as shown
+/// (on one line: the server's text may hold newlines or tabs, which would break a table row),
+/// and folded for the filter and the name sort.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct AreaName {
+    shown: String,
+    folded: String,
+}
+
+impl AreaName {
+    /// `None` for a name that is blank once on one line: the area is then shown by its code.
+    fn new(name: &str) -> Option<Self> {
+        let shown = name
+            .split_whitespace()
+            .map(|word| word.chars().filter(|c| !c.is_control()).collect::<String>())
+            .filter(|word| !word.is_empty())
+            .collect::<Vec<_>>()
+            .join(" ");
+        (!shown.is_empty()).then(|| Self {
+            folded: fold(&shown),
+            shown,
+        })
+    }
+}
+
 /// The allocation panel: nothing asked yet, waiting for the server, or its answer.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Proposal {
@@ -330,6 +355,9 @@ pub struct App {
     /// The snapshot's site names as the filter and the name sort compare them ([`fold`]), by
     /// site id: folded once per snapshot, not on every table drawn.
     folded_names: HashMap<String, String>,
+    /// The snapshot's province and district names, by the same keys (`01`, `01/001`), ready
+    /// to show and to compare: prepared once per snapshot.
+    area_names: HashMap<String, AreaName>,
     pub connection: Connection,
     /// Unix seconds, from the last tick.
     pub now: i64,
@@ -380,6 +408,7 @@ impl App {
             theme,
             snapshot: None,
             folded_names: HashMap::new(),
+            area_names: HashMap::new(),
             connection: Connection::Connecting { attempt: 1 },
             now,
             fresh_at: now,
@@ -448,6 +477,11 @@ impl App {
                     .iter()
                     .map(|site| (site.site_id.clone(), fold(&site.name)))
                     .collect();
+                self.area_names = snapshot
+                    .area_names
+                    .iter()
+                    .filter_map(|(key, name)| Some((key.clone(), AreaName::new(name)?)))
+                    .collect();
                 self.snapshot = Some(*snapshot);
                 self.connection = Connection::Live;
                 self.server_error = None;
@@ -499,17 +533,40 @@ impl App {
         self.proposal != Proposal::None
     }
 
-    /// The proposal's lines, filtered.
-    pub fn proposal_lines(&self) -> Vec<&crate::allocation::PlanLine> {
+    /// The proposal's lines, filtered: by area id, by the planner's name, and for districts
+    /// and provinces by the name the snapshot gives the area.
+    pub fn proposal_lines(&self) -> Vec<&PlanLine> {
         let needle = Needle::new(&self.filter);
         match &self.proposal {
-            Proposal::Ready { answer, .. } => answer
-                .plan
-                .lines
-                .iter()
-                .filter(|l| needle.finds(&l.area) || needle.finds(&l.name))
-                .collect(),
+            Proposal::Ready { answer, .. } => {
+                let level = answer.plan.request.level;
+                answer
+                    .plan
+                    .lines
+                    .iter()
+                    .filter(|l| {
+                        needle.finds(&l.area)
+                            || needle.finds(&l.name)
+                            || (level != Level::Site
+                                && self
+                                    .area_names
+                                    .get(&l.area)
+                                    .is_some_and(|name| needle.finds_folded(&name.folded)))
+                    })
+                    .collect()
+            }
             _ => Vec::new(),
+        }
+    }
+
+    /// What a line of the proposal is called on screen: a site by its name; a district or a
+    /// province by the name the snapshot gives it (the planner's area ids, `01/001` and `01`,
+    /// are the snapshot's keys); otherwise by the planner's area id.
+    pub fn plan_line_label<'a>(&'a self, level: Level, line: &'a PlanLine) -> &'a str {
+        match level {
+            Level::Site if !line.name.is_empty() => &line.name,
+            Level::Site => &line.area,
+            Level::District | Level::Province => self.area_name(&line.area).unwrap_or(&line.area),
         }
     }
 
@@ -873,6 +930,50 @@ impl App {
         }
     }
 
+    /// An area's name by its key in [`Snapshot::area_names`] (`01`, `01/001`), on one line;
+    /// `None` when the server has no name for it.
+    pub fn area_name(&self, key: &str) -> Option<&str> {
+        self.area_names.get(key).map(|name| name.shown.as_str())
+    }
+
+    /// The name of a province, when the server has one.
+    pub fn province_name(&self, province: &str) -> Option<&str> {
+        self.area_name(province)
+    }
+
+    /// The name of district `district` of `province`, when the server has one.
+    pub fn district_name(&self, province: &str, district: &str) -> Option<&str> {
+        self.area_name(&district_key(province, district))
+    }
+
+    /// What a row of the area table is called: a province or district by its name when the
+    /// server has one, else by its code ("Province 01", "District 001"); a site by its name.
+    fn row_label(&self, site: &SiteLive, depth: usize) -> String {
+        match depth {
+            0 => self
+                .province_name(&site.province)
+                .map_or_else(|| format!("Province {}", site.province), str::to_owned),
+            1 => self
+                .district_name(&site.province, &site.district)
+                .map_or_else(|| format!("District {}", site.district), str::to_owned),
+            _ => site.name.clone(),
+        }
+    }
+
+    /// A row's label as the filter and the name sort compare it (see [`fold`]): names folded
+    /// once per snapshot; a label made from a code ("Province 79") folded now.
+    fn folded_label<'a>(&'a self, path: &[String], row: &AreaRow) -> Cow<'a, str> {
+        let named = match path {
+            [] => self.area_names.get(&row.key),
+            [province] => self.area_names.get(&district_key(province, &row.key)),
+            _ => return self.folded_name(&row.key, &row.label),
+        };
+        match named {
+            Some(name) => Cow::Borrowed(&name.folded),
+            None => Cow::Owned(fold(&row.label)),
+        }
+    }
+
     /// The area table at the current level: provinces, districts of a province, or sites of a
     /// district; filtered and sorted.
     pub fn area_rows(&self) -> Vec<AreaRow> {
@@ -888,32 +989,28 @@ impl App {
         let low_days = self.low_days();
         let depth = path.len();
         let needle = Needle::new(filter);
-        let mut groups: BTreeMap<String, AreaRow> = BTreeMap::new();
+        let mut groups: BTreeMap<&str, AreaRow> = BTreeMap::new();
         for site in self.sites_under(path) {
-            let (key, label) = match depth {
-                0 => (&site.province, format!("Province {}", site.province)),
-                1 => (&site.district, format!("District {}", site.district)),
-                _ => (&site.site_id, site.name.clone()),
+            let key = match depth {
+                0 => &site.province,
+                1 => &site.district,
+                _ => &site.site_id,
             };
             groups
-                .entry(key.clone())
-                .or_insert_with(|| AreaRow::empty(key, label))
+                .entry(key)
+                .or_insert_with(|| AreaRow::empty(key, self.row_label(site, depth)))
                 .add(site, low_days);
         }
-        let mut rows: Vec<AreaRow> = groups
+        // Each row with its label folded, which the filter and the name sort compare: a row is
+        // found by its code or by its name, typed with or without accents.
+        let mut rows: Vec<(AreaRow, Cow<'_, str>)> = groups
             .into_values()
             .map(|mut row| {
                 row.finish();
-                row
+                let folded = self.folded_label(path, &row);
+                (row, folded)
             })
-            .filter(|row| {
-                needle.finds(&row.key)
-                    || match depth {
-                        // Sites: the name folded with the snapshot.
-                        2.. => needle.finds_folded(&self.folded_name(&row.key, &row.label)),
-                        _ => needle.finds(&row.label),
-                    }
-            })
+            .filter(|(row, folded)| needle.finds(&row.key) || needle.finds_folded(folded))
             .collect();
         let share = |r: &AreaRow| {
             if r.capacity == 0 {
@@ -922,15 +1019,11 @@ impl App {
                 r.doses_today as f64 / r.capacity as f64
             }
         };
-        rows.sort_by(|a, b| {
+        rows.sort_by(|(a, folded_a), (b, folded_b)| {
             let by = match sort {
-                // Site names compare without their diacritics, so "Đà Nẵng" sorts with the Ds,
-                // not after Z. Province and district labels are "Province 01": plain ASCII.
-                SortColumn::Name if depth >= 2 => self
-                    .folded_name(&a.key, &a.label)
-                    .cmp(&self.folded_name(&b.key, &b.label))
-                    .then_with(|| a.label.cmp(&b.label)),
-                SortColumn::Name => a.label.cmp(&b.label),
+                // Names compare without their diacritics, so "Đà Nẵng" sorts with the Ds, not
+                // after Z; an unnamed area's "Province 79" sorts with the Ps, as it reads.
+                SortColumn::Name => folded_a.cmp(folded_b).then_with(|| a.label.cmp(&b.label)),
                 SortColumn::Today => b.doses_today.cmp(&a.doses_today),
                 SortColumn::Rate => b.rate_per_s.total_cmp(&a.rate_per_s),
                 SortColumn::Share => share(b).total_cmp(&share(a)),
@@ -939,7 +1032,7 @@ impl App {
             };
             by.then_with(|| a.key.cmp(&b.key))
         });
-        rows
+        rows.into_iter().map(|(row, _)| row).collect()
     }
 
     /// Stock by product at each site in scope; filtered and sorted.
@@ -1092,5 +1185,22 @@ mod tests {
         assert!(da.finds_folded(&fold("Đà Nẵng")));
         let empty = Needle::new("");
         assert!(empty.finds("") && empty.finds("Bạch Mai") && empty.finds_folded(""));
+    }
+
+    /// An area name is put on one line (the server's text may hold line breaks, tabs, other
+    /// control characters), folded for the filter, and dropped when nothing is left of it.
+    #[test]
+    fn area_names_are_made_one_line_and_blank_ones_dropped() {
+        let name = AreaName::new("  Quận\n1\t(trung\u{1b}tâm)  ");
+        assert_eq!(
+            name,
+            Some(AreaName {
+                shown: "Quận 1 (trungtâm)".into(),
+                folded: "quan 1 (trungtam)".into(),
+            })
+        );
+        assert_eq!(AreaName::new(" \n\t "), None);
+        assert_eq!(AreaName::new("\u{7}"), None);
+        assert_eq!(AreaName::new(""), None);
     }
 }

@@ -6,6 +6,7 @@
 //! (see `ingest/src/live.rs`), and every field has a default so that a newer server with more
 //! fields, or an older one with fewer, still shows what both know.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -39,6 +40,12 @@ pub struct Snapshot {
     pub errors: Errors,
     pub stock: Stock,
     pub sites: Vec<SiteLive>,
+    /// Names of the provinces and districts that have sites, for people to read ("Hà Nội",
+    /// "Ba Đình"): by province code (`"01"`), and by [`district_key`] (`"01/001"`) for a
+    /// district, whose code is unique only within its province. The server has them from
+    /// `vaxcamp import areas`; an older server, or one without names, sends none, and an area
+    /// missing here is shown by its code.
+    pub area_names: BTreeMap<String, String>,
     /// How far the analytics side is behind the dose path; `None` from a server older than it.
     pub analytics: Option<Analytics>,
     pub alerts: Vec<Alert>,
@@ -166,6 +173,13 @@ pub struct SiteLive {
     pub errors_last_minute: u64,
     pub errors_since_start: u64,
     pub stock: Vec<ProductStock>,
+}
+
+/// The key of a district in [`Snapshot::area_names`]: `"<province>/<district>"`, because the
+/// same district code is used in many provinces. The allocation planner names its district
+/// lines the same way.
+pub fn district_key(province: &str, district: &str) -> String {
+    format!("{province}/{district}")
 }
 
 /// The analytics side: rows committed with the doses wait in an outbox until the analytics
@@ -550,5 +564,31 @@ mod tests {
         let analytics = snapshot.analytics.unwrap_or_default();
         assert_eq!(analytics.backend, "clickhouse");
         assert!(analytics.is_lagging());
+    }
+
+    /// Area names come keyed by province code and by `province/district`; a snapshot without
+    /// them (an older server, no names imported) has none rather than failing to parse.
+    #[test]
+    fn area_names_are_optional() {
+        let snapshot: Snapshot = serde_json::from_str(
+            r#"{"generated_at": 5, "area_names": {"01": "Hà Nội", "01/001": "Ba Đình"}}"#,
+        )
+        .unwrap_or_default();
+        assert_eq!(snapshot.generated_at, 5);
+        assert_eq!(
+            snapshot.area_names.get("01").map(String::as_str),
+            Some("Hà Nội")
+        );
+        assert_eq!(
+            snapshot
+                .area_names
+                .get(&district_key("01", "001"))
+                .map(String::as_str),
+            Some("Ba Đình")
+        );
+        let older: Snapshot =
+            serde_json::from_str(r#"{"generated_at": 6, "sites": []}"#).unwrap_or_default();
+        assert_eq!(older.generated_at, 6);
+        assert!(older.area_names.is_empty());
     }
 }

@@ -1,16 +1,52 @@
 //! Made-up campaigns for the rendering tests, the render-cost benchmark and the example: the
 //! same JSON shape the server sends, with figures that are easy to check by eye.
 
+use std::collections::BTreeMap;
+
 use crate::feed::{
     Alert, Analytics, Doses, ErrorCount, Errors, Latency, ProductStock, Queues, Registrations,
-    SeriesCounts, SiteLive, Snapshot, Stock, Thresholds,
+    SeriesCounts, SiteLive, Snapshot, Stock, Thresholds, district_key,
 };
 
 /// 2030-01-02 08:00:00 UTC.
 pub const NOW: i64 = 1_893_571_200;
 
+/// Names for some of the sample's areas, by their real codes where those exist: six provinces
+/// and nine districts of Hà Nội. Provinces 03, 05, 07, 09 and the other districts stay unnamed,
+/// as areas missing from `vaxcamp import areas` do, so the sample shows both.
+const AREA_NAMES: [(&str, &str); 15] = [
+    ("01", "Hà Nội"),
+    ("02", "Hà Giang"),
+    ("04", "Cao Bằng"),
+    ("06", "Bắc Kạn"),
+    ("08", "Tuyên Quang"),
+    ("10", "Lào Cai"),
+    ("01/001", "Ba Đình"),
+    ("01/002", "Hoàn Kiếm"),
+    ("01/003", "Tây Hồ"),
+    ("01/004", "Long Biên"),
+    ("01/005", "Cầu Giấy"),
+    ("01/006", "Đống Đa"),
+    ("01/007", "Hai Bà Trưng"),
+    ("01/008", "Hoàng Mai"),
+    ("01/009", "Thanh Xuân"),
+];
+
+/// The names of [`AREA_NAMES`] whose areas have sites: the server sends no others.
+fn area_names(sites: &[SiteLive]) -> BTreeMap<String, String> {
+    AREA_NAMES
+        .iter()
+        .filter(|(key, _)| {
+            sites
+                .iter()
+                .any(|s| s.province == *key || district_key(&s.province, &s.district) == *key)
+        })
+        .map(|(key, name)| ((*key).to_owned(), (*name).to_owned()))
+        .collect()
+}
+
 /// A campaign of `sites` sites over provinces of 10 districts of 5 sites each, busy, with a
-/// few sites low on stock and one silent. Deterministic.
+/// few sites low on stock and one silent, and names for some of its areas. Deterministic.
 pub fn campaign(sites: usize, now: i64) -> Snapshot {
     let products = ["COMIRNATY", "SPIKEVAX"];
     let mut all = Vec::with_capacity(sites);
@@ -160,6 +196,7 @@ pub fn campaign(sites: usize, now: i64) -> Snapshot {
             days_of_supply: (uptake > 0.0).then(|| remaining as f64 / uptake),
             by_product,
         },
+        area_names: area_names(&all),
         sites: all,
         analytics: Some(Analytics {
             backend: "embedded".into(),

@@ -29,6 +29,11 @@ use crate::format::{
     ago, days, fit, lag, local_clock, millis, pad, percent, rate, rate_short, thousands, zone,
 };
 
+/// The most columns a province's or district's name takes in a line of text (a title, the
+/// site's page), where no table column bounds it: two such names, a site id and the sort still
+/// fit in the title of an 80-column screen. Tables cut names to their column instead.
+const NAME_IN_TEXT_WIDTH: usize = 20;
+
 impl Widget for &App {
     fn render(self, area: Rect, buf: &mut Buffer) {
         let [header, body, footer] = Layout::vertical([
@@ -635,10 +640,32 @@ impl App {
         Table::new(table_rows, widths).header(header).block(block)
     }
 
+    /// Where the drill-down is, for a title: `Nation › Hà Nội › Ba Đình › hn-01`. A province
+    /// or district by its name where the server has one (cut to [`NAME_IN_TEXT_WIDTH`], so
+    /// that a long name leaves room for the rest of the title), by its code otherwise; a site
+    /// by its id, as the page under the title names it in full.
     fn breadcrumb(&self) -> String {
         let mut parts = vec!["Nation".to_owned()];
-        parts.extend(self.path.iter().cloned());
+        if let Some(province) = self.path.first() {
+            parts.push(self.province_in_text(province));
+        }
+        if let [province, district, ..] = self.path.as_slice() {
+            parts.push(self.district_in_text(province, district));
+        }
+        parts.extend(self.path.iter().skip(2).cloned());
         parts.join(" › ")
+    }
+
+    /// A province in a line of text: its name, cut to [`NAME_IN_TEXT_WIDTH`], or its code.
+    fn province_in_text(&self, province: &str) -> String {
+        self.province_name(province)
+            .map_or_else(|| province.to_owned(), |name| fit(name, NAME_IN_TEXT_WIDTH))
+    }
+
+    /// A district in a line of text: its name, cut to [`NAME_IN_TEXT_WIDTH`], or its code.
+    fn district_in_text(&self, province: &str, district: &str) -> String {
+        self.district_name(province, district)
+            .map_or_else(|| district.to_owned(), |name| fit(name, NAME_IN_TEXT_WIDTH))
     }
 
     fn render_areas(&self, area: Rect, buf: &mut Buffer) {
@@ -703,8 +730,8 @@ impl App {
                     format!(
                         "({}) province {} · district {}{}",
                         site.site_id,
-                        site.province,
-                        site.district,
+                        self.province_in_text(&site.province),
+                        self.district_in_text(&site.province, &site.district),
                         site.commune
                             .as_ref()
                             .map(|c| format!(" · commune {c}"))
@@ -1232,13 +1259,8 @@ impl App {
         let rows: Vec<Row> = lines
             .iter()
             .map(|line| {
-                let label = if plan.request.level == Level::Site && !line.name.is_empty() {
-                    line.name.clone()
-                } else {
-                    line.area.clone()
-                };
                 Row::new(vec![
-                    Cell::from(label),
+                    Cell::from(self.plan_line_label(plan.request.level, line).to_owned()),
                     right(thousands(line.allocated_doses)),
                     right(thousands(line.need_doses)),
                     right(thousands(line.stock_on_hand)),

@@ -68,6 +68,8 @@ fn site(
 }
 
 /// Two provinces, three districts, four sites: one low on stock, one out of stock and silent.
+/// Province 01 and its district 001 have names; province 79 and district 005 have none, as
+/// areas left out of `vaxcamp import areas` do, and are shown by their codes.
 fn campaign() -> Snapshot {
     let mut sites = vec![
         site(
@@ -155,6 +157,10 @@ fn campaign() -> Snapshot {
             by_product: vec![product("COMIRNATY", 130_000, 26_000.0), product("SPIKEVAX", 308_000, 54_000.0)],
         },
         sites,
+        area_names: [("01", "Hà Nội"), ("01/001", "Ba Đình")]
+            .into_iter()
+            .map(|(key, name)| (key.to_owned(), name.to_owned()))
+            .collect(),
         // As an older server sends it: no analytics figures.
         analytics: None,
         alerts: vec![
@@ -282,7 +288,7 @@ fn drill_down_from_nation_to_site_and_back() {
             " vaxcamp   Overview  Areas  Stock  Alerts 3                 ● live 08:00:00 UTC ",
             "┌ Nation · by name ────────────────────────────────────────────────────────────┐",
             "│  Province▼        Sites     Today    /min  Share      Stock  Days Flags      │",
-            "│> Province 01          3     1,500    36.0    33%    138,000   4.6 2 low 1 sil│",
+            "│> Hà Nội               3     1,500    36.0    33%    138,000   4.6 2 low 1 sil│",
             "│  Province 79          1     2,500    72.0    83%    300,000   6.0            │",
             "│                                                                              │",
             "│                                                                              │",
@@ -310,9 +316,9 @@ fn drill_down_from_nation_to_site_and_back() {
         &draw(&app, 80, 24),
         1,
         &[
-            "┌ Nation › 01 · by name ───────────────────────────────────────────────────────┐",
+            "┌ Nation › Hà Nội · by name ───────────────────────────────────────────────────┐",
             "│  District▼        Sites     Today    /min  Share      Stock  Days Flags      │",
-            "│> District 001         2     1,500    36.0    43%    138,000   4.6 1 low      │",
+            "│> Ba Đình              2     1,500    36.0    43%    138,000   4.6 1 low      │",
             "│  District 005         1         0     0.0     0%          0     - 1 low 1 sil│",
             "│                                                                              │",
         ],
@@ -322,7 +328,7 @@ fn drill_down_from_nation_to_site_and_back() {
         &draw(&app, 80, 24),
         1,
         &[
-            "┌ Nation › 01 › 001 · by name ─────────────────────────────────────────────────┐",
+            "┌ Nation › Hà Nội › Ba Đình · by name ─────────────────────────────────────────┐",
             "│  Site▼              Err     Today    /min  Share      Stock  Days Flags      │",
             "│> Bach Mai             2     1,200    30.0    60%     48,000   2.0 LOW        │",
             "│  Viet Duc             0       300     6.0    20%     90,000    15            │",
@@ -334,8 +340,8 @@ fn drill_down_from_nation_to_site_and_back() {
         &draw(&app, 80, 24),
         &[
             " vaxcamp   Overview  Areas  Stock  Alerts 3                 ● live 08:00:00 UTC ",
-            "┌ Nation › 01 › 001 › hn-01 ───────────────────────────────────────────────────┐",
-            "│ Bach Mai (hn-01) province 01 · district 001                                  │",
+            "┌ Nation › Hà Nội › Ba Đình › hn-01 ───────────────────────────────────────────┐",
+            "│ Bach Mai (hn-01) province Hà Nội · district Ba Đình                          │",
             "│ Today        1,200 doses, 60% of 2,000 a day                                 │",
             "│ Since start  1,200   all time 11,200                                         │",
             "│ Rate         30.0/min over the last minute                                   │",
@@ -388,7 +394,7 @@ fn sort_cycles_columns_and_filter_narrows_rows() {
             "│  Province         Sites    ▼Today    /min  Share      Stock  Days Flags      │",
             "│  Province 79          1     2,500    72.0    83%    300,000   6.0            │",
             // The selection stays on the province it was on, wherever the sort puts it.
-            "│> Province 01          3     1,500    36.0    33%    138,000   4.6 2 low 1 sil│",
+            "│> Hà Nội               3     1,500    36.0    33%    138,000   4.6 2 low 1 sil│",
         ],
     );
     // Days of supply: fewest first.
@@ -401,7 +407,7 @@ fn sort_cycles_columns_and_filter_narrows_rows() {
         &[
             "┌ Nation · by days of supply ──────────────────────────────────────────────────┐",
             "│  Province         Sites     Today    /min  Share      Stock ▼Days Flags      │",
-            "│> Province 01          3     1,500    36.0    33%    138,000   4.6 2 low 1 sil│",
+            "│> Hà Nội               3     1,500    36.0    33%    138,000   4.6 2 low 1 sil│",
             "│  Province 79          1     2,500    72.0    83%    300,000   6.0            │",
         ],
     );
@@ -504,7 +510,7 @@ fn stock_view_follows_the_drill_down() {
         &draw(&app, 80, 24),
         1,
         &[
-            "┌ Stock · Nation › 01 › 001 › hn-01 · under 3 days highlighted ────────────────┐",
+            "┌ Stock · Nation › Hà Nội › Ba Đình › hn-01 · under 3 days highlighted ────────┐",
             "│ COMIRNATY          40,000 doses     20,000/day    2.0 days                   │",
             "│ SPIKEVAX            8,000 doses      4,000/day    2.0 days                   │",
             "└──────────────────────────────────────────────────────────────────────────────┘",
@@ -596,8 +602,8 @@ fn alerts_view_wraps_long_messages_and_opens_the_site() {
         &draw(&app, 80, 24),
         1,
         &[
-            "┌ Nation › 01 › 005 › hn-03 ───────────────────────────────────────────────────┐",
-            "│ Thanh Nhan (hn-03) province 01 · district 005                                │",
+            "┌ Nation › Hà Nội › 005 › hn-03 ───────────────────────────────────────────────┐",
+            "│ Thanh Nhan (hn-03) province Hà Nội · district 005                            │",
             "│ Today        0 doses, 0% of 1,000 a day                                      │",
             "│ Since start  0   all time 10,000                                             │",
             "│ Rate         0.0/min over the last minute                                    │",
@@ -872,15 +878,30 @@ fn scales_up_to_a_wall_screen() {
         .iter()
         .position(|l| l.starts_with("┌ Provinces · busiest first"))
         .unwrap();
+    // Province 10, the busiest, has a name in the sample.
     assert!(
-        text[provinces + 2].starts_with("│Province 10 "),
+        text[provinces + 2].starts_with("│Lào Cai "),
         "{}",
         text[provinces + 2]
     );
-    // The header and ten provinces of fifty sites each, all shown.
-    assert_eq!(
-        text.iter().filter(|l| l.starts_with("│Province ")).count(),
-        11
+    // Ten provinces of fifty sites each, all shown: six by name, four by code.
+    let rows = &text[provinces + 2..provinces + 12];
+    assert!(rows.iter().all(|l| !l.starts_with("│ ")), "{rows:#?}");
+    assert!(
+        text[provinces + 12].trim_matches(['│', ' ']).is_empty(),
+        "{}",
+        text[provinces + 12]
+    );
+    let by_code: Vec<&str> = rows
+        .iter()
+        .filter_map(|l| l.strip_prefix("│Province "))
+        .map(|l| &l[..2])
+        .collect();
+    assert_eq!(by_code.len(), 4, "{rows:#?}");
+    assert!(
+        by_code
+            .iter()
+            .all(|code| ["03", "05", "07", "09"].contains(code))
     );
 }
 
@@ -897,8 +918,16 @@ fn keys_move_and_clamp_the_selection() {
     assert_eq!(app.selected[1], 8);
     key(&mut app, KeyCode::Home);
     assert_eq!(app.selected[1], 0);
+    // Into Hà Nội (first by name is Bắc Kạn) and its first district, Ba Đình: the smaller
+    // sample below has only that district's sites.
+    key(&mut app, KeyCode::Char('/'));
+    for c in "ha noi".chars() {
+        key(&mut app, KeyCode::Char(c));
+    }
     key(&mut app, KeyCode::Enter);
     key(&mut app, KeyCode::Enter);
+    key(&mut app, KeyCode::Enter);
+    assert_eq!(app.path, ["01", "001"]);
     assert_eq!(app.area_rows().len(), 5, "five sites in a district");
     // A narrower snapshot keeps the selection inside the table.
     key(&mut app, KeyCode::End);
@@ -1100,7 +1129,7 @@ fn allocation_proposal_shows_lines_totals_and_notes() {
         "┌ Shipment allocation · COMIRNATY, 5,000 doses, by district · 08:00:05 UTC ────┐",
         "│ Need 9,000  allocated 5,000 of 5,000  held back 0  unmet need 4,000          │",
         "│  District                      Allocated      Need     Stock Days now → after│",
-        "│> 01/001                            2,000     2,000    40,000          13 → 14│",
+        "│> Ba Đình                           2,000     2,000    40,000          13 → 14│",
         "│  01/005                            3,000     7,000         0        0.0 → 6.0│",
         "│  01/009                                0         0       500            - → -│",
     ]);
@@ -1180,7 +1209,7 @@ fn allocation_proposal_on_a_wall_screen_and_without_colour() {
     let screen = draw(&app, 160, 50);
     let text = lines(&screen);
     assert!(text[7].starts_with("│  District "), "{}", text[7]);
-    assert!(text[8].starts_with("│> 01/001 "), "{}", text[8]);
+    assert!(text[8].starts_with("│> Ba Đình "), "{}", text[8]);
     assert!(
         text[8].ends_with("2,000     2,000    40,000          13 → 14│"),
         "{}",
@@ -1347,8 +1376,8 @@ fn alerts_view_shows_the_analytics_alerts() {
 
 // ---- Audit fixes ----
 
-/// Sorting by today re-orders the provinces; a snapshot in which Province 01 overtakes 79 keeps
-/// Province 01 selected (the highlight follows the area, not the line), and Enter opens it.
+/// Sorting by today re-orders the provinces; a snapshot in which Hà Nội (01) overtakes 79 keeps
+/// 79 selected (the highlight follows the area, not the line), and Enter opens it.
 #[test]
 fn a_snapshot_that_reorders_rows_keeps_the_same_area_selected() {
     let mut app = app_with(campaign(), Theme::colour());
@@ -1367,7 +1396,7 @@ fn a_snapshot_that_reorders_rows_keeps_the_same_area_selected() {
         &draw(&app, 80, 24),
         3,
         &[
-            "│  Province 01          3     7,500    36.0   167%    138,000   4.6 2 low 1 sil│",
+            "│  Hà Nội               3     7,500    36.0   167%    138,000   4.6 2 low 1 sil│",
             "│> Province 79          1     2,500    72.0    83%    300,000   6.0            │",
         ],
     );
@@ -1680,7 +1709,7 @@ fn esc_in_the_stock_view_goes_up_a_level() {
     assert_lines(
         &draw(&app, 80, 24),
         1,
-        &["┌ Stock · Nation › 01 · under 3 days highlighted ──────────────────────────────┐"],
+        &["┌ Stock · Nation › Hà Nội · under 3 days highlighted ──────────────────────────┐"],
     );
     key(&mut app, KeyCode::Esc);
     assert!(app.path.is_empty());
@@ -1715,7 +1744,7 @@ fn vietnamese_names_align_filter_and_sort() {
         &screen,
         1,
         &[
-            "┌ Nation › 01 › 001 · by name ─────────────────────────────────────────────────┐",
+            "┌ Nation › Hà Nội › Ba Đình · by name ─────────────────────────────────────────┐",
             "│  Site▼              Err     Today    /min  Share      Stock  Days Flags      │",
             // The name column is cut by display width, never in the middle of a letter.
             "│> Bệnh viện Bạch M     2     1,200    30.0    60%     48,000   2.0 LOW        │",
@@ -1791,4 +1820,316 @@ fn names_sort_without_their_diacritics() {
     key(&mut app, KeyCode::Char('2'));
     let names: Vec<String> = app.area_rows().into_iter().map(|r| r.label).collect();
     assert_eq!(names, ["Ánh Dương", "Cần Thơ", "Đà Nẵng", "Zeta"]);
+}
+
+// ---- Area names ----
+
+/// Provinces and districts are shown by the names the server has for them, by their codes
+/// where it has none: in the table, in the breadcrumb, on a site's page and in the stock view.
+#[test]
+fn areas_show_names_where_the_server_has_them() {
+    let mut app = app_with(campaign(), Theme::colour());
+    key(&mut app, KeyCode::Char('2'));
+    assert_lines(
+        &draw(&app, 80, 24),
+        1,
+        &[
+            "┌ Nation · by name ────────────────────────────────────────────────────────────┐",
+            "│  Province▼        Sites     Today    /min  Share      Stock  Days Flags      │",
+            "│> Hà Nội               3     1,500    36.0    33%    138,000   4.6 2 low 1 sil│",
+            "│  Province 79          1     2,500    72.0    83%    300,000   6.0            │",
+        ],
+    );
+    // Enter descends by code, whatever the row is called.
+    key(&mut app, KeyCode::Enter);
+    assert_eq!(app.path, ["01"]);
+    assert_lines(
+        &draw(&app, 80, 24),
+        1,
+        &[
+            "┌ Nation › Hà Nội · by name ───────────────────────────────────────────────────┐",
+            "│  District▼        Sites     Today    /min  Share      Stock  Days Flags      │",
+            "│> Ba Đình              2     1,500    36.0    43%    138,000   4.6 1 low      │",
+            "│  District 005         1         0     0.0     0%          0     - 1 low 1 sil│",
+        ],
+    );
+    key(&mut app, KeyCode::Enter);
+    key(&mut app, KeyCode::Enter);
+    assert_eq!(app.path, ["01", "001", "hn-01"]);
+    assert_lines(
+        &draw(&app, 80, 24),
+        1,
+        &[
+            "┌ Nation › Hà Nội › Ba Đình › hn-01 ───────────────────────────────────────────┐",
+            "│ Bach Mai (hn-01) province Hà Nội · district Ba Đình                          │",
+        ],
+    );
+    key(&mut app, KeyCode::Char('3'));
+    assert_lines(
+        &draw(&app, 80, 24),
+        1,
+        &["┌ Stock · Nation › Hà Nội › Ba Đình › hn-01 · under 3 days highlighted ────────┐"],
+    );
+    // Province 79 has no name: its code, at every level.
+    app.path = vec!["79".into(), "760".into()];
+    key(&mut app, KeyCode::Char('2'));
+    assert_lines(
+        &draw(&app, 80, 24),
+        1,
+        &["┌ Nation › 79 › 760 · by name ─────────────────────────────────────────────────┐"],
+    );
+}
+
+/// `/` finds an area by its name typed without accents, in any case, or by its code; an
+/// unnamed area by its code or its "Province 79" label.
+#[test]
+fn the_filter_finds_an_area_by_its_name_or_its_code() {
+    let mut app = app_with(campaign(), Theme::colour());
+    key(&mut app, KeyCode::Char('2'));
+    let filtered = |app: &mut App, text: &str| -> Vec<String> {
+        key(app, KeyCode::Char('/'));
+        for c in text.chars() {
+            key(app, KeyCode::Char(c));
+        }
+        key(app, KeyCode::Enter);
+        let keys = app.area_rows().into_iter().map(|r| r.key).collect();
+        key(app, KeyCode::Esc);
+        keys
+    };
+    assert_eq!(filtered(&mut app, "ha noi"), ["01"]);
+    assert_eq!(filtered(&mut app, "HÀ NỘI"), ["01"]);
+    assert_eq!(filtered(&mut app, "noi"), ["01"]);
+    assert_eq!(filtered(&mut app, "01"), ["01"], "by its code");
+    assert_eq!(filtered(&mut app, "79"), ["79"]);
+    assert_eq!(filtered(&mut app, "province 7"), ["79"]);
+    assert_eq!(filtered(&mut app, "hanoi"), Vec::<String>::new());
+    key(&mut app, KeyCode::Char('/'));
+    for c in "ha noi".chars() {
+        key(&mut app, KeyCode::Char(c));
+    }
+    key(&mut app, KeyCode::Enter);
+    assert_lines(
+        &draw(&app, 80, 24),
+        1,
+        &[
+            "┌ Nation · by name · filter \"ha noi\" ──────────────────────────────────────────┐",
+            "│  Province▼        Sites     Today    /min  Share      Stock  Days Flags      │",
+            "│> Hà Nội               3     1,500    36.0    33%    138,000   4.6 2 low 1 sil│",
+            "│                                                                              │",
+        ],
+    );
+    key(&mut app, KeyCode::Enter);
+    assert_eq!(app.path, ["01"]);
+    // Districts: by name, or by code (the code alone, not the province's).
+    assert_eq!(filtered(&mut app, "ba dinh"), ["001"]);
+    assert_eq!(filtered(&mut app, "Đình"), ["001"]);
+    assert_eq!(filtered(&mut app, "001"), ["001"]);
+    assert_eq!(filtered(&mut app, "005"), ["005"]);
+    assert_eq!(
+        filtered(&mut app, "district"),
+        ["005"],
+        "the unnamed one's label"
+    );
+}
+
+/// The name sort compares names without their diacritics, so "Đà Nẵng" sorts with the Ds and
+/// an unnamed "Province 79" with the Ps.
+#[test]
+fn area_names_sort_without_their_diacritics() {
+    let mut s = campaign();
+    s.sites[0].province = "92".into(); // Cho Ray, moved to Cần Thơ
+    let mut danang = s.sites[0].clone();
+    danang.site_id = "dn-01".into();
+    danang.province = "48".into();
+    let mut unnamed = s.sites[0].clone();
+    unnamed.site_id = "x-01".into();
+    unnamed.province = "79".into();
+    s.sites.extend([danang, unnamed]);
+    s.area_names.extend([
+        ("92".to_owned(), "Cần Thơ".to_owned()),
+        ("48".to_owned(), "Đà Nẵng".to_owned()),
+        ("96".to_owned(), "Cà Mau".to_owned()), // no site there: no row
+    ]);
+    let mut app = app_with(s, Theme::colour());
+    key(&mut app, KeyCode::Char('2'));
+    let labels: Vec<String> = app.area_rows().into_iter().map(|r| r.label).collect();
+    assert_eq!(labels, ["Cần Thơ", "Đà Nẵng", "Hà Nội", "Province 79"]);
+}
+
+/// A snapshot from a server without names (older, or none imported) has no `area_names` at
+/// all: it parses, and every area is shown by its code as before.
+#[test]
+fn a_snapshot_without_area_names_shows_codes() {
+    let mut json = serde_json::to_value(campaign()).unwrap();
+    assert!(json.as_object_mut().unwrap().remove("area_names").is_some());
+    let snapshot: Snapshot = serde_json::from_value(json).unwrap();
+    assert!(snapshot.area_names.is_empty());
+    let mut app = app_with(snapshot, Theme::colour());
+    key(&mut app, KeyCode::Char('2'));
+    assert_lines(
+        &draw(&app, 80, 24),
+        3,
+        &[
+            "│> Province 01          3     1,500    36.0    33%    138,000   4.6 2 low 1 sil│",
+            "│  Province 79          1     2,500    72.0    83%    300,000   6.0            │",
+        ],
+    );
+    key(&mut app, KeyCode::Enter);
+    assert_lines(
+        &draw(&app, 80, 24),
+        1,
+        &[
+            "┌ Nation › 01 · by name ───────────────────────────────────────────────────────┐",
+            "│  District▼        Sites     Today    /min  Share      Stock  Days Flags      │",
+            "│> District 001         2     1,500    36.0    43%    138,000   4.6 1 low      │",
+            "│  District 005         1         0     0.0     0%          0     - 1 low 1 sil│",
+        ],
+    );
+    key(&mut app, KeyCode::Enter);
+    key(&mut app, KeyCode::Enter);
+    assert_lines(
+        &draw(&app, 80, 24),
+        1,
+        &[
+            "┌ Nation › 01 › 001 › hn-01 ───────────────────────────────────────────────────┐",
+            "│ Bach Mai (hn-01) province 01 · district 001                                  │",
+        ],
+    );
+}
+
+/// The proposal names districts (and provinces) as the snapshot does, and its filter finds
+/// them by name; an unnamed district keeps the planner's id.
+#[test]
+fn allocation_proposal_names_areas_and_filters_by_name() {
+    let mut app = typed_shipment(Theme::colour());
+    key(&mut app, KeyCode::Enter);
+    let (id, _) = app.take_allocation_request().unwrap();
+    app.update(Event::Allocation {
+        id,
+        answer: Ok(Box::new(shipment_answer())),
+    });
+    assert_lines(
+        &draw(&app, 80, 24),
+        7,
+        &[
+            "│  District                      Allocated      Need     Stock Days now → after│",
+            "│> Ba Đình                           2,000     2,000    40,000          13 → 14│",
+            "│  01/005                            3,000     7,000         0        0.0 → 6.0│",
+            "│  01/009                                0         0       500            - → -│",
+        ],
+    );
+    key(&mut app, KeyCode::Char('/'));
+    for c in "ba dinh".chars() {
+        key(&mut app, KeyCode::Char(c));
+    }
+    key(&mut app, KeyCode::Enter);
+    let areas: Vec<&str> = app
+        .proposal_lines()
+        .iter()
+        .map(|l| l.area.as_str())
+        .collect();
+    assert_eq!(areas, ["01/001"]);
+
+    // By province: the province's name.
+    let mut by_province = shipment_answer();
+    by_province.plan.request.level = Level::Province;
+    by_province.plan.lines = vec![
+        PlanLine {
+            area: "01".into(),
+            name: "01".into(),
+            allocated_doses: 4_000,
+            ..PlanLine::default()
+        },
+        PlanLine {
+            area: "79".into(),
+            name: "79".into(),
+            allocated_doses: 1_000,
+            ..PlanLine::default()
+        },
+    ];
+    key(&mut app, KeyCode::Esc);
+    key(&mut app, KeyCode::Char('a'));
+    key(&mut app, KeyCode::Enter);
+    let (id, _) = app.take_allocation_request().unwrap();
+    app.update(Event::Allocation {
+        id,
+        answer: Ok(Box::new(by_province)),
+    });
+    let screen = lines(&draw(&app, 80, 24));
+    assert!(screen[7].starts_with("│  Province "), "{}", screen[7]);
+    assert!(screen[8].starts_with("│> Hà Nội "), "{}", screen[8]);
+    assert!(screen[9].starts_with("│  79 "), "{}", screen[9]);
+}
+
+/// Names are whatever the server was given: long ones are cut to their column or, in a title,
+/// to 20 columns with `…`; line breaks and tabs become spaces; a blank name counts as none.
+/// Nothing is pushed past the border.
+#[test]
+fn long_and_odd_area_names_keep_the_columns() {
+    let mut s = campaign();
+    s.area_names.extend([
+        ("79".to_owned(), "Thành phố Hồ Chí Minh".to_owned()),
+        (
+            "79/760".to_owned(),
+            "Quận 1\n(trung tâm,\tgồm phường Bến Nghé 東京)".to_owned(),
+        ),
+        ("01/005".to_owned(), " \n\t ".to_owned()),
+    ]);
+    let mut app = app_with(s, Theme::colour());
+    key(&mut app, KeyCode::Char('2'));
+    let screen = draw(&app, 80, 24);
+    assert_lines(
+        &screen,
+        3,
+        &[
+            "│> Hà Nội               3     1,500    36.0    33%    138,000   4.6 2 low 1 sil│",
+            "│  Thành phố Hồ Chí     1     2,500    72.0    83%    300,000   6.0            │",
+        ],
+    );
+    app.path = vec!["79".into()];
+    let screen = draw(&app, 80, 24);
+    assert_lines(
+        &screen,
+        1,
+        &[
+            "┌ Nation › Thành phố Hồ Chí Mi… · by name ─────────────────────────────────────┐",
+            "│  District▼        Sites     Today    /min  Share      Stock  Days Flags      │",
+            "│> Quận 1 (trung tâ     1     2,500    72.0    83%    300,000   6.0            │",
+        ],
+    );
+    key(&mut app, KeyCode::Enter);
+    key(&mut app, KeyCode::Enter);
+    assert_eq!(app.path, ["79", "760", "hcm-01"]);
+    let screen = draw(&app, 80, 24);
+    assert_lines(
+        &screen,
+        1,
+        &[
+            "┌ Nation › Thành phố Hồ Chí Mi… › Quận 1 (trung tâm, … › hcm-01 ───────────────┐",
+            "│ Cho Ray (hcm-01) province Thành phố Hồ Chí Mi… · district Quận 1 (trung tâm, │",
+        ],
+    );
+    for line in lines(&screen) {
+        assert_eq!(vaxcamp_console::format::width(&line), 80, "{line}");
+    }
+    // The blank name of district 005: its code.
+    app.path = vec!["01".into()];
+    assert_lines(
+        &draw(&app, 80, 24),
+        4,
+        &["│  District 005         1         0     0.0     0%          0     - 1 low 1 sil│"],
+    );
+    // Every view, every size: nothing past the border.
+    for view in ['1', '2', '3', '4'] {
+        key(&mut app, KeyCode::Char(view));
+        for (width, height) in [(80, 24), (40, 12), (160, 50)] {
+            for line in lines(&draw(&app, width, height)) {
+                assert_eq!(
+                    vaxcamp_console::format::width(&line),
+                    usize::from(width),
+                    "view {view} at {width}×{height}: {line}"
+                );
+            }
+        }
+    }
 }
