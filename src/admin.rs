@@ -545,8 +545,8 @@ pub enum ImportCommand {
         file: PathBuf,
     },
     /// Import the names of provinces and districts, shown on the console, from CSV:
-    /// province,district,name (district empty for a province). Replaces the whole list; a
-    /// running server shows the new names after a restart.
+    /// province,district,name (district empty for a province). Replaces the whole list. On a
+    /// running server, use `PUT /v1/areas`.
     Areas {
         #[command(flatten)]
         store: StoreArgs,
@@ -597,7 +597,7 @@ async fn import_areas(args: &StoreArgs, file: &Path) -> anyhow::Result<()> {
     setup::put_area_names(store.as_ref(), &names).await?;
     store.close().await?;
     println!(
-        "{} area names imported (the list they replace is gone); restart a running server to show them",
+        "{} area names imported (the list they replace is gone); a server started before shows them after a restart (on a running server, use PUT /v1/areas instead)",
         names.len()
     );
     Ok(())

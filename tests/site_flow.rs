@@ -537,6 +537,7 @@ async fn public_and_monitoring_endpoints() {
             let request = match method.as_str() {
                 "get" => server.client.get(url),
                 "post" => server.client.post(url).json(&json!({})),
+                "put" => server.client.put(url).json(&json!({})),
                 other => panic!("unexpected method {other}"),
             };
             let response = request.bearer_auth(&server.admin).send().await.unwrap();
@@ -572,6 +573,7 @@ async fn public_and_monitoring_endpoints() {
         "/v1/doses:lookup",
         "/v1/sites",
         "/v1/lots",
+        "/v1/areas",
         "/v1/stats",
         "/v1/live",
         "/v1/live/stream",
@@ -585,6 +587,54 @@ async fn public_and_monitoring_endpoints() {
     .map(String::from)
     .collect();
     assert_eq!(documented, routed);
+    server.stop().await;
+}
+
+/// Province and district names can be replaced on a running server, by an admin only; a list
+/// with a bad entry changes nothing; the console's snapshot shows the names of the areas with
+/// sites from then on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_names_areas_on_a_running_server() {
+    let server = TestServer::start().await;
+    let (status, listed) = server.get("/v1/areas", Some(&server.observer)).await;
+    assert_eq!(status, StatusCode::OK, "{listed}");
+    assert_eq!(listed, json!({"areas": {}}));
+    let names = json!({"areas": {"01": "Hà Nội", "01/001": "Ba Đình", "48": "Đà Nẵng"}});
+    for token in [&server.observer, &server.site] {
+        let (status, json) = server.put("/v1/areas", Some(token), &names).await;
+        assert_error(status, &json, StatusCode::FORBIDDEN, "forbidden");
+    }
+    let (status, json) = server.put("/v1/areas", None, &names).await;
+    assert_error(status, &json, StatusCode::UNAUTHORIZED, "missing_token");
+    let (status, json) = server.put("/v1/areas", Some(&server.admin), &names).await;
+    assert_eq!(status, StatusCode::OK, "{json}");
+    assert_eq!(json, json!({"areas": 3}));
+
+    let bad = json!({"areas": {"01": "Thủ đô", "01/x y": "Ba Đình", "79": ""}});
+    let (status, json) = server.put("/v1/areas", Some(&server.admin), &bad).await;
+    assert_error(status, &json, StatusCode::BAD_REQUEST, "invalid_areas");
+    let message = json["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("2 bad entries, nothing was changed"),
+        "{message}"
+    );
+    let (status, json) = server
+        .put("/v1/areas", Some(&server.admin), &json!({"names": {}}))
+        .await;
+    assert_error(status, &json, StatusCode::BAD_REQUEST, "invalid_body");
+
+    let (_, listed) = server.get("/v1/areas", Some(&server.admin)).await;
+    assert_eq!(listed, names, "the good list stands");
+    let (status, live) = server.get("/v1/live", Some(&server.observer)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(live["area_names"]["01"], "Hà Nội");
+    assert_eq!(live["area_names"]["01/001"], "Ba Đình");
+    assert_eq!(live["area_names"].get("48"), None, "no site stands in 48");
+
+    // The names are in the store, which the next start reads them from.
+    let stored = server.store.setting("area_names").await.unwrap().unwrap();
+    let stored = ingest::areas::AreaNames::from_setting(&stored).unwrap();
+    assert_eq!(json!({"areas": stored.as_map()}), names);
     server.stop().await;
 }
 

@@ -90,6 +90,50 @@ impl AreaNames {
         }
     }
 
+    /// A list as the admin API takes it and `GET /v1/areas` gives it: `{"01": "Hà Nội",
+    /// "01/001": "Ba Đình"}`.
+    ///
+    /// # Errors
+    /// What is wrong with each bad entry; nothing is taken from a list with errors.
+    pub fn from_map(map: BTreeMap<String, String>) -> Result<Self, Vec<String>> {
+        if map.len() > MAX_AREAS {
+            return Err(vec![format!(
+                "{} areas; at most {MAX_AREAS} can be named",
+                map.len()
+            )]);
+        }
+        let mut names = BTreeMap::new();
+        let mut errors = Vec::new();
+        for (key, name) in map {
+            let (province, district) = match key.split_once('/') {
+                Some((_, district)) if district.trim().is_empty() => {
+                    errors.push(format!("{key:?}: no district code after the /"));
+                    continue;
+                }
+                Some((province, district)) => (province.trim(), Some(district.trim())),
+                None => (key.trim(), None),
+            };
+            match parse_area(province, district, name.trim().to_owned()) {
+                Ok((key, name)) => {
+                    if names.insert(key.clone(), name).is_some() {
+                        errors.push(format!("area {key} is named twice"));
+                    }
+                }
+                Err(e) => errors.push(format!("{key:?}: {e}")),
+            }
+        }
+        if errors.is_empty() {
+            Ok(Self(names))
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// The whole list, by key.
+    pub fn as_map(&self) -> &BTreeMap<String, String> {
+        &self.0
+    }
+
     /// The list as stored in [`SETTING`].
     pub fn to_setting(&self) -> String {
         // A map of strings always serializes.
@@ -154,8 +198,17 @@ impl AreaNames {
 
 /// One row's key (`01` or `01/001`) and name.
 fn parse_row(row: Row) -> Result<(String, String), String> {
-    let province = AreaCode::new(&row.province).map_err(|e| format!("province: {e}"))?;
-    let key = match row.district.as_deref().filter(|d| !d.is_empty()) {
+    parse_area(&row.province, row.district.as_deref(), row.name)
+}
+
+/// An area's key (`01` or `01/001`) and name, checked.
+fn parse_area(
+    province: &str,
+    district: Option<&str>,
+    name: String,
+) -> Result<(String, String), String> {
+    let province = AreaCode::new(province).map_err(|e| format!("province: {e}"))?;
+    let key = match district.filter(|d| !d.is_empty()) {
         None => province.to_string(),
         Some(district) => District {
             province,
@@ -163,7 +216,6 @@ fn parse_row(row: Row) -> Result<(String, String), String> {
         }
         .to_string(),
     };
-    let name = row.name;
     if name.is_empty() {
         return Err(format!("area {key} has an empty name"));
     }
@@ -219,6 +271,47 @@ mod tests {
         );
         let stored = AreaNames::from_setting(&names.to_setting()).expect("round trip");
         assert_eq!(stored, names);
+    }
+
+    #[test]
+    fn the_api_list_is_checked_like_the_file() {
+        let map = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect()
+        };
+        let names =
+            AreaNames::from_map(map(&[("01", " Hà Nội "), ("01/001", "Ba Đình")])).expect("valid");
+        assert_eq!(
+            names.as_map(),
+            &map(&[("01", "Hà Nội"), ("01/001", "Ba Đình")])
+        );
+        let errors = AreaNames::from_map(map(&[
+            ("01", "Hà Nội"),
+            (" 01", "Hà Nội again"),
+            ("01/0 01", "Space"),
+            ("79/", "No district"),
+            ("48", ""),
+        ]))
+        .expect_err("bad entries");
+        assert_eq!(errors.len(), 4, "{errors:?}");
+        assert!(
+            errors.iter().any(|e| e.contains("no district code")),
+            "{errors:?}"
+        );
+        assert!(
+            errors.iter().any(|e| e.contains("named twice")),
+            "{errors:?}"
+        );
+        assert!(
+            errors.iter().any(|e| e.contains("\"01/0 01\": district")),
+            "{errors:?}"
+        );
+        assert!(
+            errors.iter().any(|e| e.contains("empty name")),
+            "{errors:?}"
+        );
     }
 
     #[test]

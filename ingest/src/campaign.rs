@@ -69,8 +69,8 @@ pub struct Campaign {
     catalogue: RwLock<Catalogue>,
     pub issuer: String,
     pub country: String,
-    /// Province and district names for display, read at start-up (`vaxcamp import areas`).
-    pub area_names: Arc<AreaNames>,
+    /// Province and district names for display (`vaxcamp import areas`, `PUT /v1/areas`).
+    area_names: RwLock<Arc<AreaNames>>,
 }
 
 impl std::fmt::Debug for Campaign {
@@ -141,7 +141,7 @@ impl Campaign {
             catalogue: RwLock::new(catalogue),
             issuer,
             country,
-            area_names: Arc::new(area_names),
+            area_names: RwLock::new(Arc::new(area_names)),
         })
     }
 
@@ -165,6 +165,22 @@ impl Campaign {
     /// Whether `id` is one of the campaign's sites: [`Campaign::site`] without the copy.
     pub fn has_site(&self, id: &SiteId) -> bool {
         self.read().sites.contains_key(id)
+    }
+
+    /// The province and district names, as they are now.
+    pub fn area_names(&self) -> Arc<AreaNames> {
+        self.area_names
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Replaces the names (after the store has them).
+    pub fn set_area_names(&self, names: AreaNames) {
+        *self
+            .area_names
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(names);
     }
 
     pub fn sites(&self) -> Vec<Site> {

@@ -216,6 +216,10 @@ pub fn document() -> Value {
                 "post": op("Add a site; answers its token once", "admin", Some("Site"), ("201", "SiteAnswer"), &["400", "401", "403"])
             },
             "/v1/lots": {"post": op("Allocate a lot's doses to a site", "admin", Some("Lot"), ("201", ""), &["400", "401", "403"])},
+            "/v1/areas": {
+                "get": op("Province and district names, as the console shows them", "admin, observer", None, ("200", "AreaNames"), &["401", "403"]),
+                "put": op("Replace every province and district name (400 `invalid_areas` lists the bad entries and changes nothing); answers how many", "admin", Some("AreaNames"), ("200", ""), &["400", "401", "403", "413"])
+            },
             "/v1/stats": {"get": op("Live counters for the console", "admin, observer", None, ("200", "Stats"), &["401", "403"])},
             "/v1/live": {"get": op("The campaign now, for the console: doses/s and history, totals, per-site figures, stock and days of supply, latency, queues, errors, alerts", "admin, observer", None, ("200", "LiveSnapshot"), &["401", "403"])},
             "/v1/live/stream": {"get": live_stream},
@@ -301,6 +305,9 @@ fn schemas() -> Value {
         "Lot": {"type": "object", "required": ["lot_number", "site_id", "product", "expires", "quantity"], "additionalProperties": false, "properties": {
             "lot_number": {"type": "string"}, "site_id": {"type": "string"}, "product": {"type": "string"}, "expires": date, "quantity": {"type": "integer"}}},
         "Stats": {"type": "object"},
+        "AreaNames": {"type": "object", "required": ["areas"], "additionalProperties": false, "properties": {
+            "areas": {"type": "object", "additionalProperties": {"type": "string", "minLength": 1, "maxLength": 100},
+                "description": "name by key: a province code (`01`) or `province/district` (`01/001`)"}}},
         "AllocationAnswer": {"type": "object", "description": "see analytics/src/allocation.rs for the method", "properties": {
             "analytics_backend": {"type": "string"}, "generated_at": {"type": "integer"},
             "analytics": {"$ref": "#/components/schemas/AnalyticsFreshness"},

@@ -52,7 +52,7 @@ pub fn snapshot(state: &Shared) -> LiveSnapshot {
         queue_depths: state.write_path.queue_depths(),
         latency: state.metrics.dose_latency_window(),
         analytics: analytics_figures(state),
-        area_names: state.campaign.area_names.clone(),
+        area_names: state.campaign.area_names(),
     };
     state.live.snapshot_at(unix_now(), inputs)
 }

@@ -154,6 +154,7 @@ pub fn router(state: Shared) -> Router {
         .route("/v1/doses:lookup", post(doses::lookup))
         .route("/v1/sites", get(setup::list_sites).post(setup::add_site))
         .route("/v1/lots", post(setup::add_lot))
+        .route("/v1/areas", get(setup::list_areas).put(setup::put_areas))
         .route("/v1/stats", get(public::stats))
         .route("/v1/live", get(live::live))
         .route("/v1/live/stream", get(live::stream))

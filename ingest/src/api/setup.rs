@@ -1,13 +1,18 @@
-//! Admin set-up on a running server: sites and lots. The same operations as `vaxcamp site add`
-//! and `vaxcamp lot add`, which work on a stopped server's data directory.
+//! Admin set-up on a running server: sites, lots and area names. The same operations as
+//! `vaxcamp site add`, `vaxcamp lot add` and `vaxcamp import areas`, which work on a stopped
+//! server's data directory.
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
 use serde_json::json;
 use store::{Lot, Role, Site};
 
 use super::{ApiJson, Shared};
+use crate::areas::AreaNames;
 use crate::auth::Caller;
 use crate::error::{ApiError, json_answer};
 use crate::setup::{self, SetupError};
@@ -77,4 +82,48 @@ pub async fn add_lot(
     state.campaign.upsert_lot(lot.clone());
     state.feed.lot_allocated(&lot);
     Ok(json_answer(StatusCode::CREATED, json!({"lot": lot})))
+}
+
+/// `GET /v1/areas`: the province and district names the console shows.
+pub async fn list_areas(State(state): State<Shared>, caller: Caller) -> Result<Response, ApiError> {
+    caller.require(&[Role::Admin, Role::Observer])?;
+    let names = state.campaign.area_names();
+    Ok(json_answer(
+        StatusCode::OK,
+        json!({"areas": names.as_map()}),
+    ))
+}
+
+/// `PUT /v1/areas` body: the whole list of names.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AreasBody {
+    /// `{"01": "Hà Nội", "01/001": "Ba Đình"}`.
+    pub areas: BTreeMap<String, String>,
+}
+
+/// `PUT /v1/areas`: replaces the province and district names (all of them); the console shows
+/// them from the next snapshot. A list with any bad entry changes nothing.
+pub async fn put_areas(
+    State(state): State<Shared>,
+    caller: Caller,
+    ApiJson(body): ApiJson<AreasBody>,
+) -> Result<Response, ApiError> {
+    caller.require(&[Role::Admin])?;
+    let names = AreaNames::from_map(body.areas).map_err(|errors| {
+        let shown: Vec<&str> = errors.iter().take(10).map(String::as_str).collect();
+        ApiError::bad_request(
+            "invalid_areas",
+            format!(
+                "{} bad entries, nothing was changed (keys are a province code like \"01\" or \"01/001\" for a district; names 1 to {} characters): {}",
+                errors.len(),
+                crate::areas::MAX_NAME_CHARS,
+                shown.join("; ")
+            ),
+        )
+    })?;
+    setup::put_area_names(state.store.as_ref(), &names).await?;
+    let count = names.len();
+    state.campaign.set_area_names(names);
+    Ok(json_answer(StatusCode::OK, json!({"areas": count})))
 }
