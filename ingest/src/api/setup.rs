@@ -2,11 +2,11 @@
 //! `vaxcamp site add`, `vaxcamp lot add` and `vaxcamp import areas`, which work on a stopped
 //! server's data directory.
 
+use std::collections::BTreeMap;
+
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
-use std::collections::BTreeMap;
-
 use serde::Deserialize;
 use serde_json::json;
 use store::{Lot, Role, Site};
