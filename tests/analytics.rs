@@ -166,6 +166,20 @@ fn given_on(given: time::OffsetDateTime) -> Value {
     })
 }
 
+/// The server's Prometheus metrics, as an observer scrapes them.
+async fn metrics_of(server: &TestServer) -> String {
+    server
+        .client
+        .get(server.url("/metrics"))
+        .bearer_auth(&server.observer)
+        .send()
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("text")
+}
+
 /// The value of an unlabelled metric in a Prometheus scrape.
 fn metric<T: std::str::FromStr>(scrape: &str, name: &str) -> T {
     scrape
@@ -370,16 +384,7 @@ async fn a_clickhouse_outage_fails_no_dose_and_the_counts_converge_exactly() {
         "/v1/stats carries the alert: {}",
         s["analytics"]
     );
-    let scrape = server
-        .client
-        .get(server.url("/metrics"))
-        .bearer_auth(&server.observer)
-        .send()
-        .await
-        .expect("scrape")
-        .text()
-        .await
-        .expect("text");
+    let scrape = metrics_of(&server).await;
     let waiting_in_scrape: u64 = metric(&scrape, "vaxcamp_analytics_outbox_rows");
     assert!(waiting_in_scrape >= during as u64, "{scrape}");
     // The lag in seconds (not milliseconds), past the alert's threshold; the shipper failing.
@@ -398,16 +403,7 @@ async fn a_clickhouse_outage_fails_no_dose_and_the_counts_converge_exactly() {
     );
     // Rows shipped is a counter: what the shipper shipped, each row once however many scrapes
     // there were (this is the second).
-    let scrape = server
-        .client
-        .get(server.url("/metrics"))
-        .bearer_auth(&server.observer)
-        .send()
-        .await
-        .expect("scrape")
-        .text()
-        .await
-        .expect("text");
+    let scrape = metrics_of(&server).await;
     let shipped: u64 = metric(&scrape, "vaxcamp_analytics_shipped_rows_total");
     let status = stats(&server).await;
     assert_eq!(
