@@ -312,30 +312,25 @@ impl TestServer {
 
     /// POSTs JSON with a token; returns status and JSON body (Null when the body is not JSON).
     pub async fn post(&self, path: &str, token: Option<&str>, body: &Value) -> (StatusCode, Value) {
-        let mut request = self.client.post(self.url(path)).json(body);
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        let response = request.send().await.unwrap();
-        let status = response.status();
-        let text = response.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+        self.send(self.client.post(self.url(path)).json(body), token)
+            .await
     }
 
     /// PUTs JSON with a token; returns status and JSON body (Null when the body is not JSON).
     pub async fn put(&self, path: &str, token: Option<&str>, body: &Value) -> (StatusCode, Value) {
-        let mut request = self.client.put(self.url(path)).json(body);
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        let response = request.send().await.unwrap();
-        let status = response.status();
-        let text = response.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+        self.send(self.client.put(self.url(path)).json(body), token)
+            .await
     }
 
     pub async fn get(&self, path: &str, token: Option<&str>) -> (StatusCode, Value) {
-        let mut request = self.client.get(self.url(path));
+        self.send(self.client.get(self.url(path)), token).await
+    }
+
+    async fn send(
+        &self,
+        mut request: reqwest::RequestBuilder,
+        token: Option<&str>,
+    ) -> (StatusCode, Value) {
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }
